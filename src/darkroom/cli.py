@@ -1,0 +1,147 @@
+"""The `darkroom` command: serve, transform, sign, info, config show."""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Annotated, Optional
+from urllib.parse import parse_qsl, urlsplit
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from darkroom.config import Settings
+from darkroom.errors import DarkroomError
+
+app = typer.Typer(help="darkroom: image processing service and tools.", no_args_is_help=True)
+config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+console = Console(stderr=True)
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValueError as error:
+        console.print(f"[red]bad configuration:[/red] {error}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="Address to bind [default 127.0.0.1].")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port [default 8080].")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Worker processes.")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Data directory.")] = None,
+) -> None:
+    """Run the HTTP server (first run: adds a sample image and prints a URL to try)."""
+    from darkroom.server.run import ensure_sample, serve as run_server
+
+    settings = _settings(host=host, port=port, workers=workers, data_dir=data_dir)
+    try:
+        settings.require_safe_binding()
+    except DarkroomError as error:
+        console.print(f"[red]{error.message}[/red]")
+        raise typer.Exit(2) from None
+    sample = ensure_sample(settings)
+    base = f"http://{settings.host}:{settings.port}"
+    console.print(f"darkroom on {base}  (data in {settings.data_dir.resolve()})")
+    if sample:
+        console.print(f"try: {base}/img/{sample}?w=400&fm=webp   docs: {base}/docs")
+    run_server(settings)
+
+
+@app.command()
+def transform(
+    files: Annotated[list[Path], typer.Argument(help="Images to transform.", exists=True,
+                                                dir_okay=False)],
+    query: Annotated[str, typer.Option("--query", "-q", help="Native URL parameters, "
+                                       "e.g. 'w=800&fm=webp'.")] = "",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("out"),
+    jobs: Annotated[int, typer.Option(help="Files rendered at once.")] = 2,
+) -> None:
+    """Render local files with the same options as the URL grammar, with a progress bar."""
+    from darkroom.engine import render
+    from darkroom.engine.formats import EXTENSION
+    from darkroom.grammars import native
+
+    settings = _settings()
+    plan = _plan_or_exit(native, query)
+    out.mkdir(parents=True, exist_ok=True)
+    failures = 0
+
+    def one(path: Path) -> str | None:
+        try:
+            result = render(plan, path.read_bytes(), settings.limits)
+        except DarkroomError as error:
+            return f"{path}: {error.code}: {error.message}"
+        target = out / f"{path.stem}.{EXTENSION.get(result.format, result.format)}"
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_bytes(result.data)
+        tmp.replace(target)
+        return None
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress, ThreadPoolExecutor(jobs) as pool:
+        task = progress.add_task("transform", total=len(files))
+        for problem in pool.map(one, files):
+            progress.advance(task)
+            if problem:
+                failures += 1
+                progress.console.print(f"[red]{problem}[/red]")
+    console.print(f"{len(files) - failures} written to {out}, {failures} failed")
+    raise typer.Exit(1 if failures else 0)
+
+
+def _plan_or_exit(native, query: str):
+    try:
+        return native.parse("local", parse_qsl(query, keep_blank_values=True))
+    except DarkroomError as error:
+        console.print(f"[red]{error.code}: {error.message}[/red]")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def sign(
+    url: Annotated[str, typer.Argument(help="Path and query, e.g. '/img/a.jpg?w=800'.")],
+    expires_in: Annotated[Optional[int], typer.Option(help="Seconds the URL stays valid.")] = None,
+    base: Annotated[str, typer.Option(help="Prefix, e.g. https://img.example.com.")] = "",
+) -> None:
+    """Print a signed URL, signed with the first configured key."""
+    from darkroom.signing import sign_url
+
+    settings = _settings()
+    if not settings.signing_keys:
+        console.print("[red]no signing key: set DARKROOM_SIGNING_KEYS[/red]")
+        raise typer.Exit(2)
+    parts = urlsplit(url)
+    expires = int(time.time()) + expires_in if expires_in else None
+    key = settings.signing_keys[0].get_secret_value()
+    typer.echo(base + sign_url(key, parts.path, parse_qsl(parts.query, True), expires))
+
+
+@app.command()
+def info(files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False)]) -> None:
+    """Print each image's header (size, format, pages, alpha, ICC) as JSON lines."""
+    from darkroom.engine import probe
+
+    status = 0
+    for path in files:
+        try:
+            header = probe(path.read_bytes())
+            typer.echo(json.dumps({"file": str(path), **header.__dict__}))
+        except DarkroomError as error:
+            typer.echo(json.dumps({"file": str(path), "error": error.code,
+                                   "message": error.message}))
+            status = 1
+    raise typer.Exit(status)
+
+
+@config_app.command("show")
+def config_show() -> None:
+    """Print the effective configuration (secrets masked)."""
+    typer.echo(json.dumps(_settings().public_dict(), indent=2, default=str))

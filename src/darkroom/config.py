@@ -1,0 +1,129 @@
+"""One `Settings` object: defaults < `darkroom.toml` < `DARKROOM_*` environment variables.
+
+The config file is `./darkroom.toml`, or the path in `DARKROOM_CONFIG`. Nested groups use
+`__` in environment names: `DARKROOM_LIMITS__MAX_MEGAPIXELS=80`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+from typing_extensions import Annotated
+
+
+class Limits(BaseModel):
+    """Caps checked from the header before decoding and again after every step."""
+
+    max_source_bytes: int = Field(100 * 1024 * 1024, ge=1)
+    max_megapixels: float = Field(50.0, gt=0)
+    max_frames: int = Field(256, ge=1)
+    max_output_side: int = Field(8192, ge=16)
+    time_budget_s: float = Field(20.0, gt=0, description="wall time for one render")
+    max_body_bytes: int = Field(100 * 1024 * 1024, ge=1, description="POST /v1/transform body")
+
+    @property
+    def max_pixels(self) -> int:
+        return int(self.max_megapixels * 1_000_000)
+
+
+class S3(BaseModel):
+    """S3-compatible object storage (used when `storage = "s3"`)."""
+
+    bucket: str = ""
+    endpoint: str | None = None
+    region: str = "us-east-1"
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    prefix: str = ""
+    allow_http: bool = False
+
+
+class Settings(BaseSettings):
+    """Effective configuration of a darkroom process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DARKROOM_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    data_dir: Path = Path("darkroom-data")
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    workers: int = Field(1, ge=1, le=64, description="server processes, each its own socket")
+    threads: int = Field(2, ge=1, le=64, description="engine threads per process")
+    queue_size: int = Field(16, ge=0, description="renders waiting beyond the threads")
+
+    storage: Literal["local", "s3"] = "local"
+    s3: S3 = S3()
+    result_cache: bool = Field(True, description="keep rendered derivatives on disk")
+    cache_max_bytes: int = Field(1024**3, ge=0, description="result cache bound, local disk")
+    cache_control: str = "public, max-age=86400"
+
+    signing_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    allow_unsigned: bool = False
+    limits: Limits = Limits()
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = True
+
+    @field_validator("signing_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = Path(os.environ.get("DARKROOM_CONFIG", "darkroom.toml"))
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_path))
+
+    @property
+    def storage_dir(self) -> Path:
+        return self.data_dir / "storage"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+    def require_safe_binding(self) -> None:
+        """Refuse a public binding that would serve unsigned URLs nobody asked for."""
+        from darkroom.errors import DarkroomError
+
+        if self.signing_keys or self.allow_unsigned or _is_loopback(self.host):
+            return
+        raise DarkroomError(
+            f"refusing to bind {self.host} without a signing key: set DARKROOM_SIGNING_KEYS, "
+            "or DARKROOM_ALLOW_UNSIGNED=true to serve unsigned URLs on purpose",
+            code="unsafe_binding",
+        )
+
+    def public_dict(self) -> dict:
+        """The configuration with secrets masked, for `darkroom config show`."""
+        return self.model_dump(mode="json")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

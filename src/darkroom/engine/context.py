@@ -1,0 +1,60 @@
+"""The state a render passes from step to step."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import pyvips
+
+from darkroom.config import Limits
+from darkroom.engine.budget import Budget
+
+Image = pyvips.Image
+
+
+@dataclass
+class Context:
+    """The frames being worked on (one unless animated) and what steps need beside them."""
+
+    frames: list[Image]
+    limits: Limits
+    budget: Budget
+    assets: Mapping[str, bytes] = field(default_factory=dict)
+    prescale: tuple[float, float] = (1.0, 1.0)  # loaded / declared size, until the first resize
+
+    @property
+    def width(self) -> int:
+        return self.frames[0].width
+
+    @property
+    def height(self) -> int:
+        return self.frames[0].height
+
+    def logical_size(self) -> tuple[int, int]:
+        """The size as declared, undoing the loader's shrink so ratios stay exact."""
+        return round(self.width / self.prescale[0]), round(self.height / self.prescale[1])
+
+    def map(self, step: Callable[[Image], Image]) -> None:
+        """Apply `step` to every frame."""
+        self.frames = [step(frame) for frame in self.frames]
+
+
+def with_alpha(image: Image) -> Image:
+    """`image` with an alpha band (opaque if it had none)."""
+    return image if image.hasalpha() else image.bandjoin_const([255])
+
+
+def colour_only(image: Image, step: Callable[[Image], Image]) -> Image:
+    """Apply `step` to the colour bands and carry the alpha band through untouched."""
+    if not image.hasalpha():
+        return step(image).cast("uchar")
+    colour, alpha = image.extract_band(0, n=image.bands - 1), image.extract_band(image.bands - 1)
+    return step(colour).cast("uchar").bandjoin(alpha)
+
+
+def premultiplied(image: Image, step: Callable[[Image], Image]) -> Image:
+    """Apply a resampling `step` on premultiplied alpha so edges do not darken."""
+    if not image.hasalpha():
+        return step(image).cast("uchar")
+    return step(image.premultiply()).unpremultiply().cast("uchar")

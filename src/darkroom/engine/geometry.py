@@ -1,0 +1,93 @@
+"""Sizes and boxes as pure arithmetic: no pixels, unit-testable as numbers."""
+
+from __future__ import annotations
+
+from darkroom.plan.ops import Operation, Resize, Rotate, Flip
+
+Box = tuple[int, int, int, int]  # left, top, width, height
+
+_GRAVITY = {  # fraction of the free space to the left and to the top
+    "center": (0.5, 0.5), "north": (0.5, 0.0), "south": (0.5, 1.0), "east": (1.0, 0.5),
+    "west": (0.0, 0.5), "northeast": (1.0, 0.0), "northwest": (0.0, 0.0),
+    "southeast": (1.0, 1.0), "southwest": (0.0, 1.0),
+}
+
+
+def resize_scales(width: int, height: int, op: Resize) -> tuple[float, float]:
+    """Horizontal and vertical scale that `op` applies to a width x height image."""
+    sx = op.width / width if op.width else None
+    sy = op.height / height if op.height else None
+    if sx is None or sy is None:
+        scale = sx if sx is not None else sy
+        sx = sy = scale
+    elif op.fit in ("inside", "contain"):
+        sx = sy = min(sx, sy)
+    elif op.fit in ("cover", "outside"):
+        sx = sy = max(sx, sy)
+    if not op.upscale:
+        sx, sy = min(sx, 1.0), min(sy, 1.0)
+    return sx, sy
+
+
+def resized_size(width: int, height: int, op: Resize) -> tuple[int, int]:
+    """The size after scaling (before the crop of `cover` or the bars of `contain`)."""
+    sx, sy = resize_scales(width, height, op)
+    return max(1, round(width * sx)), max(1, round(height * sy))
+
+
+def final_size(width: int, height: int, op: Resize) -> tuple[int, int]:
+    """The size `op` produces: the box for cover/contain/fill, else the scaled size."""
+    w, h = resized_size(width, height, op)
+    if op.fit in ("cover", "contain") and op.width and op.height:
+        return (min(w, op.width), min(h, op.height)) if op.fit == "cover" else (
+            max(w, op.width) if op.upscale or w >= op.width else w,
+            max(h, op.height) if op.upscale or h >= op.height else h,
+        )
+    return w, h
+
+
+def gravity_offset(free_w: int, free_h: int, gravity: str) -> tuple[int, int]:
+    """Where a box lands inside free space, for the compass gravities (centre otherwise)."""
+    fx, fy = _GRAVITY.get(gravity, (0.5, 0.5))
+    return round(free_w * fx), round(free_h * fy)
+
+
+def focal_box(width: int, height: int, box_w: int, box_h: int, x: float, y: float) -> Box:
+    """A box_w x box_h box centred on the focal point (fractions), kept inside the image."""
+    left = min(max(round(x * width - box_w / 2), 0), width - box_w)
+    top = min(max(round(y * height - box_h / 2), 0), height - box_h)
+    return left, top, box_w, box_h
+
+
+def clip_box(width: int, height: int, box: Box) -> Box | None:
+    """The part of `box` inside the image, or None when nothing is left."""
+    left, top, w, h = box
+    right, bottom = min(left + w, width), min(top + h, height)
+    if left >= width or top >= height or right <= left or bottom <= top:
+        return None
+    return left, top, right - left, bottom - top
+
+
+def load_scale(width: int, height: int, ops: tuple[Operation, ...], swap: bool) -> float:
+    """How far the loader may shrink (<= 1) and still give the first resize enough pixels.
+
+    Only quarter turns and flips may stand before the resize; anything else needs the
+    full image. `swap` says whether EXIF orientation turns the image a quarter.
+    """
+    for op in ops:
+        if isinstance(op, Rotate) and op.angle % 90 == 0:
+            swap ^= (op.angle // 90) % 2 == 1
+        elif isinstance(op, Resize):
+            w, h = (height, width) if swap else (width, height)
+            return min(1.0, max(resize_scales(w, h, op)))
+        elif not isinstance(op, Flip):
+            return 1.0
+    return 1.0
+
+
+def jpeg_shrink(scale: float) -> int:
+    """The largest DCT shrink (1, 2, 4, 8) that keeps at least `scale` of the pixels."""
+    for shrink in (8, 4, 2):
+        if scale * shrink <= 1.0:
+            return shrink
+    return 1

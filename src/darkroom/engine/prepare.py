@@ -1,0 +1,52 @@
+"""Bring a decoded image to the working form (upright, 8-bit sRGB) and back to frames."""
+
+from __future__ import annotations
+
+import pyvips
+
+from darkroom.engine.context import Image
+
+
+def to_srgb(image: Image) -> Image:
+    """Colour-manage to 8-bit sRGB: embedded ICC first, CMYK without one by a built-in profile."""
+    cmyk = image.interpretation == "cmyk"
+    if cmyk or "icc-profile-data" in image.get_fields():
+        try:
+            image = image.icc_transform("srgb", embedded=True, intent="perceptual",
+                                        input_profile="cmyk" if cmyk else "srgb")
+        except pyvips.Error:
+            image = image.colourspace("srgb")
+    elif image.interpretation != "srgb" or image.format != "uchar":
+        image = image.colourspace("srgb")
+    if image.format != "uchar":
+        image = image.cast("uchar")
+    return image.copy(interpretation="srgb")
+
+
+def upright(image: Image, orientation: int) -> Image:
+    """Apply the EXIF orientation to the pixels, so the tag can go."""
+    return image.autorot() if orientation > 1 else image
+
+
+def split_frames(image: Image, frame_height: int) -> list[Image]:
+    """A loaded animation (frames stacked vertically) as a list of frames."""
+    count = max(1, image.height // frame_height)
+    if count == 1:
+        return [image]
+    return [image.crop(0, i * frame_height, image.width, frame_height) for i in range(count)]
+
+
+def join_frames(frames: list[Image], source: Image) -> Image:
+    """Stack frames again, carrying the animation's delays and loop count."""
+    if len(frames) == 1:
+        return frames[0]
+    image = pyvips.Image.arrayjoin(frames, across=1).copy()
+    image.set_type(pyvips.GValue.gint_type, "page-height", frames[0].height)
+    fields = source.get_fields()
+    if "delay" in fields:
+        delays = list(source.get("delay"))[: len(frames)]
+        delays += [delays[-1] if delays else 100] * (len(frames) - len(delays))
+        image.set_type(pyvips.GValue.array_int_type, "delay", delays)
+    if "loop" in fields:
+        image.set_type(pyvips.GValue.gint_type, "loop", source.get("loop"))
+    return image

@@ -1,0 +1,108 @@
+"""Run an EditPlan on source bytes: limits, load with shrink, steps, encode."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import pyvips
+
+from darkroom.config import Limits
+from darkroom.engine.budget import Budget
+from darkroom.engine.context import Context
+from darkroom.engine.encode import encode
+from darkroom.engine.formats import ANIMATABLE, WEB_FORMAT
+from darkroom.engine.geometry import load_scale
+from darkroom.engine.limits import check_header, check_output, check_source_bytes
+from darkroom.engine.load import Header, load, probe
+from darkroom.engine.prepare import join_frames, split_frames, to_srgb, upright
+from darkroom.engine.steps import STEPS
+from darkroom.errors import BadRequest, Unprocessable
+from darkroom.plan.model import EditPlan
+
+# Operations that read their input once, top to bottom, so libvips may stream the source.
+_STREAMING = frozenset({"extract", "blur", "sharpen", "modulate", "grayscale", "pad", "round",
+                        "watermark"})
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """An encoded result and what it is."""
+
+    data: bytes
+    format: str
+    width: int
+    height: int
+    frames: int
+    page: int
+    pages: int
+
+
+def render(plan: EditPlan, data: bytes, limits: Limits, accept: frozenset[str] = frozenset(),
+           assets: Mapping[str, bytes] | None = None) -> Rendered:
+    """Execute `plan` on `data` within `limits`; `accept` is what `auto` may choose from."""
+    check_source_bytes(len(data), limits)
+    header = probe(data)
+    fmt = choose_format(plan.output.format, header, accept)
+    animated = header.pages > 1 and header.format in ANIMATABLE and fmt in ANIMATABLE
+    frames = header.pages if animated else 1
+    check_header(header.width, header.height, frames, limits)
+    page = plan.source.page
+    if page >= header.pages:
+        raise BadRequest(f"page {page} asked, the source has {header.pages}", "page_out_of_range")
+    budget = Budget(limits.time_budget_s)
+    try:
+        return _run(plan, data, header, fmt, animated, page, limits, budget, assets or {})
+    except pyvips.Error as error:
+        if budget.killed:
+            raise budget.error() from None
+        raise Unprocessable(f"cannot process image: {_last_line(error)}", "corrupt_image") from None
+
+
+def _run(plan: EditPlan, data: bytes, header: Header, fmt: str, animated: bool, page: int,
+         limits: Limits, budget: Budget, assets: Mapping[str, bytes]) -> Rendered:
+    single_resize = not animated and header.pages == 1
+    scale = load_scale(header.width, header.height, plan.ops, header.swaps_sides)
+    streaming = header.orientation <= 1 and not animated and all(
+        op.op in _STREAMING or (op.op == "resize" and op.gravity not in ("attention", "entropy"))
+        for op in plan.ops)
+    loaded = load(data, header, page, animated, scale if single_resize else 1.0, streaming)
+    source = loaded
+    frame_height = loaded.get("page-height") if animated else loaded.height
+    frames = [to_srgb(upright(f, header.orientation)) for f in split_frames(loaded, frame_height)]
+    ctx = Context(frames=frames, limits=limits, budget=budget, assets=assets)
+    declared = (header.height, header.width) if header.swaps_sides else (
+        header.width, header.height)
+    ctx.prescale = (ctx.width / declared[0], ctx.height / declared[1])
+    check_output(ctx.width, ctx.height, len(ctx.frames), limits)
+    for op in plan.ops:
+        budget.check()
+        STEPS[op.op](ctx, op)
+        check_output(ctx.width, ctx.height, len(ctx.frames), limits)
+    budget.check()
+    image = budget.watch(join_frames(ctx.frames, source))
+    encoded = encode(image, fmt, plan.output)
+    budget.check()
+    return Rendered(encoded, fmt, ctx.width, ctx.height, len(ctx.frames), page, header.pages)
+
+
+def choose_format(choice: str, header: Header, accept: frozenset[str]) -> str:
+    """Resolve `auto` (from what the client accepts) and `source` to a concrete format."""
+    if choice == "source":
+        return WEB_FORMAT[header.format]
+    if choice != "auto":
+        return choice
+    if header.pages > 1 and header.format in ANIMATABLE:
+        return "webp" if "webp" in accept else "gif"
+    for preferred in ("avif", "webp"):
+        if preferred in accept:
+            return preferred
+    return "png" if header.alpha else "jpeg"
+
+
+def _last_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else "unknown error"
+
+
+

@@ -1,0 +1,1 @@
+"""Request grammars: each compiles request text to one EditPlan."""

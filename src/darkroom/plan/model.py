@@ -1,0 +1,61 @@
+"""`EditPlan`: the one canonical form of a request, whatever grammar it came from."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from darkroom.plan.color import Color
+from darkroom.plan.ops import Operation
+
+OutputFormat = Literal["jpeg", "png", "webp", "avif", "gif", "tiff"]
+FormatChoice = Literal["jpeg", "png", "webp", "avif", "gif", "tiff", "auto", "source"]
+
+
+class Source(BaseModel):
+    """Where the pixels come from: a storage key (or uploaded bytes) and which page."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key: str | None = Field(None, max_length=1024)
+    page: int = Field(0, ge=0, le=10_000, description="page (TIFF) or frame to render")
+
+
+class Output(BaseModel):
+    """How the result is encoded."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: FormatChoice = "source"
+    quality: int | None = Field(None, ge=1, le=100)
+    lossless: bool = False
+    keep_metadata: bool = False
+    background: Color = (255, 255, 255, 255)  # flattens alpha for formats without it
+
+
+class EditPlan(BaseModel):
+    """A source, the ordered operations, the output spec. Frozen; hashable by content."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: Source = Source()
+    ops: tuple[Operation, ...] = ()
+    output: Output = Output()
+
+    def canonical_json(self) -> str:
+        """Sorted keys, no spaces, defaults included: equal plans give equal text."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def recipe_hash(self) -> str:
+        """SHA-256 of the operations, page and output: what is done, not to which key."""
+        body = self.model_dump(mode="json")
+        body["source"].pop("key")
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def with_format(self, fmt: OutputFormat) -> "EditPlan":
+        """The same plan with the output format decided (for `auto` and `source`)."""
+        return self.model_copy(update={"output": self.output.model_copy(update={"format": fmt})})

@@ -1,0 +1,1 @@
+"""HTTP: the app factory, routes, error mapping, observability, the process runner."""

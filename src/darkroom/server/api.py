@@ -1,0 +1,153 @@
+"""The JSON API (`/v1/...`) and the operational endpoints, as a FastAPI app."""
+
+from __future__ import annotations
+
+import hmac
+import os
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import multiprocess
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+
+from darkroom import __version__
+from darkroom.config import Settings
+from darkroom.engine import probe
+from darkroom.engine.formats import MIME
+from darkroom.errors import (
+    BadRequest, DarkroomError, MethodNotAllowed, NotFound, TooLarge, Unauthorized, Forbidden,
+)
+from darkroom.plan import EditPlan
+from darkroom.server.errors import error_response
+from darkroom.server.images import accepted_formats
+from darkroom.server.renderer import Renderer
+from darkroom.storage import check_key
+
+TRANSFORM_DOC = """Render a plan. Send either `application/json` (an EditPlan whose `source.key`
+names a stored image) or `multipart/form-data` with a `plan` field (JSON) and an `image`
+file. Answers the image bytes. When signing keys are configured, send one of them as
+`Authorization: Bearer <key>`."""
+
+
+def build_api(settings: Settings, renderer: Renderer) -> FastAPI:
+    """The FastAPI app for everything but `/img/` (which the dispatcher serves directly)."""
+    api = FastAPI(title="darkroom", version=__version__, docs_url="/docs",
+                  description="Image processing service: one EditPlan, one libvips engine.")
+    keys = [k.get_secret_value().encode() for k in settings.signing_keys]
+    limits = settings.limits
+
+    @api.exception_handler(DarkroomError)
+    async def _darkroom_error(request: Request, error: DarkroomError) -> Response:
+        return error_response(error)
+
+    @api.exception_handler(HTTPException)
+    async def _http_error(request: Request, error: HTTPException) -> Response:
+        if error.status_code == 405:
+            return error_response(MethodNotAllowed(str(error.detail)))
+        return error_response(NotFound(f"no route for {request.url.path}", "no_route"))
+
+    @api.get("/healthz", tags=["operations"])
+    async def healthz() -> dict:
+        """Alive: the process answers."""
+        return {"status": "ok"}
+
+    @api.get("/readyz", tags=["operations"])
+    async def readyz() -> Response:
+        """Ready: storage and the cache directory answer."""
+        try:
+            await renderer.storage.ping()
+            if renderer.cache is not None:
+                await renderer.cache.storage.ping()
+        except DarkroomError as error:
+            return JSONResponse({"status": "unavailable", "reason": error.message}, 503)
+        return JSONResponse({"status": "ready"})
+
+    @api.get("/metrics", tags=["operations"])
+    async def metrics() -> Response:
+        """Prometheus metrics (summed over worker processes)."""
+        registry = None
+        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+        body = generate_latest(registry) if registry else generate_latest()
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    @api.get("/v1/info/{key:path}", tags=["images"])
+    async def info(key: str, request: Request) -> dict:
+        """Width, height, format, pages, alpha, orientation, ICC and bytes, from the header."""
+        _authorize(request, keys, settings.allow_unsigned)
+        data = await renderer.read(check_key(key), "source_not_found")
+        header = await renderer.pool.run(probe, data)
+        return {"key": key, **header.__dict__, "mime": MIME[header.format]}
+
+    @api.post("/v1/transform", tags=["images"], description=TRANSFORM_DOC,
+              responses={200: {"content": {"image/*": {}}}})
+    async def transform(request: Request) -> Response:
+        _authorize(request, keys, settings.allow_unsigned)
+        declared = int(request.headers.get("content-length") or 0)
+        if declared > limits.max_body_bytes:
+            raise TooLarge(f"body over {limits.max_body_bytes} bytes", "body_too_large")
+        plan, data = await _read_transform(_bounded(request, limits.max_body_bytes))
+        accept = accepted_formats(request.headers.get("accept", ""))
+        if data is None:
+            if not plan.source.key:
+                raise BadRequest("give source.key or upload an image", "bad_plan")
+            data = await renderer.read(check_key(plan.source.key), "source_not_found")
+        rendered = await renderer.run(plan, data, accept)
+        headers = {"Cache-Control": "no-store", "X-Image-Width": str(rendered.width),
+                   "X-Image-Height": str(rendered.height)}
+        return Response(rendered.data, media_type=MIME[rendered.format], headers=headers)
+
+    return api
+
+
+def _authorize(request: Request, keys: list[bytes], allow_unsigned: bool) -> None:
+    if not keys or allow_unsigned:
+        return
+    given = request.headers.get("authorization", "")
+    if not given.startswith("Bearer "):
+        raise Unauthorized("send Authorization: Bearer <signing key>", "token_required")
+    token = given[len("Bearer "):].encode()
+    if not any(hmac.compare_digest(token, key) for key in keys):
+        raise Forbidden("bearer token does not match a key", "bad_token")
+
+
+def _bounded(request: Request, max_bytes: int) -> Request:
+    """The same request, whose body raises TooLarge past `max_bytes` (chunked ones too)."""
+    receive, seen = request.receive, 0
+
+    async def counted() -> dict:
+        nonlocal seen
+        message = await receive()
+        seen += len(message.get("body", b""))
+        if seen > max_bytes:
+            raise TooLarge(f"body over {max_bytes} bytes", "body_too_large")
+        return message
+
+    return Request(request.scope, counted)
+
+
+async def _read_transform(request: Request) -> tuple[EditPlan, bytes | None]:
+    kind = request.headers.get("content-type", "")
+    if kind.startswith("multipart/form-data"):
+        form = await request.form(max_files=1, max_fields=4)
+        upload = form.get("image")
+        data = await upload.read() if upload is not None and hasattr(upload, "read") else None
+        text = form.get("plan") or "{}"
+    elif kind.startswith("application/json"):
+        text, data = await request.body(), None
+    else:
+        raise BadRequest("send application/json or multipart/form-data", "bad_content_type")
+    try:
+        return EditPlan.model_validate_json(text), data
+    except (ValidationError, ValueError) as error:
+        raise BadRequest(f"bad plan: {_first_error(error)}", "bad_plan") from None
+
+
+def _first_error(error: Exception) -> str:
+    if isinstance(error, ValidationError):
+        first = error.errors()[0]
+        return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+    return str(error).splitlines()[0]

@@ -1,0 +1,68 @@
+"""`create_app(settings)`: the one place where backends are chosen and wired together."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from darkroom.cache import ResultCache
+from darkroom.config import Settings
+from darkroom.server.api import build_api
+from darkroom.server.images import ImageEndpoint
+from darkroom.server.observability import ObservabilityMiddleware
+from darkroom.server.pool import RenderPool
+from darkroom.server.renderer import Renderer
+from darkroom.storage import LocalStorage, open_storage
+
+
+class Dispatcher:
+    """Sends `/img/` straight to the image endpoint (no framework routing on the hot
+    path) and everything else to the FastAPI app."""
+
+    def __init__(self, images: ImageEndpoint, api: ASGIApp) -> None:
+        self.images = images
+        self.api = api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/img/"):
+            await self.images(scope, receive, send)
+        else:
+            await self.api(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> ASGIApp:
+    """Build the ASGI app for `settings` (defaults, darkroom.toml and env when None)."""
+    settings = settings or Settings()
+    storage = open_storage(settings)
+    cache = None
+    if settings.result_cache:
+        settings.cache_dir.mkdir(parents=True, exist_ok=True)
+        cache = ResultCache(LocalStorage(settings.cache_dir), settings.cache_max_bytes, "")
+    pool = RenderPool(settings.threads, settings.queue_size)
+    renderer = Renderer(storage, cache, pool, settings.limits)
+    api = build_api(settings, renderer)
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        yield
+        pool.close()
+
+    api.router.lifespan_context = lifespan
+    _document_images(api)
+    app = Dispatcher(ImageEndpoint(settings, renderer), api)
+    return ObservabilityMiddleware(app, access_log=settings.access_log)
+
+
+def _document_images(api) -> None:
+    """Add `/img/{key}` to the OpenAPI document (it is served outside FastAPI's router)."""
+    from darkroom.server.openapi_images import IMAGE_PATH
+
+    original = api.openapi
+
+    def openapi() -> dict:
+        schema = original()
+        schema["paths"].setdefault("/img/{key}", IMAGE_PATH)
+        return schema
+
+    api.openapi = openapi

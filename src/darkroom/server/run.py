@@ -1,0 +1,100 @@
+"""Run the server: one process, or N worker processes each with its own SO_REUSEPORT socket.
+
+A listening socket inherited by several workers leaves one of them idle under keep-alive
+load; with one socket per worker the kernel spreads connections between them.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from importlib import resources
+
+import uvicorn
+
+from darkroom.config import Settings
+from darkroom.server.app import create_app
+from darkroom.server.observability import configure_logging, log
+
+
+def serve(settings: Settings) -> None:
+    """Serve until SIGINT/SIGTERM; restart a worker that dies."""
+    settings.require_safe_binding()
+    configure_logging(settings.log_level)
+    if settings.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="darkroom-metrics-")
+    if settings.workers == 1:
+        _worker(settings, _bind(settings.host, settings.port, reuse=False))
+        return
+    if settings.port == 0:
+        raise SystemExit("--port 0 needs --workers 1 (workers share a fixed port)")
+    _supervise(settings)
+
+
+def ensure_sample(settings: Settings) -> str | None:
+    """Put the sample image into local storage on first run; return its key."""
+    if settings.storage != "local":
+        return None
+    target = settings.storage_dir / "sample.jpg"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with resources.as_file(resources.files("darkroom") / "sample" / "sample.jpg") as src:
+            shutil.copyfile(src, target)
+    return "sample.jpg"
+
+
+def _bind(host: str, port: int, reuse: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+def _worker(settings: Settings, sock: socket.socket | None = None) -> None:
+    configure_logging(settings.log_level)
+    sock = sock or _bind(settings.host, settings.port, reuse=True)
+    config = uvicorn.Config(
+        create_app(settings), http="httptools", loop="uvloop",
+        access_log=False, log_config=None, lifespan="on", timeout_graceful_shutdown=5,
+        server_header=False,
+    )
+    log.info("worker_started", address=f"{settings.host}:{sock.getsockname()[1]}")
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _supervise(settings: Settings) -> None:
+    context = multiprocessing.get_context("spawn")
+    workers = [_start(context, settings) for _ in range(settings.workers)]
+    stopping = False
+
+    def stop(*_args: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    while not stopping:
+        time.sleep(0.5)
+        for i, process in enumerate(workers):
+            if not process.is_alive() and not stopping:
+                log.warning("worker_died", pid=process.pid, exitcode=process.exitcode)
+                workers[i] = _start(context, settings)
+    for process in workers:
+        process.terminate()
+    for process in workers:
+        process.join(timeout=10)
+
+
+def _start(context, settings: Settings):
+    process = context.Process(target=_worker, args=(settings,), daemon=False)
+    process.start()
+    return process

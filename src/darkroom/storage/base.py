@@ -1,0 +1,61 @@
+"""The storage protocol: a flat namespace of keys holding bytes, written atomically."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from darkroom.errors import BadRequest
+
+_BAD_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
+MAX_KEY_LENGTH = 1024
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a head() tells: size in bytes and a version tag that changes on every write."""
+
+    key: str
+    size: int
+    etag: str
+    modified: float  # unix seconds
+
+
+class Storage(Protocol):
+    """A bucket of objects. Every method validates `key` with `check_key` first."""
+
+    async def get(self, key: str) -> bytes:
+        """The whole object; raises NotFound."""
+
+    async def head(self, key: str) -> ObjectInfo:
+        """Size and version without the body; raises NotFound."""
+
+    async def put(self, key: str, data: bytes, content_type: str | None = None) -> ObjectInfo:
+        """Write atomically: readers see the old object or the new one, never a part."""
+
+    async def delete(self, key: str) -> None:
+        """Remove the object; a missing key is not an error."""
+
+    def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        """Every object whose key starts with `prefix`, in no promised order."""
+
+    async def ping(self) -> None:
+        """Raise StorageError when the backend cannot be reached (for /readyz)."""
+
+
+def check_key(key: str) -> str:
+    """Return `key` if it is a safe relative key, else raise BadRequest(bad_key).
+
+    Refused: empty, over 1024 chars, absolute, `.`/`..` or empty segments, backslashes and
+    control characters. The rule is the same for every backend, so a key that works on
+    local disk works on S3 and no key can leave the storage root.
+    """
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise BadRequest("key must be 1-1024 characters", "bad_key")
+    if key.startswith("/") or _BAD_CHARS.search(key):
+        raise BadRequest(f"bad key {key!r}: absolute or with forbidden characters", "bad_key")
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        raise BadRequest(f"bad key {key!r}: empty, '.' or '..' segment", "bad_key")
+    return key

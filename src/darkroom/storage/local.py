@@ -1,0 +1,144 @@
+"""Storage on a local directory: one file per key, written by temp file + fsync + rename."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import stat
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from darkroom.errors import BadRequest, NotFound, StorageError
+from darkroom.storage.base import ObjectInfo, check_key
+
+_TEMP = re.compile(r"^\..*\.[0-9a-f]{32}\.tmp$")
+_THREAD_READ_BYTES = 1024 * 1024  # bigger files are read off the event loop
+
+
+def check_prefix(prefix: str) -> str:
+    """The directory part of a list prefix, checked like a key; the rest is a plain filter."""
+    folder = prefix.rpartition("/")[0]
+    if folder or prefix.startswith("/"):
+        check_key(folder)
+    return folder
+
+
+class LocalStorage:
+    """Objects as files under `root`; no key resolves outside it, even through symlinks."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+
+    def path_for(self, key: str) -> Path:
+        """The file holding `key`; raises BadRequest(bad_key) if it would leave the root."""
+        path = (self.root / check_key(key)).resolve()
+        if not path.is_relative_to(self.root) or path == self.root:
+            raise BadRequest(f"bad key {key!r}: resolves outside the storage root", "bad_key")
+        return path
+
+    async def get(self, key: str) -> bytes:
+        path = self.path_for(key)
+        try:
+            with open(path, "rb") as f:
+                if os.fstat(f.fileno()).st_size > _THREAD_READ_BYTES:
+                    return await asyncio.to_thread(f.read)
+                return f.read()
+        except OSError as e:
+            raise _translate(e, key) from e
+
+    async def head(self, key: str) -> ObjectInfo:
+        path = self.path_for(key)
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            raise _translate(e, key) from e
+        if not stat.S_ISREG(st.st_mode):
+            raise NotFound(f"no object {key!r}", "not_found")
+        return _info(key, st)
+
+    async def put(self, key: str, data: bytes, content_type: str | None = None) -> ObjectInfo:
+        path = self.path_for(key)
+        try:
+            st = await asyncio.to_thread(_write_atomic, path, data)
+        except OSError as e:
+            raise StorageError(f"cannot write {key!r}: {e.strerror or e}") from e
+        return _info(key, st)
+
+    async def delete(self, key: str) -> None:
+        path = self.path_for(key)
+        try:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+        except (NotADirectoryError, IsADirectoryError):
+            return  # no object there
+        except OSError as e:
+            raise StorageError(f"cannot delete {key!r}: {e.strerror or e}") from e
+
+    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        folder = check_prefix(prefix)
+        start = self.path_for(folder) if folder else self.root
+        try:
+            found = await asyncio.to_thread(self._scan, start, prefix)
+        except OSError as e:
+            raise StorageError(f"cannot list {prefix!r}: {e.strerror or e}") from e
+        for info in found:
+            yield info
+
+    async def ping(self) -> None:
+        if not (self.root.is_dir() and os.access(self.root, os.W_OK | os.X_OK)):
+            raise StorageError(f"storage root {self.root} is not a writable directory")
+
+    def _scan(self, start: Path, prefix: str) -> list[ObjectInfo]:
+        """Regular files (no symlinks, no temp files) under `start` whose key has `prefix`."""
+        found: list[ObjectInfo] = []
+        pending = [start]
+        while pending:
+            try:
+                entries = list(os.scandir(pending.pop()))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for entry in entries:
+                key = Path(entry.path).relative_to(self.root).as_posix()
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(Path(entry.path))
+                elif entry.is_file(follow_symlinks=False) and not _TEMP.match(entry.name):
+                    if key.startswith(prefix):
+                        try:
+                            found.append(_info(key, entry.stat(follow_symlinks=False)))
+                        except FileNotFoundError:  # deleted while scanning
+                            pass
+        return found
+
+
+def _write_atomic(path: Path, data: bytes) -> os.stat_result:
+    """Write a unique temp file beside `path`, fsync it, rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            # A fine-grained mtime keeps the etag changing even for same-size rewrites.
+            now = time.time_ns()
+            os.utime(f.fileno(), ns=(now, now))
+            os.fsync(f.fileno())
+            st = os.fstat(f.fileno())
+        os.replace(tmp, path)
+        return st
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _info(key: str, st: os.stat_result) -> ObjectInfo:
+    etag = f"{st.st_mtime_ns:x}-{st.st_size:x}-{st.st_ino:x}"
+    return ObjectInfo(key=key, size=st.st_size, etag=etag, modified=st.st_mtime)
+
+
+def _translate(e: OSError, key: str) -> Exception:
+    if isinstance(e, (FileNotFoundError, NotADirectoryError, IsADirectoryError)):
+        return NotFound(f"no object {key!r}", "not_found")
+    return StorageError(f"cannot read {key!r}: {e.strerror or e}")

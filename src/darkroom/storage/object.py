@@ -1,0 +1,123 @@
+"""Storage on S3 or an S3-compatible service, through obstore's async API."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import obstore
+from obstore.exceptions import BaseError
+from obstore.store import S3Store
+
+from darkroom.config import S3
+from darkroom.errors import DarkroomError, NotFound, StorageError
+from darkroom.storage.base import ObjectInfo, check_key
+from darkroom.storage.local import check_prefix
+
+if TYPE_CHECKING:
+    from obstore import ObjectMeta
+    from obstore.store import ClientConfig, RetryConfig, S3Config
+
+# obstore raises the builtin FileNotFoundError for a missing object (NotFoundError is
+# deprecated), its own BaseError subclasses for the rest, and some builtin OSErrors.
+_FOREIGN = (BaseError, OSError, ValueError)
+
+
+class ObjectStorage:
+    """Objects in one bucket, under the optional `settings.prefix`."""
+
+    def __init__(
+        self,
+        settings: S3,
+        *,
+        client_options: ClientConfig | None = None,
+        retry_config: RetryConfig | None = None,
+    ) -> None:
+        config: S3Config = {"region": settings.region}
+        if settings.endpoint:
+            config["endpoint"] = settings.endpoint
+        if settings.access_key_id:
+            config["access_key_id"] = settings.access_key_id
+        if settings.secret_access_key:
+            config["secret_access_key"] = settings.secret_access_key.get_secret_value()
+        options: ClientConfig = {"allow_http": settings.allow_http, **(client_options or {})}
+        self.bucket = settings.bucket
+        try:
+            self._store = S3Store(
+                settings.bucket,
+                prefix=settings.prefix or None,
+                config=config,
+                client_options=options,
+                retry_config=retry_config,
+            )
+        except _FOREIGN as e:
+            raise DarkroomError(f"bad S3 settings: {_first_line(e)}", "bad_config") from e
+
+    async def get(self, key: str) -> bytes:
+        check_key(key)
+        try:
+            result = await obstore.get_async(self._store, key)
+            return bytes(await result.bytes_async())
+        except _FOREIGN as e:
+            raise _translate(e, key, "read") from e
+
+    async def head(self, key: str) -> ObjectInfo:
+        check_key(key)
+        try:
+            return _info(await obstore.head_async(self._store, key))
+        except _FOREIGN as e:
+            raise _translate(e, key, "read") from e
+
+    async def put(self, key: str, data: bytes, content_type: str | None = None) -> ObjectInfo:
+        check_key(key)
+        attributes = {"Content-Type": content_type} if content_type else None
+        try:
+            result = await obstore.put_async(self._store, key, data, attributes=attributes)
+        except _FOREIGN as e:  # here "not found" means the bucket is missing
+            raise StorageError(f"cannot write {key!r}: {_first_line(e)}") from e
+        etag = (result["e_tag"] or "").strip('"')
+        return ObjectInfo(key=key, size=len(data), etag=etag, modified=time.time())
+
+    async def delete(self, key: str) -> None:
+        check_key(key)
+        try:
+            await obstore.delete_async(self._store, key)
+        except FileNotFoundError:
+            return
+        except _FOREIGN as e:
+            raise StorageError(f"cannot delete {key!r}: {_first_line(e)}") from e
+
+    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        # obstore matches whole path segments, so list the folder and filter the rest.
+        folder = check_prefix(prefix)
+        try:
+            async for chunk in obstore.list(self._store, folder or None):
+                for meta in chunk:
+                    if meta["path"].startswith(prefix):
+                        yield _info(meta)
+        except _FOREIGN as e:
+            raise StorageError(f"cannot list {prefix!r}: {_first_line(e)}") from e
+
+    async def ping(self) -> None:
+        try:
+            await anext(aiter(obstore.list(self._store, chunk_size=1)), None)
+        except _FOREIGN as e:
+            raise StorageError(f"bucket {self.bucket!r} unreachable: {_first_line(e)}") from e
+
+
+def _info(meta: ObjectMeta) -> ObjectInfo:
+    etag = (meta["e_tag"] or "").strip('"')
+    modified = meta["last_modified"].timestamp()
+    return ObjectInfo(key=meta["path"], size=meta["size"], etag=etag, modified=modified)
+
+
+def _translate(e: Exception, key: str, action: str) -> Exception:
+    if isinstance(e, FileNotFoundError):
+        return NotFound(f"no object {key!r}", "not_found")
+    return StorageError(f"cannot {action} {key!r}: {_first_line(e)}")
+
+
+def _first_line(e: Exception) -> str:
+    """obstore messages carry a multi-line debug dump; keep the summary."""
+    return str(e).split("\n", 1)[0]

@@ -1,0 +1,203 @@
+"""One contract, every backend: LocalStorage and ObjectStorage (on moto) must both pass it."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from obstore.exceptions import GenericError
+
+from darkroom.config import S3, Settings
+from darkroom.errors import BadRequest, DarkroomError, NotFound, StorageError
+from darkroom.storage import LocalStorage, ObjectStorage, Storage, open_storage
+from darkroom.storage import object as object_module
+
+pytestmark = pytest.mark.anyio
+
+SHORT_RETRY = {
+    "max_retries": 1,
+    "retry_timeout": timedelta(seconds=5),
+    "backoff": {
+        "init_backoff": timedelta(milliseconds=10),
+        "max_backoff": timedelta(milliseconds=100),
+        "base": 2,
+    },
+}
+BAD_KEYS = ["../x", "/abs", "a//b", "a/./b", "a\\b", "\x00", "", "k" * 1025, "a/", "a/.."]
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    if request.param == "local":
+        (tmp_path / "root").mkdir()
+        return LocalStorage(tmp_path / "root")
+    settings: S3 = request.getfixturevalue("s3_settings")
+    return ObjectStorage(settings, retry_config=SHORT_RETRY)
+
+
+async def keys(storage: Storage, prefix: str = "") -> set[str]:
+    return {info.key async for info in storage.list(prefix)}
+
+
+async def test_put_get_head(storage: Storage) -> None:
+    info = await storage.put("a/b.jpg", b"hello", "image/jpeg")
+    assert (info.key, info.size) == ("a/b.jpg", 5)
+    assert await storage.get("a/b.jpg") == b"hello"
+    head = await storage.head("a/b.jpg")
+    assert (head.key, head.size, head.etag) == ("a/b.jpg", 5, info.etag)
+    assert abs(head.modified - time.time()) < 60
+
+
+async def test_overwrite_changes_etag(storage: Storage) -> None:
+    first = await storage.put("k", b"x" * 10)
+    second = await storage.put("k", b"y" * 10)
+    assert first.etag != second.etag
+    assert (await storage.head("k")).etag == second.etag
+    assert await storage.get("k") == b"y" * 10
+
+
+async def test_missing_key(storage: Storage) -> None:
+    for call in (storage.get, storage.head):
+        with pytest.raises(NotFound) as err:
+            await call("no/such/key")
+        assert err.value.code == "not_found"
+    await storage.delete("no/such/key")
+
+
+async def test_delete(storage: Storage) -> None:
+    await storage.put("gone", b"1")
+    await storage.delete("gone")
+    with pytest.raises(NotFound):
+        await storage.get("gone")
+    assert await keys(storage) == set()
+
+
+async def test_list_and_prefix(storage: Storage) -> None:
+    for key in ["a/1", "a/2", "a/b/3", "ab/4", "b"]:
+        await storage.put(key, key.encode())
+    assert await keys(storage) == {"a/1", "a/2", "a/b/3", "ab/4", "b"}
+    assert await keys(storage, "a/") == {"a/1", "a/2", "a/b/3"}
+    assert await keys(storage, "a") == {"a/1", "a/2", "a/b/3", "ab/4"}
+    assert await keys(storage, "a/b") == {"a/b/3"}
+    assert await keys(storage, "ab") == {"ab/4"}
+    assert await keys(storage, "zz/") == set()
+    sizes = {info.key: info.size async for info in storage.list("a/")}
+    assert sizes == {"a/1": 3, "a/2": 3, "a/b/3": 5}
+
+
+@pytest.mark.parametrize("key", BAD_KEYS)
+async def test_bad_keys(storage: Storage, key: str) -> None:
+    calls = [storage.get(key), storage.head(key), storage.put(key, b"1"), storage.delete(key)]
+    for call in calls:
+        with pytest.raises(BadRequest) as err:
+            await call
+        assert err.value.code == "bad_key"
+
+
+@pytest.mark.parametrize("prefix", ["../", "/abs/", "a//", "a/../"])
+async def test_bad_list_prefix(storage: Storage, prefix: str) -> None:
+    with pytest.raises(BadRequest) as err:
+        await keys(storage, prefix)
+    assert err.value.code == "bad_key"
+
+
+async def test_failed_write_keeps_old_object(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await storage.put("k", b"old")
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise OSError(5, "Input/output error")
+
+    async def fail_async(*args: object, **kwargs: object) -> None:
+        raise GenericError("Generic S3 error: injected")
+
+    if isinstance(storage, LocalStorage):
+        monkeypatch.setattr(os, "replace", fail)
+    else:
+        monkeypatch.setattr(object_module.obstore, "put_async", fail_async)
+    with pytest.raises(StorageError):
+        await storage.put("k", b"new content")
+    monkeypatch.undo()
+    assert await storage.get("k") == b"old"
+    assert await keys(storage) == {"k"}
+    if isinstance(storage, LocalStorage):
+        assert os.listdir(storage.root) == ["k"]
+
+
+async def test_large_object(storage: Storage) -> None:
+    data = os.urandom(12 * 1024 * 1024)
+    info = await storage.put("big/blob", data)
+    assert info.size == len(data)
+    assert await storage.get("big/blob") == data
+    assert (await storage.head("big/blob")).size == len(data)
+
+
+async def test_ping(storage: Storage) -> None:
+    await storage.ping()
+
+
+# Backend-specific extras.
+
+
+async def test_local_same_size_rewrite_changes_etag(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    etags = {(await storage.put("k", b"same")).etag for _ in range(20)}
+    assert len(etags) == 20
+
+
+async def test_local_list_skips_temp_files(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    await storage.put("d/k", b"1")
+    (tmp_path / "d" / f".k.{'0' * 32}.tmp").write_bytes(b"partial")
+    assert await keys(storage) == {"d/k"}
+
+
+async def test_local_symlinks_escaping_root_are_refused(tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"secret")
+    (root / "dir").symlink_to(outside)
+    (root / "file").symlink_to(outside / "secret")
+    storage = LocalStorage(root)
+    for call in [storage.get("dir/secret"), storage.get("file"), storage.put("dir/x", b"1")]:
+        with pytest.raises(BadRequest) as err:
+            await call
+        assert err.value.code == "bad_key"
+    with pytest.raises(BadRequest):
+        await keys(storage, "dir/")
+    assert await keys(storage) == set()
+    assert os.listdir(outside) == ["secret"]
+
+
+async def test_local_ping_fails_without_root(tmp_path: Path) -> None:
+    with pytest.raises(StorageError):
+        await LocalStorage(tmp_path / "missing").ping()
+
+
+async def test_s3_unreachable_is_storage_error(s3_settings: S3) -> None:
+    settings = s3_settings.model_copy(update={"endpoint": "http://127.0.0.1:1"})
+    storage = ObjectStorage(settings, retry_config=SHORT_RETRY)
+    for call in [storage.get("k"), storage.head("k"), storage.put("k", b"1"), storage.ping()]:
+        with pytest.raises(StorageError) as err:
+            await call
+        assert err.value.code == "storage_unavailable"
+
+
+async def test_s3_missing_bucket_fails_ping(s3_settings: S3) -> None:
+    settings = s3_settings.model_copy(update={"bucket": "no-such-bucket"})
+    with pytest.raises(StorageError):
+        await ObjectStorage(settings, retry_config=SHORT_RETRY).ping()
+
+
+def test_open_storage_picks_the_backend(tmp_path: Path, s3_settings: S3) -> None:
+    local = open_storage(Settings(data_dir=tmp_path))
+    assert isinstance(local, LocalStorage) and (tmp_path / "storage").is_dir()
+    assert isinstance(open_storage(Settings(storage="s3", s3=s3_settings)), ObjectStorage)
+    with pytest.raises(DarkroomError) as err:
+        open_storage(Settings(storage="s3"))
+    assert err.value.code == "bad_config"
