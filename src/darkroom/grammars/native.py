@@ -169,7 +169,9 @@ def _resize(v: dict, dpr: float, bg: tuple | None) -> Resize:
 
 
 def _scaled(value: int, dpr: float) -> int:
-    return max(1, round(value * dpr)) if value else 0
+    """`value` times the DPR; positive values never round down to 0, others are left to
+    the operation's bounds to refuse."""
+    return max(1, round(value * dpr)) if value > 0 else value
 
 
 def _describe(error: ValidationError) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import cached_property
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -49,6 +50,7 @@ class EditPlan(BaseModel):
         """Sorted keys, no spaces, defaults included: equal plans give equal text."""
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
+    @cached_property
     def recipe_hash(self) -> str:
         """SHA-256 of the operations, page and output: what is done, not to which key."""
         body = self.model_dump(mode="json")

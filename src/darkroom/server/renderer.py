@@ -48,7 +48,7 @@ class Renderer:
         check_source_bytes(info.size, self.limits)
         negotiated = ",".join(sorted(accept)) if plan.output.format == "auto" else ""
         digest = hashlib.sha256(
-            f"{info.etag}\0{plan.recipe_hash()}\0{negotiated}".encode()).hexdigest()[:32]
+            f"{info.etag}\0{plan.recipe_hash}\0{negotiated}".encode()).hexdigest()[:32]
         folder = hashlib.sha256(key.encode()).hexdigest()[:16]
         return f"{folder}/{digest}", f'"{digest}"'
 

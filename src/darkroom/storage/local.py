@@ -31,13 +31,30 @@ class LocalStorage:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
+        self._root = str(self.root)
+        self._safe_dirs: set[str] = set()  # existing directories already resolved inside root
 
     def path_for(self, key: str) -> Path:
-        """The file holding `key`; raises BadRequest(bad_key) if it would leave the root."""
-        path = (self.root / check_key(key)).resolve()
-        if not path.is_relative_to(self.root) or path == self.root:
+        """The file holding `key`; raises BadRequest(bad_key) if it would leave the root.
+
+        Resolving every component costs a syscall each, so a directory found to resolve
+        inside the root is remembered, and only the last component is checked each time.
+        """
+        path = os.path.join(self._root, check_key(key))
+        parent = os.path.dirname(path)
+        if parent not in self._safe_dirs:
+            self._check_inside(parent, key)
+            if os.path.isdir(parent) and len(self._safe_dirs) < 4096:
+                self._safe_dirs.add(parent)
+        if os.path.islink(path):
+            self._check_inside(path, key)
+        return Path(path)
+
+    def _check_inside(self, path: str, key: str) -> None:
+        real = os.path.realpath(path)
+        is_root = real == self._root and path == self._root  # a top-level key's directory
+        if not (is_root or real.startswith(self._root + os.sep)):
             raise BadRequest(f"bad key {key!r}: resolves outside the storage root", "bad_key")
-        return path
 
     async def get(self, key: str) -> bytes:
         path = self.path_for(key)
