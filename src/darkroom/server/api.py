@@ -79,7 +79,7 @@ def build_api(settings: Settings, renderer: Renderer) -> FastAPI:
         """Width, height, format, pages, alpha, orientation, ICC and bytes, from the header."""
         _authorize(request, keys, settings.allow_unsigned)
         data = await renderer.read(check_key(key), "source_not_found")
-        header = await renderer.pool.run(probe, data)
+        header = await renderer.pool.run(probe, data, timeout=limits.time_budget_s)
         return {"key": key, **header.__dict__, "mime": MIME[header.format]}
 
     @api.post("/v1/transform", tags=["images"], description=TRANSFORM_DOC,

@@ -14,7 +14,7 @@ from darkroom.engine.limits import check_source_bytes
 from darkroom.errors import NotFound, StorageError
 from darkroom.plan import EditPlan, Watermark
 from darkroom.server.observability import CACHE, ENGINE, log
-from darkroom.server.pool import RenderPool
+from darkroom.server.pool import GRACE_S, RenderPool
 from darkroom.storage import Storage
 
 
@@ -76,10 +76,8 @@ class Renderer:
         for op in plan.ops:
             if isinstance(op, Watermark) and op.key not in assets:
                 assets[op.key] = await self.read(op.key, "watermark_not_found")
-        start = time.perf_counter()
-        rendered = await self.pool.run(render, plan, data, self.limits, accept, assets)
-        ENGINE.labels(rendered.format).observe(time.perf_counter() - start)
-        return rendered
+        return await self.pool.run(_timed_render, plan, data, self.limits, accept, assets,
+                                   timeout=self.limits.time_budget_s + GRACE_S)
 
     async def read(self, key: str, missing_code: str) -> bytes:
         """The stored object's bytes, refused from its size alone when over the limit."""
@@ -89,3 +87,11 @@ class Renderer:
             return await self.storage.get(key)
         except NotFound:
             raise NotFound(f"{key!r} not found", missing_code) from None
+
+
+def _timed_render(plan: EditPlan, data: bytes, limits: Limits, accept: frozenset[str],
+                  assets: dict[str, bytes]) -> Rendered:
+    start = time.perf_counter()
+    rendered = render(plan, data, limits, accept, assets)
+    ENGINE.labels(rendered.format).observe(time.perf_counter() - start)
+    return rendered
