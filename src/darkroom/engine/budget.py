@@ -16,6 +16,7 @@ class Budget:
         self.seconds = seconds
         self.deadline = time.monotonic() + seconds
         self.killed = False
+        self._watched: list[pyvips.Image] = []
 
     def check(self) -> None:
         """Raise when the deadline has passed (called between steps)."""
@@ -23,9 +24,14 @@ class Budget:
             raise self.error()
 
     def watch(self, image: pyvips.Image) -> pyvips.Image:
-        """Arm `image` so that computing it stops at the deadline; returns it."""
+        """Arm `image` so that computing it stops at the deadline; returns it.
+
+        Images made from `image` signal on it too, and pyvips frees the callback with the
+        Python object: the budget keeps it alive, else a later step crashes the process.
+        """
         image.set_progress(True)
         image.signal_connect("eval", self._on_eval)
+        self._watched.append(image)
         return image
 
     def _on_eval(self, image: pyvips.Image, _progress: object) -> None:

@@ -36,13 +36,16 @@ def resized_size(width: int, height: int, op: Resize) -> tuple[int, int]:
 
 
 def final_size(width: int, height: int, op: Resize) -> tuple[int, int]:
-    """The size `op` produces: the box for cover/contain/fill, else the scaled size."""
+    """The size `op` produces: the box for cover/contain/fill, else the scaled size.
+
+    `contain` always gives the whole box (without `upscale` the image sits in it unscaled);
+    `cover` without `upscale` never crops past the image.
+    """
     w, h = resized_size(width, height, op)
-    if op.fit in ("cover", "contain") and op.width and op.height:
-        return (min(w, op.width), min(h, op.height)) if op.fit == "cover" else (
-            max(w, op.width) if op.upscale or w >= op.width else w,
-            max(h, op.height) if op.upscale or h >= op.height else h,
-        )
+    if op.width and op.height and op.fit == "cover":
+        return min(w, op.width), min(h, op.height)
+    if op.width and op.height and op.fit == "contain":
+        return op.width, op.height
     return w, h
 
 
@@ -68,18 +71,21 @@ def clip_box(width: int, height: int, box: Box) -> Box | None:
     return left, top, right - left, bottom - top
 
 
-def load_scale(width: int, height: int, ops: tuple[Operation, ...], swap: bool) -> float:
-    """How far the loader may shrink (<= 1) and still give the first resize enough pixels.
+def load_scale(width: int, height: int, ops: tuple[Operation, ...], swap: bool,
+               most: float = 1.0) -> float:
+    """How far the loader may shrink (or, up to `most`, enlarge: vector sources) and still
+    give the first resize enough pixels.
 
     Only quarter turns and flips may stand before the resize; anything else needs the
-    full image. `swap` says whether EXIF orientation turns the image a quarter.
+    full image. `swap` says whether EXIF orientation turns the image a quarter. No side is
+    shrunk below one pixel (loaders refuse a zero-sized result).
     """
     for op in ops:
         if isinstance(op, Rotate) and op.angle % 90 == 0:
             swap ^= (op.angle // 90) % 2 == 1
         elif isinstance(op, Resize):
             w, h = (height, width) if swap else (width, height)
-            return min(1.0, max(resize_scales(w, h, op)))
+            return min(most, max(*resize_scales(w, h, op), 1 / min(width, height)))
         elif not isinstance(op, Flip):
             return 1.0
     return 1.0

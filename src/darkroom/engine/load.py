@@ -45,7 +45,7 @@ def probe(data: bytes) -> Header:
     fmt = sniff(data)
     if fmt in PILLOW_FORMATS:
         return _probe_pillow(data, fmt)
-    if fmt == "svg" and _UNSAFE_SVG.search(data[:65536]):
+    if fmt == "svg" and (_UNSAFE_SVG.search(data[:65536]) or b"<!ENTITY" in data):
         raise Unsupported("SVG with a DOCTYPE subset or entities is refused", "unsafe_svg")
     if fmt == "gif":
         declared = _gif_screen(data)
@@ -127,7 +127,7 @@ def _probe_pillow(data: bytes, fmt: str) -> Header:
                           "A" in image.getbands() or "transparency" in image.info, 1,
                           bool(image.info.get("icc_profile")), len(data))
     except (OSError, ValueError, SyntaxError) as error:
-        raise Unprocessable(f"cannot read image: {error}", "corrupt_image") from None
+        raise Unprocessable(f"cannot read image: {_reason(error)}", "corrupt_image") from None
 
 
 def _load_pillow(data: bytes, header: Header) -> pyvips.Image:
@@ -138,11 +138,16 @@ def _load_pillow(data: bytes, header: Header) -> pyvips.Image:
                 image.tobytes(), image.width, image.height, len(image.getbands()), "uchar"
             ).copy(interpretation="srgb")
     except (OSError, ValueError, SyntaxError) as error:
-        raise Unprocessable(f"cannot decode image: {error}", "corrupt_image") from None
+        raise Unprocessable(f"cannot decode image: {_reason(error)}", "corrupt_image") from None
 
 
 def _pillow_open(data: bytes) -> PILImage.Image:
     return PILImage.open(io.BytesIO(data), formats=("BMP", "ICO", "HEIF"))
+
+
+def _reason(error: Exception) -> str:
+    """Pillow's message without Python object reprs (they say nothing to a client)."""
+    return re.sub(r"\s*<[^>]*>", "", str(error)) or type(error).__name__
 
 
 def _first_line(error: Exception) -> str:

@@ -62,28 +62,39 @@ def render(plan: EditPlan, data: bytes, limits: Limits, accept: frozenset[str] =
 def _run(plan: EditPlan, data: bytes, header: Header, fmt: str, animated: bool, page: int,
          limits: Limits, budget: Budget, assets: Mapping[str, bytes]) -> Rendered:
     single_resize = not animated and header.pages == 1
-    scale = load_scale(header.width, header.height, plan.ops, header.swaps_sides)
+    vector = header.format == "svg"  # rasterised at the size asked for, within the caps
+    most = limits.max_output_side / max(header.width, header.height) if vector else 1.0
+    scale = load_scale(header.width, header.height, plan.ops, header.swaps_sides, most)
     streaming = header.orientation <= 1 and not animated and all(
         op.op in _STREAMING or (op.op == "resize" and op.gravity not in ("attention", "entropy"))
         for op in plan.ops)
     loaded = load(data, header, page, animated, scale if single_resize else 1.0, streaming)
     source = loaded
+    if vector:
+        check_header(loaded.width, loaded.height, 1, limits)
     frame_height = loaded.get("page-height") if animated else loaded.height
     frames = [to_srgb(upright(f, header.orientation)) for f in split_frames(loaded, frame_height)]
     ctx = Context(frames=frames, limits=limits, budget=budget, assets=assets)
     declared = (header.height, header.width) if header.swaps_sides else (
         header.width, header.height)
     ctx.prescale = (ctx.width / declared[0], ctx.height / declared[1])
-    check_output(ctx.width, ctx.height, len(ctx.frames), limits)
     for op in plan.ops:
         budget.check()
+        before = (ctx.width, ctx.height)
         STEPS[op.op](ctx, op)
-        check_output(ctx.width, ctx.height, len(ctx.frames), limits)
+        _check_growth(ctx, before, limits)
+    check_output(ctx.width, ctx.height, len(ctx.frames), limits)
     budget.check()
     image = budget.watch(join_frames(ctx.frames, source))
     encoded = encode(image, fmt, plan.output)
     budget.check()
     return Rendered(encoded, fmt, ctx.width, ctx.height, len(ctx.frames), page, header.pages)
+
+
+def _check_growth(ctx: Context, before: tuple[int, int], limits: Limits) -> None:
+    """A step may shrink a source that is past the output caps; none may grow past them."""
+    if ctx.width > before[0] or ctx.height > before[1]:
+        check_output(ctx.width, ctx.height, len(ctx.frames), limits)
 
 
 def choose_format(choice: str, header: Header, accept: frozenset[str]) -> str:

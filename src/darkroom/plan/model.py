@@ -58,6 +58,9 @@ class EditPlan(BaseModel):
         text = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
-    def with_format(self, fmt: OutputFormat) -> "EditPlan":
-        """The same plan with the output format decided (for `auto` and `source`)."""
-        return self.model_copy(update={"output": self.output.model_copy(update={"format": fmt})})
+    def model_copy(self, *, update: dict | None = None, deep: bool = False) -> "EditPlan":
+        """A copy; with `update` it drops the cached `recipe_hash`, which no longer holds."""
+        copy = super().model_copy(update=update, deep=deep)
+        if update:
+            copy.__dict__.pop("recipe_hash", None)
+        return copy

@@ -73,6 +73,8 @@ def rotate(ctx: Context, op: Rotate) -> None:
         turns = {0: None, 90: "d90", 180: "d180", 270: "d270"}[int(angle)]
         if turns:
             ctx.map(lambda f: f.rot(turns))
+        if turns in ("d90", "d270"):
+            ctx.prescale = ctx.prescale[::-1]  # the loader's shrink turns with the image
         return
     bg = list(op.background)
 
