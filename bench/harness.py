@@ -160,7 +160,9 @@ def sample_other_load(seconds: float = 3.0) -> tuple[float, list[tuple[float, in
         time.sleep(seconds)
     s = w.summary()
     top = []
-    for pid, c0 in before.items():
+    now = [int(d) for d in os.listdir("/proc") if d.isdigit()]
+    for pid in now:  # processes born during the sample count from zero
+        c0 = before.get(pid, 0.0)
         c1 = proc_cpu(pid)
         if c0 is not None and c1 is not None and c1 - c0 > 0.02 * seconds:
             top.append((round(100 * (c1 - c0) / seconds, 1), pid, cmdline(pid)[:100]))
@@ -177,7 +179,7 @@ def wait_quiet(threshold: float, max_wait: float, check_every: float = 30.0) -> 
             return {"other_pct": other, "waited_s": round(time.monotonic() - t_start)}
         waited = time.monotonic() - t_start
         log(f"machine busy: other processes use {other:.0f}% (limit {threshold:.0f}%); top: "
-            + "; ".join(f"{c}% {cmd}" for c, _, cmd in top[:3]))
+            + ("; ".join(f"{c}% {cmd}" for c, _, cmd in top[:3]) or "short-lived processes"))
         if waited >= max_wait:
             log(f"still busy after {waited:.0f}s: going on; disturbed points will be retried")
             return {"other_pct": other, "waited_s": round(waited), "gave_up": True}
@@ -393,7 +395,8 @@ class Server:
         """The processes that serve: each root's children if it has any, else the root."""
         out = []
         for r in self.roots():
-            kids = [k for k in descendants(r) if proc_stat(k) and proc_stat(k)["ppid"] == r]
+            kids = [k for k in descendants(r) if proc_stat(k) and proc_stat(k)["ppid"] == r
+                    and "resource_tracker" not in cmdline(k)]  # multiprocessing's helper
             out.extend(kids or [r])
         return out
 

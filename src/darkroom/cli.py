@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Optional
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import typer
 from rich.console import Console
@@ -19,14 +20,14 @@ from darkroom.errors import DarkroomError
 app = typer.Typer(help="darkroom: image processing service and tools.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # messages stay one line: paths, URLs
 
 
 def _settings(**overrides: object) -> Settings:
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValueError as error:
-        console.print(f"[red]bad configuration:[/red] {error}")
+        console.print(f"bad configuration: {error}", style="red", markup=False)
         raise typer.Exit(2) from None
 
 
@@ -44,11 +45,11 @@ def serve(
     try:
         settings.require_safe_binding()
     except DarkroomError as error:
-        console.print(f"[red]{error.message}[/red]")
+        console.print(error.message, style="red", markup=False)
         raise typer.Exit(2) from None
     sample = ensure_sample(settings)
     base = f"http://{settings.host}:{settings.port}"
-    console.print(f"darkroom on {base}  (data in {settings.data_dir.resolve()})")
+    console.print(f"darkroom on {base}  (data in {settings.data_dir.resolve()})", markup=False)
     if sample:
         console.print(f"try: {base}/img/{sample}?w=400&fm=webp   docs: {base}/docs")
     run_server(settings)
@@ -72,16 +73,28 @@ def transform(
     plan = _plan_or_exit(native, query)
     out.mkdir(parents=True, exist_ok=True)
     failures = 0
+    claimed: set[Path] = set()
+    lock = threading.Lock()
 
     def one(path: Path) -> str | None:
         try:
             result = render(plan, path.read_bytes(), settings.limits)
         except DarkroomError as error:
             return f"{path}: {error.code}: {error.message}"
+        except OSError as error:
+            return f"{path}: {error.strerror or error}"
         target = out / f"{path.stem}.{EXTENSION.get(result.format, result.format)}"
+        with lock:  # two inputs named alike (a/x.jpg, b/x.jpg) must not overwrite each other
+            if target in claimed:
+                return f"{path}: {target} is already the output of another input"
+            claimed.add(target)
         tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_bytes(result.data)
-        tmp.replace(target)
+        try:
+            tmp.write_bytes(result.data)
+            tmp.replace(target)
+        except OSError as error:
+            tmp.unlink(missing_ok=True)
+            return f"{path}: cannot write {target}: {error.strerror or error}"
         return None
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -92,8 +105,8 @@ def transform(
             progress.advance(task)
             if problem:
                 failures += 1
-                progress.console.print(f"[red]{problem}[/red]")
-    console.print(f"{len(files) - failures} written to {out}, {failures} failed")
+                progress.console.print(problem, style="red", markup=False)
+    console.print(f"{len(files) - failures} written to {out}, {failures} failed", markup=False)
     raise typer.Exit(1 if failures else 0)
 
 
@@ -101,7 +114,7 @@ def _plan_or_exit(native, query: str):
     try:
         return native.parse("local", parse_qsl(query, keep_blank_values=True))
     except DarkroomError as error:
-        console.print(f"[red]{error.code}: {error.message}[/red]")
+        console.print(f"{error.code}: {error.message}", style="red", markup=False)
         raise typer.Exit(2) from None
 
 
@@ -121,7 +134,8 @@ def sign(
     parts = urlsplit(url)
     expires = int(time.time()) + expires_in if expires_in else None
     key = settings.signing_keys[0].get_secret_value()
-    typer.echo(base + sign_url(key, parts.path, parse_qsl(parts.query, True), expires))
+    path = unquote(parts.path)  # the server verifies the decoded path
+    typer.echo(base + sign_url(key, path, parse_qsl(parts.query, True), expires))
 
 
 @app.command()

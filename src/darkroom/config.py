@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -24,6 +24,8 @@ from typing_extensions import Annotated
 
 class Limits(BaseModel):
     """Caps checked from the header before decoding and again after every step."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt cap must not pass silently
 
     max_source_bytes: int = Field(100 * 1024 * 1024, ge=1)
     max_megapixels: float = Field(50.0, gt=0)
@@ -39,6 +41,8 @@ class Limits(BaseModel):
 
 class S3(BaseModel):
     """S3-compatible object storage (used when `storage = "s3"`)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     bucket: str = ""
     endpoint: str | None = None
@@ -93,6 +97,8 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml_path = Path(os.environ.get("DARKROOM_CONFIG", "darkroom.toml"))
+        if "DARKROOM_CONFIG" in os.environ and not toml_path.is_file():
+            raise ValueError(f"DARKROOM_CONFIG names {toml_path}, which is not a file")
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_path))
 
     @property

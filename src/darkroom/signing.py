@@ -1,8 +1,9 @@
 """URL signatures: HMAC-SHA256, base64url without padding, several keys for rotation.
 
-The signed text is the path and the query without `s`, its pairs sorted by name and
-value and percent-encoded canonically, so the order a client writes them in does not
-matter. `exp` (unix seconds) is part of the signed text, so it cannot be stretched.
+The signed text is the decoded path, percent-encoded canonically, and the query without
+`s`, its pairs sorted by name and value and percent-encoded canonically, so neither the
+order a client writes them in nor how it escapes them matters. `exp` (unix seconds) is
+part of the signed text, so it cannot be stretched.
 Sign with the first key, accept any: rotate by putting the new key first.
 """
 
@@ -13,14 +14,18 @@ import hashlib
 import hmac
 import time
 from collections.abc import Sequence
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from darkroom.errors import BadRequest, Forbidden, Unauthorized
 
 
 def canonical(path: str, query: Sequence[tuple[str, str]]) -> str:
-    """The text that is signed: `path?sorted-query` (without `s`), or `path` alone."""
+    """The text that is signed: `path?sorted-query` (without `s`), or `path` alone.
+
+    `path` is the decoded path (`/img/my photo.jpg`), as the server sees it.
+    """
     pairs = sorted((k, v) for k, v in query if k != "s")
+    path = quote(path)
     return f"{path}?{urlencode(pairs)}" if pairs else path
 
 
@@ -32,7 +37,7 @@ def signature(key: str, text: str) -> str:
 
 def sign_url(key: str, path: str, query: Sequence[tuple[str, str]] = (),
              expires: int | None = None) -> str:
-    """A signed URL (path and query) for `path`, valid until `expires` when given."""
+    """A signed URL (path and query) for the decoded `path`, valid until `expires` if given."""
     pairs = [(k, v) for k, v in query if k not in ("s", "exp")]
     if expires is not None:
         pairs.append(("exp", str(expires)))

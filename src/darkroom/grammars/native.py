@@ -98,13 +98,15 @@ PARAMS: dict[str, Callable[[str, str], object]] = {
 def parse(key: str, query: Sequence[tuple[str, str]]) -> EditPlan:
     """Compile `/img/{key}` and its query pairs (signature and `dl` excluded) to a plan."""
     values: dict[str, object] = {}
+    seen: set[str] = set()
     for name, text in query:
+        if name in seen:
+            raise BadRequest(f"parameter {name!r} given twice", "duplicate_param")
+        seen.add(name)
         if name in SIGNATURE_PARAMS or name in RESPONSE_PARAMS:
             continue
         if name not in PARAMS:
             raise BadRequest(f"unknown parameter {name!r}", "unknown_param")
-        if name in values:
-            raise BadRequest(f"parameter {name!r} given twice", "duplicate_param")
         values[name] = PARAMS[name](name, text)
     try:
         return _compile(key, values)

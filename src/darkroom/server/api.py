@@ -20,7 +20,7 @@ from darkroom.errors import (
     BadRequest, DarkroomError, MethodNotAllowed, NotFound, TooLarge, Unauthorized, Forbidden,
 )
 from darkroom.plan import EditPlan
-from darkroom.server.errors import error_response
+from darkroom.server.errors import error_response, internal_error
 from darkroom.server.images import accepted_formats
 from darkroom.server.renderer import Renderer
 from darkroom.storage import check_key
@@ -46,7 +46,13 @@ def build_api(settings: Settings, renderer: Renderer) -> FastAPI:
     async def _http_error(request: Request, error: HTTPException) -> Response:
         if error.status_code == 405:
             return error_response(MethodNotAllowed(str(error.detail)))
+        if error.status_code == 400:  # e.g. a malformed multipart body, too many files
+            return error_response(BadRequest(str(error.detail), "bad_request"))
         return error_response(NotFound(f"no route for {request.url.path}", "no_route"))
+
+    @api.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> Response:
+        return internal_error()  # the middleware logs the traceback with the request id
 
     @api.get("/healthz", tags=["operations"])
     async def healthz() -> dict:
@@ -130,7 +136,7 @@ def _bounded(request: Request, max_bytes: int) -> Request:
 
 
 async def _read_transform(request: Request) -> tuple[EditPlan, bytes | None]:
-    kind = request.headers.get("content-type", "")
+    kind = request.headers.get("content-type", "").lower()
     if kind.startswith("multipart/form-data"):
         form = await request.form(max_files=1, max_fields=4)
         upload = form.get("image")

@@ -22,7 +22,7 @@ from darkroom.server.renderer import Renderer
 from darkroom.signing import verify
 from darkroom.storage import check_key
 
-_UNSAFE_FILENAME = re.compile(r"[^\w.\- ]")
+_UNSAFE_FILENAME = re.compile(r"[^\w.\- ]", re.ASCII)  # the plain `filename=` is ASCII
 Query = tuple[tuple[str, str], ...]
 
 
@@ -35,7 +35,10 @@ def accepted_formats(accept: str) -> frozenset[str]:
 def compile_url(path: str, raw_query: str) -> tuple[Query, EditPlan]:
     """The query pairs and the plan of an `/img/` URL (plans are immutable: safe to share)."""
     key = check_key(path[len("/img/"):])
-    query = tuple(parse_qsl(raw_query, keep_blank_values=True, max_num_fields=64))
+    try:
+        query = tuple(parse_qsl(raw_query, keep_blank_values=True, max_num_fields=64))
+    except ValueError:  # over max_num_fields
+        raise BadRequest("more than 64 query parameters", "bad_param") from None
     return query, native.parse(key, query)
 
 
@@ -65,6 +68,9 @@ class ImageEndpoint:
         query, plan = compile_url(path, scope["query_string"].decode("latin-1"))
         if self.require_signature or (self.keys and any(k == "s" for k, _ in query)):
             verify(self.keys, path, query)
+        download = next((v for k, v in query if k == "dl"), None)
+        if download is not None and len(download) > 255:  # refused before any work
+            raise BadRequest("dl is longer than 255 characters", "bad_param")
         request_headers = dict(scope["headers"])
         accept = accepted_formats(request_headers.get(b"accept", b"").decode("latin-1"))
         cache_key, etag = await self.renderer.etag(plan, accept)
@@ -74,7 +80,6 @@ class ImageEndpoint:
         if _matches(request_headers.get(b"if-none-match"), etag):
             return 304, headers, b""
         result = await self.renderer.stored(plan, accept, cache_key, etag)
-        download = next((v for k, v in query if k == "dl"), None)
         headers += [
             (b"content-type", MIME[result.format].encode()),
             (b"content-length", str(len(result.data)).encode()),
@@ -93,8 +98,6 @@ def _matches(if_none_match: bytes | None, etag: str) -> bool:
 
 def _disposition(key: str, fmt: str, download: str | None) -> bytes:
     """`inline` with the key's name and the output's extension; `attachment` for `dl`."""
-    if download is not None and len(download) > 255:
-        raise BadRequest("dl is longer than 255 characters", "bad_param")
     stem = (download or key.rsplit("/", 1)[-1]).rsplit(".", 1)[0] or "image"
     name = f"{stem}.{EXTENSION.get(fmt, fmt)}"
     ascii_name = _UNSAFE_FILENAME.sub("_", name)

@@ -91,18 +91,24 @@ class ObservabilityMiddleware:
         request_id = given if given and _SAFE_ID.match(given) else os.urandom(8).hex()
         token = request_id_var.set(request_id)
         start = time.perf_counter()
-        status = 500
+        status, started = 500, False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
                 message["headers"] = [*message.get("headers", []),
                                       (b"x-request-id", request_id.encode())]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unhandled_error", method=scope["method"], path=scope["path"])
+            if not started:
+                from darkroom.server.errors import internal_error  # (imports this module)
+
+                await internal_error()(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - start
             route = route_of(scope["path"])

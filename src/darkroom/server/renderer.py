@@ -39,16 +39,23 @@ class Renderer:
         self.limits = limits
 
     async def etag(self, plan: EditPlan, accept: frozenset[str]) -> tuple[str, str]:
-        """The derivative's cache key and ETag, from the source's version: no pixels read."""
+        """The derivative's cache key and ETag, from the versions of the source and of its
+        watermarks: no pixels read."""
         key = plan.source.key
         try:
             info = await self.storage.head(key)
         except NotFound:
             raise NotFound(f"source {key!r} not found", "source_not_found") from None
         check_source_bytes(info.size, self.limits)
+        versions = [info.etag]  # a replaced watermark changes the result as much as a source
+        for mark in sorted({op.key for op in plan.ops if isinstance(op, Watermark)}):
+            try:
+                versions.append((await self.storage.head(mark)).etag)
+            except NotFound:
+                raise NotFound(f"{mark!r} not found", "watermark_not_found") from None
         negotiated = ",".join(sorted(accept)) if plan.output.format == "auto" else ""
         digest = hashlib.sha256(
-            f"{info.etag}\0{plan.recipe_hash}\0{negotiated}".encode()).hexdigest()[:32]
+            f"{'/'.join(versions)}\0{plan.recipe_hash}\0{negotiated}".encode()).hexdigest()[:32]
         folder = hashlib.sha256(key.encode()).hexdigest()[:16]
         return f"{folder}/{digest}", f'"{digest}"'
 

@@ -16,6 +16,7 @@ import time
 from importlib import resources
 
 import uvicorn
+from prometheus_client import multiprocess
 
 from darkroom.config import Settings
 from darkroom.server.app import create_app
@@ -29,10 +30,11 @@ def serve(settings: Settings) -> None:
     if settings.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="darkroom-metrics-")
     if settings.workers == 1:
-        _worker(settings, _bind(settings.host, settings.port, reuse=False))
+        _worker(settings, _bind_or_exit(settings, reuse=False))
         return
     if settings.port == 0:
         raise SystemExit("--port 0 needs --workers 1 (workers share a fixed port)")
+    _bind_or_exit(settings, reuse=True).close()  # fail here, not in each worker forever
     _supervise(settings)
 
 
@@ -57,6 +59,14 @@ def _bind(host: str, port: int, reuse: bool) -> socket.socket:
     sock.bind((host, port))
     sock.set_inheritable(True)
     return sock
+
+
+def _bind_or_exit(settings: Settings, reuse: bool) -> socket.socket:
+    try:
+        return _bind(settings.host, settings.port, reuse)
+    except OSError as e:
+        raise SystemExit(
+            f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}") from None
 
 
 def _worker(settings: Settings, sock: socket.socket | None = None) -> None:
@@ -87,6 +97,7 @@ def _supervise(settings: Settings) -> None:
         for i, process in enumerate(workers):
             if not process.is_alive() and not stopping:
                 log.warning("worker_died", pid=process.pid, exitcode=process.exitcode)
+                multiprocess.mark_process_dead(process.pid)  # drop its live gauges
                 workers[i] = _start(context, settings)
     for process in workers:
         process.terminate()

@@ -1,0 +1,259 @@
+"""Real HTTP end to end: `darkroom serve --workers 2` as a subprocess, as an operator runs it.
+
+Each test starts its own server in its own session (process group), so that a failing
+test can still kill everything it started, and nothing else.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .helpers import image_size
+
+DARKROOM = str(Path(sys.executable).with_name("darkroom"))
+WAIT_S = 60  # an upper bound for things to happen, never an assertion on speed
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def children(pid: int) -> list[int]:
+    """Live processes whose parent is `pid` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting for a reaper counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def wait_for(predicate, what: str, timeout: float = WAIT_S):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+class Server:
+    """`darkroom serve` in a subprocess, its stdout (JSON lines) and stderr collected."""
+
+    def __init__(self, data_dir: Path, workers: int = 2, env: dict | None = None) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("DARKROOM_")}
+        environment.update({"DARKROOM_DATA_DIR": str(data_dir), **(env or {})})
+        self.process = subprocess.Popen(
+            [DARKROOM, "serve", "--workers", str(workers), "--port", str(self.port)],
+            env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        for stream, sink in ((self.process.stdout, self.stdout),
+                             (self.process.stderr, self.stderr)):
+            threading.Thread(target=self._drain, args=(stream, sink), daemon=True).start()
+
+    @staticmethod
+    def _drain(stream, sink: list[str]) -> None:
+        for line in iter(stream.readline, b""):
+            sink.append(line.decode(errors="replace"))
+
+    def logs(self) -> list[dict]:
+        """stdout, every line of which must be a JSON object."""
+        records = []
+        for line in list(self.stdout):
+            record = json.loads(line)
+            assert isinstance(record, dict)
+            records.append(record)
+        return records
+
+    def wait_healthy(self) -> None:
+        def healthy() -> bool:
+            assert self.process.poll() is None, "".join(self.stderr)
+            try:
+                return httpx.get(f"{self.base}/healthz", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(healthy, "/healthz")
+
+    def fresh_get(self, path: str, **headers: str) -> httpx.Response:
+        """A GET on a new TCP connection (the kernel picks a worker per connection)."""
+        return httpx.get(f"{self.base}{path}", headers={"Connection": "close", **headers},
+                         timeout=30)
+
+    def workers(self) -> list[int]:
+        return [pid for pid in children(self.process.pid) if "spawn_main" in cmdline(pid)]
+
+    def request_pids(self, path_prefix: str) -> set[int]:
+        return {r["pid"] for r in self.logs()
+                if r.get("event") == "request" and r["path"].startswith(path_prefix)}
+
+    def kill_all(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=WAIT_S)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    started = Server(tmp_path / "data")
+    try:
+        started.wait_healthy()
+        yield started
+    finally:
+        started.kill_all()
+
+
+def test_sample_url_json_logs_and_two_workers(server, tmp_path):
+    stderr = "".join(server.stderr)
+    sample = re.search(r"try: (\S+)", stderr)
+    assert sample, stderr
+    assert (tmp_path / "data" / "storage" / "sample.jpg").is_file()
+    response = httpx.get(sample.group(1), timeout=30)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/webp"
+    assert image_size(response.content)[0] == 400
+
+    tagged = server.fresh_get("/img/sample.jpg?w=64", **{"X-Request-Id": "e2e-trace-1"})
+    assert tagged.headers["x-request-id"] == "e2e-trace-1"
+    record = wait_for(lambda: next((r for r in server.logs()
+                                    if r.get("request_id") == "e2e-trace-1"), None),
+                      "the access log line")
+    assert record["event"] == "request" and record["status"] == 200
+    assert record["path"] == "/img/sample.jpg" and record["method"] == "GET"
+
+    served = 2  # /img answers with 200 so far
+    for _ in range(40):
+        assert server.fresh_get("/img/sample.jpg?w=32").status_code == 200
+        served += 1
+    assert len(server.workers()) == 2
+    pids = wait_for(lambda: len(found := server.request_pids("/img/")) >= 2 and found,
+                    "requests served by both workers")
+    assert pids == set(server.workers())
+    assert all("request_id" in r and "pid" in r for r in server.logs())
+
+    # /metrics sums the workers' counters (counted just after each answer is sent).
+    def counted() -> float:
+        text = server.fresh_get("/metrics").text
+        line = re.search(r'darkroom_requests_total\{route="/img",status="200"\} (\S+)', text)
+        return float(line.group(1)) if line else 0.0
+
+    wait_for(lambda: counted() == served, f"/metrics to count {served} /img answers")
+    assert counted() == served
+
+
+def test_http_details_over_a_real_socket(server):
+    """Raw paths reach the server as sent (no client normalisation), HEAD has no body."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    for raw in ("/img/../storage/sample.jpg", "/img/a/../../x", "/img/%2e%2e/sample.jpg",
+                "/img/..%2F..%2Fetc%2Fpasswd", "/img/a%5Cb", "/img/a%00b", "/img//etc/passwd"):
+        connection.request("GET", raw)
+        answer = connection.getresponse()
+        body = json.loads(answer.read())
+        assert (answer.status, body["error"]["code"]) == (400, "bad_key"), raw
+    connection.request("GET", "/img/sample.jpg?w=50")
+    get = connection.getresponse()
+    data = get.read()
+    connection.request("HEAD", "/img/sample.jpg?w=50")
+    head = connection.getresponse()
+    assert head.status == 200 and head.read() == b""
+    assert head.getheader("content-length") == str(len(data))
+    assert head.getheader("etag") == get.getheader("etag")
+    assert head.getheader("server") is None  # no server banner
+    connection.close()
+
+
+def test_killed_worker_is_replaced(server):
+    before = server.workers()
+    assert len(before) == 2
+    victim = before[0]
+    os.kill(victim, signal.SIGKILL)
+    replaced = wait_for(lambda: len(now := server.workers()) == 2 and victim not in now and now,
+                        "a replacement worker")
+    newcomer = (set(replaced) - set(before)).pop()
+    died = wait_for(lambda: next((r for r in server.logs() if r.get("event") == "worker_died"),
+                                 None), "the worker_died log line")
+    assert died["pid"] == victim and died["exitcode"] == -signal.SIGKILL
+
+    def newcomer_answers() -> bool:
+        server.fresh_get("/img/sample.jpg?w=20")
+        return newcomer in server.request_pids("/img/")
+
+    wait_for(newcomer_answers, "a request served by the new worker")
+    assert server.process.poll() is None
+
+
+def test_sigterm_stops_every_process(server):
+    # The supervisor's children: two workers and multiprocessing's resource tracker.
+    family = children(server.process.pid)
+    assert len(server.workers()) == 2
+    assert server.fresh_get("/img/sample.jpg?w=10").status_code == 200
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=WAIT_S) == 0
+    wait_for(lambda: not any(alive(pid) for pid in family), "every child to exit")
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{server.base}/healthz", timeout=2)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_busy_port_exits_with_a_clear_message(tmp_path, workers):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DARKROOM_")}
+        env["DARKROOM_DATA_DIR"] = str(tmp_path / "data")
+        process = subprocess.Popen(
+            [DARKROOM, "serve", "--workers", str(workers), "--port", str(port)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            _out, err = process.communicate(timeout=WAIT_S)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    assert process.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in err.decode()
+    assert "Traceback" not in err.decode()
