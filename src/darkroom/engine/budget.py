@@ -34,6 +34,12 @@ class Budget:
         self._watched.append(image)
         return image
 
+    def release(self) -> None:
+        """Forget the armed images once the render is over: they refer back to this
+        budget through their callback, and the cycle would hold their pixel buffers
+        until Python's cyclic collector happened to run."""
+        self._watched.clear()
+
     def _on_eval(self, image: pyvips.Image, _progress: object) -> None:
         if time.monotonic() > self.deadline:
             self.killed = True

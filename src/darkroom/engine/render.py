@@ -11,7 +11,7 @@ from darkroom.config import Limits
 from darkroom.engine.budget import Budget
 from darkroom.engine.context import Context
 from darkroom.engine.encode import encode
-from darkroom.engine.formats import ANIMATABLE, WEB_FORMAT
+from darkroom.engine.formats import ALPHA_CAPABLE, ANIMATABLE, WEB_FORMAT
 from darkroom.engine.geometry import load_scale
 from darkroom.engine.limits import check_header, check_output, check_source_bytes
 from darkroom.engine.load import Header, load, probe
@@ -57,6 +57,8 @@ def render(plan: EditPlan, data: bytes, limits: Limits, accept: frozenset[str] =
         if budget.killed:
             raise budget.error() from None
         raise Unprocessable(f"cannot process image: {_last_line(error)}", "corrupt_image") from None
+    finally:
+        budget.release()
 
 
 def _run(plan: EditPlan, data: bytes, header: Header, fmt: str, animated: bool, page: int,
@@ -74,6 +76,10 @@ def _run(plan: EditPlan, data: bytes, header: Header, fmt: str, animated: bool, 
         check_header(loaded.width, loaded.height, 1, limits)
     frame_height = loaded.get("page-height") if animated else loaded.height
     frames = [to_srgb(upright(f, header.orientation)) for f in split_frames(loaded, frame_height)]
+    if fmt not in ALPHA_CAPABLE:  # flatten now: every later step then works on 3 bands
+        background = list(plan.output.background[:3])
+        frames = [f.flatten(background=background).cast("uchar") if f.hasalpha() else f
+                  for f in frames]
     ctx = Context(frames=frames, limits=limits, budget=budget, assets=assets)
     declared = (header.height, header.width) if header.swaps_sides else (
         header.width, header.height)
