@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from darkroom.cache import ResultCache
+from darkroom.cache import MemoryTier, ResultCache
 from darkroom.config import S3
 from darkroom.storage import LocalStorage, ObjectStorage
 
@@ -126,3 +126,32 @@ async def test_object_storage_cache(s3_settings: S3) -> None:
     assert await cache.delete_prefix("ab/") == 1
     assert await cache.get("ab/1") is None
     assert (cache.hits, cache.misses) == (1, 2)
+
+
+def test_memory_tier_is_bounded_and_least_recently_used_goes_first():
+    tier = MemoryTier(max_bytes=800)
+    for name in "abcd":
+        tier.put(name, name.encode() * 100)
+    assert tier.get("a") is not None  # "a" is now the most recent
+    for name in "efghi":  # one past the bound
+        tier.put(name, name.encode() * 100)
+    assert tier.size <= 800
+    assert tier.get("a") == b"a" * 100
+    assert tier.get("b") is None
+
+
+def test_memory_tier_keeps_nothing_when_off_and_refuses_entries_over_an_eighth():
+    assert MemoryTier(0).put("k", b"x") is None and MemoryTier(0).get("k") is None
+    tier = MemoryTier(800)
+    tier.put("big", b"x" * 101)
+    assert tier.get("big") is None
+
+
+@pytest.mark.anyio
+async def test_memory_tier_serves_hits_and_forgets_a_deleted_prefix(tmp_path):
+    cache = ResultCache(LocalStorage(tmp_path), memory_bytes=1 << 20)
+    await cache.put("src1/abc", b"derivative")
+    (tmp_path / "cache" / "src1" / "abc").unlink()  # the disk copy is gone...
+    assert await cache.get("src1/abc") == b"derivative"  # ...the memory copy answers
+    await cache.delete_prefix("src1/")
+    assert await cache.get("src1/abc") is None

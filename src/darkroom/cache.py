@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import os
 import time
+from collections import OrderedDict
 
 from darkroom.errors import NotFound, StorageError
 from darkroom.storage.base import Storage
@@ -32,8 +33,10 @@ _THREAD_READ_BYTES = 1024 * 1024
 class ResultCache:
     """Opaque keys to bytes, with hit/miss/eviction counters for metrics."""
 
-    def __init__(self, storage: Storage, max_bytes: int = 0, prefix: str = "cache/") -> None:
+    def __init__(self, storage: Storage, max_bytes: int = 0, prefix: str = "cache/",
+                 memory_bytes: int = 0) -> None:
         self.storage = storage
+        self.memory = MemoryTier(memory_bytes)
         self.max_bytes = max_bytes
         self.prefix = prefix
         self.hits = 0
@@ -46,6 +49,10 @@ class ResultCache:
 
     async def get(self, key: str) -> bytes | None:
         """The cached bytes, or None on a miss."""
+        data = self.memory.get(key)
+        if data is not None:
+            self.hits += 1
+            return data
         if self._local is not None:
             data = await self._get_local(self._local, self.prefix + key)
         else:
@@ -57,11 +64,13 @@ class ResultCache:
             self.misses += 1
         else:
             self.hits += 1
+            self.memory.put(key, data)
         return data
 
     async def put(self, key: str, data: bytes) -> None:
         """Store atomically; StorageError propagates. May trigger an eviction sweep."""
         await self.storage.put(self.prefix + key, data)
+        self.memory.put(key, data)
         if not self._bounded:
             return
         self._unswept += len(data)
@@ -70,6 +79,7 @@ class ResultCache:
 
     async def delete_prefix(self, prefix: str) -> int:
         """Delete every entry whose key starts with `prefix`; return how many."""
+        self.memory.drop_prefix(prefix)
         keys = [info.key async for info in self.storage.list(self.prefix + prefix)]
         for key in keys:
             await self.storage.delete(key)
@@ -106,3 +116,34 @@ class ResultCache:
                 self.evictions += 1
         finally:
             self._sweeping = False
+
+
+class MemoryTier:
+    """A per-process LRU of hot entries in front of the disk, bounded in bytes.
+
+    Always consistent: cache keys name their content (source version + recipe), so an
+    entry never changes, it only stops being asked for.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._entries: OrderedDict[str, bytes] = OrderedDict()
+
+    def get(self, key: str) -> bytes | None:
+        data = self._entries.get(key)
+        if data is not None:
+            self._entries.move_to_end(key)
+        return data
+
+    def put(self, key: str, data: bytes) -> None:
+        if len(data) > self.max_bytes // 8 or key in self._entries:
+            return  # nothing held when max_bytes is 0; no single entry crowds out the rest
+        self._entries[key] = data
+        self.size += len(data)
+        while self.size > self.max_bytes:
+            self.size -= len(self._entries.popitem(last=False)[1])
+
+    def drop_prefix(self, prefix: str) -> None:
+        for key in [k for k in self._entries if k.startswith(prefix)]:
+            self.size -= len(self._entries.pop(key))

@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     s3: S3 = S3()
     result_cache: bool = Field(True, description="keep rendered derivatives on disk")
     cache_max_bytes: int = Field(1024**3, ge=0, description="result cache bound, local disk")
+    cache_memory_bytes: int = Field(64 * 1024**2, ge=0, description="hot results kept in "
+                                    "memory per process, in front of the disk cache")
     cache_control: str = "public, max-age=86400"
 
     signing_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)

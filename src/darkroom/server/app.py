@@ -38,7 +38,8 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     cache = None
     if settings.result_cache:
         settings.cache_dir.mkdir(parents=True, exist_ok=True)
-        cache = ResultCache(LocalStorage(settings.cache_dir), settings.cache_max_bytes, "")
+        cache = ResultCache(LocalStorage(settings.cache_dir), settings.cache_max_bytes, "",
+                            settings.cache_memory_bytes)
     pool = RenderPool(settings.threads, settings.queue_size)
     renderer = Renderer(storage, cache, pool, settings.limits)
     api = build_api(settings, renderer)

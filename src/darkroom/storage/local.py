@@ -35,10 +35,17 @@ class LocalStorage:
         self._safe_dirs: set[str] = set()  # existing directories already resolved inside root
 
     def path_for(self, key: str) -> Path:
-        """The file holding `key`; raises BadRequest(bad_key) if it would leave the root.
+        """The file holding `key`; raises BadRequest(bad_key) if it would leave the root."""
+        path = self._located(key)
+        if os.path.islink(path):
+            self._check_inside(path, key)
+        return Path(path)
+
+    def _located(self, key: str) -> str:
+        """The path of `key`, its directory checked to resolve inside the root.
 
         Resolving every component costs a syscall each, so a directory found to resolve
-        inside the root is remembered, and only the last component is checked each time.
+        inside the root is remembered; the last component is the caller's to check.
         """
         path = os.path.join(self._root, check_key(key))
         parent = os.path.dirname(path)
@@ -46,9 +53,7 @@ class LocalStorage:
             self._check_inside(parent, key)
             if os.path.isdir(parent) and len(self._safe_dirs) < 4096:
                 self._safe_dirs.add(parent)
-        if os.path.islink(path):
-            self._check_inside(path, key)
-        return Path(path)
+        return path
 
     def _check_inside(self, path: str, key: str) -> None:
         real = os.path.realpath(path)
@@ -67,9 +72,12 @@ class LocalStorage:
             raise _translate(e, key) from e
 
     async def head(self, key: str) -> ObjectInfo:
-        path = self.path_for(key)
+        path = self._located(key)  # one lstat answers both "is it a link" and "what is it"
         try:
-            st = os.stat(path)
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                self._check_inside(path, key)
+                st = os.stat(path)
         except OSError as e:
             raise _translate(e, key) from e
         if not stat.S_ISREG(st.st_mode):
