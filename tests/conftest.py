@@ -53,3 +53,12 @@ def s3_settings(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> S3:
         secret_access_key="testing",
         allow_http=True,
     )
+
+
+@pytest.fixture(autouse=True)
+def _isolated_config(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No DARKROOM_* variable or darkroom.toml of the machine leaks into a test."""
+    for name in list(os.environ):
+        if name.startswith("DARKROOM_") and name != "DARKROOM_CORPUS":
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)

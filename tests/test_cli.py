@@ -20,22 +20,11 @@ from typer.testing import CliRunner
 from darkroom.cli import app
 from darkroom.signing import verify
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
-if not CORPUS.is_dir():
-    CORPUS = Path("/work/shared/corpus")
-MANIFEST = json.loads((CORPUS / "MANIFEST.json").read_text())["files"]
-OK_FILES = [f for f in MANIFEST if f["expect"] == "ok"]
-REJECT_FILES = [f for f in MANIFEST if f["expect"] == "reject"]
+from corpus_files import CORPUS, MANIFEST, OK_FILES, REJECT_FILES  # noqa: F401
 DARKROOM = str(Path(sys.executable).with_name("darkroom"))
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("DARKROOM_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
 
 
 def flat(text: str) -> str:

@@ -6,10 +6,7 @@ the code they check to say what it produced.
 
 from __future__ import annotations
 
-import json
-import os
 from functools import cache
-from pathlib import Path
 
 import pyvips
 
@@ -17,8 +14,7 @@ from darkroom.config import Limits
 from darkroom.engine import Rendered, render
 from darkroom.plan import EditPlan, Output
 
-CORPUS = Path(os.environ.get(
-    "DARKROOM_CORPUS", Path(__file__).resolve().parents[3] / "shared" / "corpus"))
+from corpus_files import CORPUS, MANIFEST
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 WHITE, BLACK, GREY = (255, 255, 255), (0, 0, 0), (128, 128, 128)
@@ -28,11 +24,8 @@ LOSSY = 24  # tolerance for JPEG/lossy WebP outputs near flat regions
 
 @cache
 def manifest() -> tuple[dict, ...]:
-    """Every corpus entry; a missing corpus fails loudly rather than skipping."""
-    path = CORPUS / "MANIFEST.json"
-    if not path.exists():
-        raise RuntimeError(f"test corpus not found at {CORPUS}; set DARKROOM_CORPUS")
-    return tuple(json.loads(path.read_text())["files"])
+    """Every corpus entry (a missing corpus fails the run loudly, in corpus_files)."""
+    return tuple(MANIFEST)
 
 
 def corpus(expect: str | None = None, trait: str | None = None) -> list[dict]:

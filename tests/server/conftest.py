@@ -3,7 +3,6 @@ holds the corpus; each test runs with no DARKROOM_* variable and in an empty dir
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -15,13 +14,6 @@ from darkroom.server.app import create_app
 from .helpers import TestClient, settings_for
 
 
-@pytest.fixture(autouse=True)
-def _isolated_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No DARKROOM_* variable or darkroom.toml of the machine leaks into a test."""
-    for name in list(os.environ):
-        if name.startswith("DARKROOM_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ reading images, metrics, error bodies and raw ASGI answers."""
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import warnings
 from collections.abc import Callable
@@ -20,12 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from darkroom.config import Settings
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
-if not CORPUS.is_dir():
-    CORPUS = Path("/work/shared/corpus")
-MANIFEST = json.loads((CORPUS / "MANIFEST.json").read_text())["files"]
-OK_FILES = [f for f in MANIFEST if f["expect"] == "ok"]
-REJECT_FILES = [f for f in MANIFEST if f["expect"] == "reject"]
+from corpus_files import CORPUS, MANIFEST, OK_FILES, REJECT_FILES  # noqa: F401
 
 
 def pick(predicate: Callable[[dict], bool]) -> dict:

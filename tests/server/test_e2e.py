@@ -257,3 +257,22 @@ def test_busy_port_exits_with_a_clear_message(tmp_path, workers):
     assert process.returncode != 0
     assert f"cannot listen on 127.0.0.1:{port}" in err.decode()
     assert "Traceback" not in err.decode()
+
+
+def test_workers_that_keep_dying_at_start_stop_the_server(tmp_path):
+    """A configuration that only fails inside the workers (S3 without a bucket) must not
+    leave the supervisor restarting them forever."""
+    server = Server(tmp_path / "data", env={"DARKROOM_STORAGE": "s3"})
+    try:
+        server.process.wait(timeout=WAIT_S * 2)
+    finally:
+        server.kill_all()
+    assert server.process.returncode != 0
+    assert any('"workers_keep_dying"' in line for line in server.stdout)
+    assert "workers keep dying" in "".join(server.stderr)
+
+
+def test_health_endpoints_answer_head(server):
+    for path in ("/healthz", "/readyz"):
+        response = httpx.head(server.base + path)
+        assert response.status_code == 200

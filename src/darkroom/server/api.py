@@ -55,11 +55,13 @@ def build_api(settings: Settings, renderer: Renderer) -> FastAPI:
         return internal_error()  # the middleware logs the traceback with the request id
 
     @api.get("/healthz", tags=["operations"])
+    @api.head("/healthz", include_in_schema=False)
     async def healthz() -> dict:
         """Alive: the process answers."""
         return {"status": "ok"}
 
     @api.get("/readyz", tags=["operations"])
+    @api.head("/readyz", include_in_schema=False)
     async def readyz() -> Response:
         """Ready: storage and the cache directory answer."""
         try:

@@ -27,15 +27,20 @@ def serve(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM; restart a worker that dies."""
     settings.require_safe_binding()
     configure_logging(settings.log_level)
-    if settings.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="darkroom-metrics-")
     if settings.workers == 1:
         _worker(settings, _bind_or_exit(settings, reuse=False))
         return
     if settings.port == 0:
         raise SystemExit("--port 0 needs --workers 1 (workers share a fixed port)")
     _bind_or_exit(settings, reuse=True).close()  # fail here, not in each worker forever
-    _supervise(settings)
+    own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    if own_metrics_dir:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="darkroom-metrics-")
+    try:
+        _supervise(settings)
+    finally:
+        if own_metrics_dir:
+            shutil.rmtree(os.environ.pop("PROMETHEUS_MULTIPROC_DIR"), ignore_errors=True)
 
 
 def ensure_sample(settings: Settings) -> str | None:
@@ -84,6 +89,8 @@ def _worker(settings: Settings, sock: socket.socket | None = None) -> None:
 def _supervise(settings: Settings) -> None:
     context = multiprocessing.get_context("spawn")
     workers = [_start(context, settings) for _ in range(settings.workers)]
+    started = {process.pid: time.monotonic() for process in workers}
+    failed = False
     stopping = False
 
     def stop(*_args: object) -> None:
@@ -92,17 +99,31 @@ def _supervise(settings: Settings) -> None:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    quick_deaths = 0  # workers that died soon after starting, in a row
     while not stopping:
         time.sleep(0.5)
         for i, process in enumerate(workers):
             if not process.is_alive() and not stopping:
                 log.warning("worker_died", pid=process.pid, exitcode=process.exitcode)
                 multiprocess.mark_process_dead(process.pid)  # drop its live gauges
+                lived = time.monotonic() - started[process.pid]
+                quick_deaths = quick_deaths + 1 if lived < QUICK_DEATH_S else 0
+                if quick_deaths > MAX_QUICK_DEATHS:
+                    log.error("workers_keep_dying", deaths=quick_deaths)
+                    stopping, failed = True, True
+                    break
                 workers[i] = _start(context, settings)
+                started[workers[i].pid] = time.monotonic()
     for process in workers:
         process.terminate()
     for process in workers:
         process.join(timeout=10)
+    if failed:
+        raise SystemExit("workers keep dying at start; see the log")
+
+
+QUICK_DEATH_S = 10.0  # a worker that dies sooner counts as failing to start
+MAX_QUICK_DEATHS = 5
 
 
 def _start(context, settings: Settings):
