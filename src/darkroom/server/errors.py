@@ -18,11 +18,10 @@ def error_response(error: DarkroomError, head: bool = False) -> Response:
     headers = {"Cache-Control": "no-store"}
     if isinstance(error, Overloaded):
         headers["Retry-After"] = str(error.retry_after)
-    content = b"" if head else json.dumps(body).encode()
-    response = Response(content, status_code=error.status, headers=headers,
+    content = json.dumps(body).encode()
+    response = Response(b"" if head else content, status_code=error.status, headers=headers,
                         media_type="application/json")
-    if head:
-        response.headers["content-length"] = str(len(json.dumps(body).encode()))
+    response.headers["content-length"] = str(len(content))  # HEAD: what GET would send
     return response
 
 
