@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 from darkroom import errors
-from darkroom.config import Limits, S3, Settings
+from darkroom.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -33,10 +33,10 @@ def test_every_error_code_is_in_the_readme():
 
 
 def test_every_setting_is_in_the_readme():
-    groups = {"limits", "s3"}
+    groups = {"limits", "s3", "thumbor", "sih"}
     names = [*(Settings.model_fields.keys() - groups),
-             *(f"limits.{n}" for n in Limits.model_fields),
-             *(f"s3.{n}" for n in S3.model_fields)]
+             *(f"{group}.{n}" for group in groups
+               for n in type(getattr(Settings(), group)).model_fields)]
     missing = [n for n in names if f"`{n}`" not in README]
     assert not missing, f"document these settings in README.md: {missing}"
 

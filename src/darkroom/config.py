@@ -53,6 +53,60 @@ class S3(BaseModel):
     allow_http: bool = False
 
 
+class Thumbor(BaseModel):
+    """Thumbor URLs at the server root."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    respect_orientation: bool = Field(True, description="Thumbor's RESPECT_ORIENTATION "
+                                      "(Thumbor's default is false: EXIF orientation ignored)")
+
+
+class Sih(BaseModel):
+    """The AWS Serverless Image Handler drop-in at the server root. SIH's own environment
+    names (SOURCE_BUCKETS, AUTO_WEBP, CORS_ENABLED, CORS_ORIGIN, ENABLE_SIGNATURE) are
+    read too, below the DARKROOM_SIH__* ones."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    source_buckets: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["darkroom"], min_length=1,
+                                      description="bucket names allowed; the first is the "
+                                      "default; every one reads the configured storage")
+    bucket_prefixes: dict[str, str] = Field(default_factory=dict, description=(
+        "optional key prefix per bucket name, e.g. {\"photos\": \"photos/\"}"))
+    auto_webp: bool = False
+    auto_avif: bool = False
+    enable_signature: bool = False
+    secret: SecretStr | None = None
+    cors_enabled: bool = False
+    cors_origin: str = "*"
+
+    @field_validator("source_buckets", mode="before")
+    @classmethod
+    def _split_buckets(cls, value: object) -> object:
+        if isinstance(value, str):  # SIH's form: "a, b,c"
+            return [b.strip() for b in value.split(",") if b.strip()]
+        return value
+
+
+class _SihEnvironment(PydanticBaseSettingsSource):
+    """SIH's own environment variable names, so a deployment's settings carry over."""
+
+    NAMES = {"SOURCE_BUCKETS": "source_buckets", "AUTO_WEBP": "auto_webp",
+             "CORS_ENABLED": "cors_enabled", "CORS_ORIGIN": "cors_origin",
+             "ENABLE_SIGNATURE": "enable_signature"}
+
+    def get_field_value(self, field, field_name):
+        """Unused: `__call__` reads every name at once."""
+        return None, field_name, False
+
+    def __call__(self) -> dict:
+        found = {f: os.environ[n] for n, f in self.NAMES.items() if n in os.environ}
+        return {"sih": found} if found else {}
+
+
 class Settings(BaseSettings):
     """Effective configuration of a darkroom process."""
 
@@ -78,6 +132,8 @@ class Settings(BaseSettings):
     signing_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     allow_unsigned: bool = False
     limits: Limits = Limits()
+    thumbor: Thumbor = Thumbor()
+    sih: Sih = Sih()
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = True
@@ -101,7 +157,8 @@ class Settings(BaseSettings):
         toml_path = Path(os.environ.get("DARKROOM_CONFIG", "darkroom.toml"))
         if "DARKROOM_CONFIG" in os.environ and not toml_path.is_file():
             raise ValueError(f"DARKROOM_CONFIG names {toml_path}, which is not a file")
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_path))
+        return (init_settings, env_settings, _SihEnvironment(settings_cls),
+                TomlConfigSettingsSource(settings_cls, toml_path))
 
     @property
     def storage_dir(self) -> Path:

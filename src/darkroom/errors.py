@@ -13,6 +13,7 @@ each raise names a stable machine code for the precise cause::
     │                           output_too_large, body_too_large
     ├── Unsupported (415)       unsupported_format, unsafe_svg
     ├── Unprocessable (422)     corrupt_image, time_budget_exceeded
+    ├── NotImplementedYet (501) not_implemented, unsupported_edit
     ├── Overloaded (503)        overloaded (with Retry-After)
     └── StorageError (502)      storage_unavailable
 
@@ -89,6 +90,13 @@ class Unprocessable(DarkroomError):
 
     status = 422
     default_code = "corrupt_image"
+
+
+class NotImplementedYet(DarkroomError):
+    """A valid request for a feature darkroom does not have (yet)."""
+
+    status = 501
+    default_code = "not_implemented"
 
 
 class Overloaded(DarkroomError):

@@ -67,3 +67,22 @@ def verify(keys: Sequence[str], path: str, query: Sequence[tuple[str, str]],
             raise BadRequest("exp must be unix seconds", "bad_param") from None
         if (now if now is not None else time.time()) > deadline:
             raise Forbidden("signed URL has expired", "expired_signature")
+
+
+def thumbor_signature(key: str, text: str) -> str:
+    """Thumbor's signature: base64url(HMAC-SHA1(key, text)) *with* `=` padding, where
+    `text` is the path after the signature segment exactly as received (percent-encoding
+    included, no leading `/`)."""
+    digest = hmac.new(key.encode(), text.encode(), hashlib.sha1).digest()
+    return base64.urlsafe_b64encode(digest).decode()
+
+
+def verify_thumbor(keys: Sequence[str], given: str, text: str) -> None:
+    """Raise Forbidden unless `given` is the Thumbor signature of `text` under one of `keys`.
+
+    Every key is compared, in constant time, whichever matches."""
+    expected = given.encode()
+    matches = [hmac.compare_digest(thumbor_signature(k, text).encode(), expected)
+               for k in keys]
+    if not any(matches):
+        raise Forbidden("signature does not match", "bad_signature")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from darkroom.engine.budget import Budget
 from darkroom.engine.context import Image
 from darkroom.engine.formats import ALPHA_CAPABLE
 from darkroom.plan.model import Output
@@ -30,3 +31,23 @@ def encode(image: Image, fmt: str, output: Output) -> bytes:
         compression = "deflate" if output.lossless or output.quality is None else "jpeg"
         return image.tiffsave_buffer(compression=compression, Q=quality, keep=keep)
     raise ValueError(f"no encoder for {fmt}")
+
+
+def fit_bytes(image: Image, fmt: str, output: Output, encoded: bytes, budget: Budget) -> bytes:
+    """The highest quality whose encoding fits `output.max_bytes` (a binary search), or the
+    smallest one tried when none fits; lossless formats come back as they are."""
+    if fmt not in DEFAULT_QUALITY or output.lossless:
+        return encoded
+    image = image.copy_memory()  # encoded several times
+    low, high = 1, (output.quality or DEFAULT_QUALITY[fmt]) - 1
+    best, smallest = None, encoded
+    while low <= high:
+        budget.check()
+        quality = (low + high) // 2
+        attempt = encode(image, fmt, output.model_copy(update={"quality": quality}))
+        if len(attempt) <= output.max_bytes:
+            best, low = attempt, quality + 1
+        else:
+            high = quality - 1
+        smallest = min(smallest, attempt, key=len)
+    return best or smallest

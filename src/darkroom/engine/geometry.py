@@ -13,6 +13,20 @@ _GRAVITY = {  # fraction of the free space to the left and to the top
 }
 
 
+def oriented(op: Resize, width: int, height: int) -> Resize:
+    """`op` for a width x height image: `source` sides replaced by the image's, and the box
+    turned a quarter when `adaptive` and one of box and image is portrait, the other
+    landscape."""
+    box_w = width if op.width == "source" else op.width
+    box_h = height if op.height == "source" else op.height
+    if op.adaptive and box_w and box_h and (
+            (width < height and box_w > box_h) or (width > height and box_w < box_h)):
+        box_w, box_h = box_h, box_w
+    if (box_w, box_h, False) == (op.width, op.height, op.adaptive):
+        return op
+    return op.model_copy(update={"width": box_w, "height": box_h, "adaptive": False})
+
+
 def resize_scales(width: int, height: int, op: Resize) -> tuple[float, float]:
     """Horizontal and vertical scale that `op` applies to a width x height image."""
     sx = op.width / width if op.width else None
@@ -62,6 +76,41 @@ def focal_box(width: int, height: int, box_w: int, box_h: int, x: float, y: floa
     return left, top, box_w, box_h
 
 
+MAX_TILES = 100
+"""Watermark copies a tiled (`repeat`) axis may hold; both axes tiled: 6 along each."""
+
+
+def mark_scale(width: int, height: int, mark_w: int, mark_h: int,
+               width_ratio: float | None, height_ratio: float | None) -> float:
+    """The scale that fits a mark inside the fractions of the image (1 when none)."""
+    scales = [r * side / m for r, side, m in (
+        (width_ratio, width, mark_w), (height_ratio, height, mark_h)) if r]
+    return min(scales) if scales else 1.0
+
+
+def axis_offsets(position: str | None, side: int, mark: int, default: int,
+                 most: int = MAX_TILES) -> list[int]:
+    """Where copies of a mark start along one axis: `N` from the start, `-N` from the
+    end to the mark's far edge, `Np` in percent of the side, `center`, `repeat` (evenly
+    spaced copies filling the side, at most `most`), or `default` when not given."""
+    if position is None:
+        return [default]
+    if position == "center":
+        return [(side - mark) // 2]
+    if position == "repeat":
+        count, spare = divmod(side, mark)
+        if count > most:
+            count, spare = most, side - most * mark
+        count = max(count, 1)
+        gap = spare // (count - 1) if count > 1 else 0
+        return [i * (mark + gap) for i in range(count)]
+    negative = position.startswith("-")
+    amount = position.lstrip("-")
+    if amount.endswith("p"):
+        amount = str(round(side * int(amount[:-1]) / 100 + 1e-5))
+    return [side - mark - int(amount) if negative else int(amount)]
+
+
 def clip_box(width: int, height: int, box: Box) -> Box | None:
     """The part of `box` inside the image, or None when nothing is left."""
     left, top, w, h = box
@@ -85,7 +134,8 @@ def load_scale(width: int, height: int, ops: tuple[Operation, ...], swap: bool,
             swap ^= (op.angle // 90) % 2 == 1
         elif isinstance(op, Resize):
             w, h = (height, width) if swap else (width, height)
-            return min(most, max(*resize_scales(w, h, op), 1 / min(width, height)))
+            scales = resize_scales(w, h, oriented(op, w, h))
+            return min(most, max(*scales, 1 / min(width, height)))
         elif not isinstance(op, Flip):
             return 1.0
     return 1.0

@@ -10,7 +10,7 @@ import pyvips
 from darkroom.config import Limits
 from darkroom.engine.budget import Budget
 from darkroom.engine.context import Context
-from darkroom.engine.encode import encode
+from darkroom.engine.encode import encode, fit_bytes
 from darkroom.engine.formats import ALPHA_CAPABLE, ANIMATABLE, WEB_FORMAT
 from darkroom.engine.geometry import load_scale
 from darkroom.engine.limits import check_header, check_output, check_source_bytes
@@ -22,7 +22,8 @@ from darkroom.plan.model import EditPlan
 
 # Operations that read their input once, top to bottom, so libvips may stream the source.
 _STREAMING = frozenset({"extract", "blur", "sharpen", "modulate", "grayscale", "pad", "round",
-                        "watermark"})
+                        "watermark", "scale", "rgb", "noise", "tint", "negate", "flatten",
+                        "round_crop"})
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,9 @@ def render(plan: EditPlan, data: bytes, limits: Limits, accept: frozenset[str] =
     """Execute `plan` on `data` within `limits`; `accept` is what `auto` may choose from."""
     check_source_bytes(len(data), limits)
     header = probe(data)
-    fmt = choose_format(plan.output.format, header, accept)
-    animated = header.pages > 1 and header.format in ANIMATABLE and fmt in ANIMATABLE
+    fmt = choose_format(plan.output.format, header, accept, plan.output.opaque_png_as_jpeg)
+    animated = (plan.output.animated and header.pages > 1 and header.format in ANIMATABLE
+                and fmt in ANIMATABLE)
     frames = header.pages if animated else 1
     check_header(header.width, header.height, frames, limits)
     page = plan.source.page
@@ -63,25 +65,28 @@ def render(plan: EditPlan, data: bytes, limits: Limits, accept: frozenset[str] =
 
 def _run(plan: EditPlan, data: bytes, header: Header, fmt: str, animated: bool, page: int,
          limits: Limits, budget: Budget, assets: Mapping[str, bytes]) -> Rendered:
+    orientation = header.orientation if plan.source.orient else 1
+    swaps = orientation >= 5
     single_resize = not animated and header.pages == 1
     vector = header.format == "svg"  # rasterised at the size asked for, within the caps
     most = limits.max_output_side / max(header.width, header.height) if vector else 1.0
-    scale = load_scale(header.width, header.height, plan.ops, header.swaps_sides, most)
+    scale = load_scale(header.width, header.height, plan.ops, swaps, most)
     streaming = header.orientation <= 1 and not animated and all(
-        op.op in _STREAMING or (op.op == "resize" and op.gravity not in ("attention", "entropy"))
+        op.op in _STREAMING or (op.op == "resize" and op.fill == "color"
+                                and op.gravity not in ("attention", "entropy"))
         for op in plan.ops)
     loaded = load(data, header, page, animated, scale if single_resize else 1.0, streaming)
     source = loaded
     if vector:
         check_header(loaded.width, loaded.height, 1, limits)
     frame_height = loaded.get("page-height") if animated else loaded.height
-    frames = [to_srgb(upright(f, header.orientation)) for f in split_frames(loaded, frame_height)]
+    frames = [to_srgb(upright(f, orientation)) for f in split_frames(loaded, frame_height)]
     if fmt not in ALPHA_CAPABLE:  # flatten now: every later step then works on 3 bands
         background = list(plan.output.background[:3])
         frames = [f.flatten(background=background).cast("uchar") if f.hasalpha() else f
                   for f in frames]
     ctx = Context(frames=frames, limits=limits, budget=budget, assets=assets)
-    declared = (header.height, header.width) if header.swaps_sides else (
+    declared = (header.height, header.width) if swaps else (
         header.width, header.height)
     ctx.prescale = (ctx.width / declared[0], ctx.height / declared[1])
     for op in plan.ops:
@@ -93,6 +98,8 @@ def _run(plan: EditPlan, data: bytes, header: Header, fmt: str, animated: bool, 
     budget.check()
     image = budget.watch(join_frames(ctx.frames, source))
     encoded = encode(image, fmt, plan.output)
+    if plan.output.max_bytes and len(encoded) > plan.output.max_bytes:
+        encoded = fit_bytes(image, fmt, plan.output, encoded, budget)
     budget.check()
     return Rendered(encoded, fmt, ctx.width, ctx.height, len(ctx.frames), page, header.pages)
 
@@ -103,9 +110,12 @@ def _check_growth(ctx: Context, before: tuple[int, int], limits: Limits) -> None
         check_output(ctx.width, ctx.height, len(ctx.frames), limits)
 
 
-def choose_format(choice: str, header: Header, accept: frozenset[str]) -> str:
+def choose_format(choice: str, header: Header, accept: frozenset[str],
+                  opaque_png_as_jpeg: bool = False) -> str:
     """Resolve `auto` (from what the client accepts) and `source` to a concrete format."""
     if choice == "source":
+        if opaque_png_as_jpeg and header.format == "png" and not header.alpha:
+            return "jpeg"
         return WEB_FORMAT[header.format]
     if choice != "auto":
         return choice

@@ -23,6 +23,8 @@ class Source(BaseModel):
 
     key: str | None = Field(None, max_length=1024)
     page: int = Field(0, ge=0, le=10_000, description="page (TIFF) or frame to render")
+    orient: bool = Field(True, description="turn the pixels upright by the EXIF orientation "
+                         "(false: ignore the tag, as Thumbor without RESPECT_ORIENTATION)")
 
 
 class Output(BaseModel):
@@ -35,6 +37,11 @@ class Output(BaseModel):
     lossless: bool = False
     keep_metadata: bool = False
     background: Color = (255, 255, 255, 255)  # flattens alpha for formats without it
+    max_bytes: int | None = Field(None, ge=1, le=100 * 1024 * 1024, description=(
+        "lower the quality until the result fits, if it can"))
+    animated: bool = Field(True, description="keep every frame of an animated source")
+    opaque_png_as_jpeg: bool = Field(False, description=(
+        "with format `source`: encode a PNG without transparency as JPEG"))
 
 
 class EditPlan(BaseModel):

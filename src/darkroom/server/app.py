@@ -13,20 +13,45 @@ from darkroom.server.images import ImageEndpoint
 from darkroom.server.observability import ObservabilityMiddleware
 from darkroom.server.pool import RenderPool
 from darkroom.server.renderer import Renderer
+from darkroom.server.sih import SihEndpoint
+from darkroom.server.thumbor import ThumborEndpoint
 from darkroom.storage import LocalStorage, open_storage
+
+
+API_PREFIXES = ("/v1/",)
+API_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect",
+                       "/redoc", "/openapi.json"})
 
 
 class Dispatcher:
     """Sends `/img/` straight to the image endpoint (no framework routing on the hot
-    path) and everything else to the FastAPI app."""
+    path), the API's own paths to the FastAPI app, and the server root to the drop-in
+    grammars: SIH's base64-JSON paths first (a segment of standard base64 may look like a
+    Thumbor signature), then Thumbor when the first segment is `unsafe` or a signature,
+    then SIH's other styles for any other root path."""
 
-    def __init__(self, images: ImageEndpoint, api: ASGIApp) -> None:
+    def __init__(self, images: ImageEndpoint, api: ASGIApp,
+                 thumbor: ThumborEndpoint | None = None, sih=None) -> None:
         self.images = images
         self.api = api
+        self.thumbor = thumbor
+        self.sih = sih
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/img/"):
+        if scope["type"] != "http":
+            await self.api(scope, receive, send)
+            return
+        path = scope["path"]
+        if path.startswith("/img/"):
             await self.images(scope, receive, send)
+        elif path in API_PATHS or path.startswith(API_PREFIXES):
+            await self.api(scope, receive, send)
+        elif self.sih is not None and self.sih.claims(path):
+            await self.sih(scope, receive, send)
+        elif self.thumbor is not None and self.thumbor.claims(path):
+            await self.thumbor(scope, receive, send)
+        elif self.sih is not None and path != "/":
+            await self.sih(scope, receive, send)
         else:
             await self.api(scope, receive, send)
 
@@ -51,7 +76,9 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
 
     api.router.lifespan_context = lifespan
     _document_images(api)
-    app = Dispatcher(ImageEndpoint(settings, renderer), api)
+    thumbor = ThumborEndpoint(settings, renderer) if settings.thumbor.enabled else None
+    sih = SihEndpoint(settings, renderer) if settings.sih.enabled else None
+    app = Dispatcher(ImageEndpoint(settings, renderer), api, thumbor, sih)
     return ObservabilityMiddleware(app, access_log=settings.access_log)
 
 

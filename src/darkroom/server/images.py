@@ -7,6 +7,7 @@ memo of compiled URLs, so that a cache hit costs a stat, an open and a read.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import parse_qsl, quote
 
@@ -24,6 +25,16 @@ from darkroom.storage import check_key
 
 _UNSAFE_FILENAME = re.compile(r"[^\w.\- ]", re.ASCII)  # the plain `filename=` is ASCII
 Query = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """What a grammar makes of a request: the plan and how to answer beside the pixels."""
+
+    plan: EditPlan
+    download: str | None = None  # answer as an attachment with this name
+    cache_control: bytes | None = None  # None: the configured Cache-Control
+    headers: tuple[tuple[bytes, bytes], ...] = ()  # extra response headers
 
 
 def accepted_formats(accept: str) -> frozenset[str]:
@@ -63,7 +74,9 @@ class ImageEndpoint:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if head else body})
 
-    async def _answer(self, scope: Scope) -> tuple[int, list, bytes]:
+    def compile(self, scope: Scope) -> Compiled:
+        """The request's plan (signature checked) and response options: the one step a
+        grammar's endpoint replaces."""
         path = scope["path"]
         query, plan = compile_url(path, scope["query_string"].decode("latin-1"))
         if self.require_signature or (self.keys and any(k == "s" for k, _ in query)):
@@ -71,10 +84,17 @@ class ImageEndpoint:
         download = next((v for k, v in query if k == "dl"), None)
         if download is not None and len(download) > 255:  # refused before any work
             raise BadRequest("dl is longer than 255 characters", "bad_param")
+        return Compiled(plan, download)
+
+    async def _answer(self, scope: Scope) -> tuple[int, list, bytes]:
+        compiled = self.compile(scope)
+        plan, download = compiled.plan, compiled.download
         request_headers = dict(scope["headers"])
         accept = accepted_formats(request_headers.get(b"accept", b"").decode("latin-1"))
         cache_key, etag = await self.renderer.etag(plan, accept)
-        headers = [(b"etag", etag.encode()), (b"cache-control", self.cache_control)]
+        headers = [(b"etag", etag.encode()),
+                   (b"cache-control", compiled.cache_control or self.cache_control),
+                   *compiled.headers]
         if plan.output.format == "auto":
             headers.append((b"vary", b"Accept"))
         if _matches(request_headers.get(b"if-none-match"), etag):

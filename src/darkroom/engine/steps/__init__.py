@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from darkroom.engine.context import Context
-from darkroom.engine.steps import compose, filters, geometry
+from darkroom.engine.steps import compose, faces, filters, geometry, tone
 
 STEPS: dict[str, Callable[[Context, object], None]] = {
     "trim": geometry.trim,
@@ -20,4 +20,15 @@ STEPS: dict[str, Callable[[Context, object], None]] = {
     "grayscale": filters.grayscale,
     "round": compose.round_corners,
     "watermark": compose.watermark,
+    "scale": geometry.scale,
+    "rgb": tone.channel_shift,
+    "equalize": tone.equalize,
+    "normalize": tone.normalize,
+    "noise": tone.noise,
+    "convolve": tone.convolve,
+    "tint": tone.tint,
+    "negate": tone.negate,
+    "flatten": tone.flatten,
+    "round_crop": compose.round_crop,
+    "face_crop": faces.face_crop,
 }

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from darkroom.engine.context import Context, Image, premultiplied, with_alpha
 from darkroom.engine.geometry import (
-    clip_box, focal_box, gravity_offset, resize_scales,
+    clip_box, focal_box, gravity_offset, oriented, resize_scales,
 )
 from darkroom.engine.limits import check_output
 from darkroom.errors import BadRequest
-from darkroom.plan.ops import Extract, Flip, Pad, Resize, Rotate, Trim
+from darkroom.plan.ops import Extract, Flip, Pad, Resize, Rotate, Scale, Trim
 
 
 def trim(ctx: Context, op: Trim) -> None:
     first = ctx.budget.watch(ctx.frames[0])
-    background = list(op.background[:3]) if op.background else first.getpoint(0, 0)[:3]
+    corner = (0, 0) if op.corner == "top-left" else (first.width - 1, first.height - 1)
+    background = list(op.background[:3]) if op.background else first.getpoint(*corner)[:3]
     left, top, width, height = first.find_trim(threshold=op.threshold, background=background)
     if width and height:
         ctx.map(lambda f: f.crop(left, top, width, height))
@@ -30,32 +31,64 @@ def extract(ctx: Context, op: Extract) -> None:
 
 def resize(ctx: Context, op: Resize) -> None:
     width, height = ctx.logical_size()
+    op = oriented(op, width, height)
+    focal = op.focal or (op.focal_px and (op.focal_px[0] / width, op.focal_px[1] / height))
     sx, sy = resize_scales(width, height, op)
     target_w, target_h = max(1, round(width * sx)), max(1, round(height * sy))
     check_output(target_w, target_h, len(ctx.frames), ctx.limits)
-    ctx.map(lambda f: premultiplied(f, lambda i: i.resize(
-        target_w / i.width, vscale=target_h / i.height, kernel="lanczos3")))
+    ctx.map(lambda f: _scaled(f, target_w, target_h))
     ctx.prescale = (1.0, 1.0)
     if op.width and op.height and op.fit == "cover":
-        _crop_to(ctx, min(target_w, op.width), min(target_h, op.height), op)
+        _crop_to(ctx, min(target_w, op.width), min(target_h, op.height), op.gravity, focal)
     elif op.width and op.height and op.fit == "contain":
         check_output(op.width, op.height, len(ctx.frames), ctx.limits)
         left, top = gravity_offset(op.width - target_w, op.height - target_h, op.gravity)
-        bg = list(op.background)
+        if op.fill == "blur":
+            ctx.map(lambda f: _on_blurred(f, left, top, op.width, op.height))
+            return
+        bg = _mean_colour(ctx.frames[0]) if op.fill == "average" else list(op.background)
         ctx.map(lambda f: _embed(f, left, top, op.width, op.height, bg))
 
 
-def _crop_to(ctx: Context, width: int, height: int, op: Resize) -> None:
+def scale(ctx: Context, op: Scale) -> None:
+    width, height = ctx.logical_size()
+    target_w, target_h = max(1, round(width * op.factor)), max(1, round(height * op.factor))
+    ctx.map(lambda f: _scaled(f, target_w, target_h))
+    ctx.prescale = (1.0, 1.0)
+
+
+def _scaled(image: Image, width: int, height: int) -> Image:
+    return premultiplied(image, lambda i: i.resize(
+        width / i.width, vscale=height / i.height, kernel="lanczos3"))
+
+
+def _mean_colour(image: Image) -> list[float]:
+    """The mean of each colour band, opaque."""
+    colour = image.extract_band(0, n=3) if image.bands >= 3 else image
+    return [colour.extract_band(b).avg() for b in range(colour.bands)] + [255]
+
+
+def _on_blurred(image: Image, left: int, top: int, width: int, height: int) -> Image:
+    """`image` over itself stretched to the box and blurred with a sigma of 1/40 of the
+    box's longer side (Thumbor's `fill(blur)`)."""
+    sigma = min(max(1.0, max(width, height) / 40), 100.0)
+    background = premultiplied(_scaled(image, width, height), lambda i: i.gaussblur(sigma))
+    out = background.composite2(image, "over", x=left, y=top).cast("uchar")
+    return out if image.hasalpha() else out.extract_band(0, n=out.bands - 1)
+
+
+def _crop_to(ctx: Context, width: int, height: int, gravity: str,
+             focal: tuple[float, float] | None) -> None:
     if (width, height) == (ctx.width, ctx.height):
         return
-    if op.gravity in ("attention", "entropy") and len(ctx.frames) == 1:
+    if gravity in ("attention", "entropy") and len(ctx.frames) == 1:
         frame = ctx.budget.watch(ctx.frames[0])
-        ctx.frames = [frame.smartcrop(width, height, interesting=op.gravity)]
+        ctx.frames = [frame.smartcrop(width, height, interesting=gravity)]
         return
-    if op.gravity == "focal" and op.focal:
-        box = focal_box(ctx.width, ctx.height, width, height, *op.focal)
+    if gravity == "focal" and focal:
+        box = focal_box(ctx.width, ctx.height, width, height, *focal)
     else:
-        left, top = gravity_offset(ctx.width - width, ctx.height - height, op.gravity)
+        left, top = gravity_offset(ctx.width - width, ctx.height - height, gravity)
         box = (left, top, width, height)
     ctx.map(lambda f: f.crop(*box))
 
