@@ -1,7 +1,8 @@
-"""The four sections of the benchmark (engine, http, cached, rss) and their summaries."""
+"""The sections of the benchmark (engine, http, cached, rss, grammars) and their summaries."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
@@ -33,6 +34,10 @@ HTTP_LABEL = {
 }
 CACHED_URL = "/img/12mp.jpg?w=800&fm=jpeg&q=80"
 RSS_WORKLOADS = ["12mp/jpeg800", "12mp/webp800", "12mp/cover300"]
+GRAMMARS = ["native", "thumbor", "sih"]
+GRAMMAR_LABEL = {"native": "native /img/", "thumbor": "Thumbor", "sih": "SIH"}
+GRAMMAR_REGIMES = {"uncached": False, "cached": True}  # regime -> result cache on
+GRAMMAR_TARGET = 0.95  # each grammar's req/s >= 0.95x native's
 RSS_BUDGET_MB = 300
 
 
@@ -684,6 +689,151 @@ def summarize_cached(recs: list[dict], policy: Policy) -> tuple[str, dict]:
     return "\n".join(out) + "\n", facts
 
 
+# ============================================ grammars ===========================================
+
+def grammar_url(wl: str, grammar: str) -> str:
+    """The workload's request in darkroom's native, Thumbor or SIH grammar."""
+    w = WL[wl]
+    if grammar == "native":
+        return w["darkroom"]
+    if grammar == "thumbor":
+        return w["darkroom_thumbor"]
+    body = json.dumps(w["darkroom_sih"], separators=(",", ":"))  # as JSON.stringify writes it
+    return "/" + base64.b64encode(body.encode()).decode()
+
+
+def run_grammars(ctx: Ctx, conc: int = 8) -> None:
+    """One darkroom server per regime and round; the three grammars interleaved on it."""
+    raw = ctx.raw("grammars")
+    for rnd in range(1, ctx.rounds["grammars"] + 1):
+        for regime in rotate(list(GRAMMAR_REGIMES), rnd - 1):
+            cache = GRAMMAR_REGIMES[regime]
+            srv = darkroom_server(ctx, f"darkroom-grammars-{regime}", cache=cache)
+            try:
+                srv.start()
+            except Exception as exc:
+                log(f"grammars r{rnd} {regime}: darkroom FAILED to start: {exc}")
+                raw.write({"section": "grammars", "round": rnd, "regime": regime, "kept": True,
+                           "error": f"{type(exc).__name__}: {exc}"[:1500]})
+                continue
+            try:
+                ok: dict[str, list[str]] = {}
+                for wl in ctx.workloads:
+                    w, native = WL[wl], None
+                    for g in GRAMMARS:
+                        try:  # cached: this first GET renders and fills the cache, the second must hit
+                            info = check_url(srv.base + grammar_url(wl, g), (w["format"], *w["out"]))
+                            _, headers, body = http_get(srv.base + grammar_url(wl, g))
+                        except Exception as exc:
+                            log(f"grammars r{rnd} {regime} {wl} {g}: FAILED: {exc}")
+                            raw.write({"section": "grammars", "round": rnd, "regime": regime, "workload": wl,
+                                       "grammar": g, "kept": True, "error": f"{type(exc).__name__}: {exc}"[:1500]})
+                            continue
+                        native = body if g == "native" else native
+                        raw.write({"section": "grammars", "round": rnd, "regime": regime, "workload": wl,
+                                   "grammar": g, "check": {**info, "x_cache": headers.get("x-cache"),
+                                                           "sha256": hashlib.sha256(body).hexdigest(),
+                                                           "same_bytes_as_native": body == native}})
+                        ok.setdefault(wl, []).append(g)
+                for wi, wl in enumerate(ctx.workloads):
+                    for g in rotate(ok.get(wl, []), rnd + wi):
+                        url = grammar_url(wl, g)
+                        label = f"grammars r{rnd} {regime} {wl} {g} c={conc}"
+                        kept, attempts = measured(
+                            lambda: http_point(srv, srv.base + url, conc, ctx.duration, warmup=2.0 if cache else 1.0),
+                            ctx.policy, label)
+                        for a in attempts:
+                            raw.write({"section": "grammars", "round": rnd, "regime": regime, "workload": wl,
+                                       "grammar": g, "conc": conc, "url": url, **a,
+                                       "kept": a["attempt"] == kept["attempt"]})
+                        if kept.get("error"):
+                            log(f"{label}: FAILED: {kept['error']}")
+                        else:
+                            log(f"{label}: {kept['req_s']:.1f} req/s, {kept['cpu_ms_per_req'] * 1000:.0f} µs "
+                                f"CPU/req, workers {kept['worker_cpu_pct']}, other {kept['other_pct']:.0f}%, "
+                                f"errors {kept['errors']}")
+            finally:
+                srv.stop()
+
+
+def summarize_grammars(recs: list[dict], policy: Policy) -> tuple[str, dict]:
+    recs = [r for r in recs if r.get("section") == "grammars"]
+    kept = [r for r in recs if r.get("kept") and "req_s" in r]
+    facts: dict = {}
+    if not recs:
+        return "", facts
+    checks = [r for r in recs if "check" in r]
+    wls = [w["name"] for w in WORKLOADS if any(r.get("workload") == w["name"] for r in kept)]
+    others = [g for g in GRAMMARS if g != "native"]
+    out = ["### Grammars: one darkroom server (2 workers), the same requests as native, Thumbor and SIH "
+           f"URLs (c=8, interleaved); median req/s over rounds [min-max]\n",
+           f"Ratios are grammar / native req/s (median of each); [min-max] of the same ratio within each "
+           f"round. Target: ≥ {GRAMMAR_TARGET:.2f} (parsing costs ≤ 5%). *uncached*: result cache off, every "
+           "request renders; *cached*: result cache on, every request a hit (primed), where parsing weighs "
+           "most. Requests: native `" + WL[wls[0]]["darkroom"] + "`, Thumbor `" + grammar_url(wls[0], "thumbor")
+           + "`, SIH `/base64(" + json.dumps(WL[wls[0]]["darkroom_sih"], separators=(",", ":")) + ")`; the "
+           "other workloads' in `bench/workloads.json`.\n" if wls else ""]
+    if checks:
+        diff = sorted({f"{r['workload']} {r['grammar']}" for r in checks
+                       if r["grammar"] != "native" and not r["check"]["same_bytes_as_native"]})
+        miss = sorted({f"{r['workload']} {r['grammar']}" for r in checks
+                       if r["regime"] == "cached" and r["check"]["x_cache"] != "HIT"})
+        out.append("Outputs: " + ("every grammar's answer byte-identical to native's on every workload"
+                                  if not diff else "**not the same bytes as native**: " + ", ".join(diff))
+                   + "; cached regime, second request a hit: " + ("all" if not miss else "**no** for "
+                                                                   + ", ".join(miss)) + ".\n")
+    for regime in GRAMMAR_REGIMES:
+        rows = {(g, wl): clean_rounds([r for r in kept if r["regime"] == regime and r["grammar"] == g
+                                       and r["workload"] == wl], policy.max_other)
+                for g in GRAMMARS for wl in wls}
+        if not any(rows.values()):
+            continue
+        m = {k: median([r["req_s"] for r in v]) for k, v in rows.items()}
+        out.append(f"#### {regime}\n")
+        hdr = (["workload"] + [f"{GRAMMAR_LABEL[g]} req/s" for g in GRAMMARS]
+               + [f"{GRAMMAR_LABEL[g]} / native" for g in others] + ["CPU µs/req native / Thumbor / SIH"]
+               + [f"{GRAMMAR_LABEL[g]} ≥ {GRAMMAR_TARGET:.2f}" for g in others])
+        out.append("| " + " | ".join(hdr) + " |")
+        out.append("|" + "---|" * len(hdr))
+        ratios: dict[str, list[float]] = {g: [] for g in others}
+        for wl in wls:
+            row = [wl] + [spread([r["req_s"] for r in rows[(g, wl)]], 0) for g in GRAMMARS]
+            verdicts = []
+            for g in others:
+                n = m[("native", wl)]
+                x = m[(g, wl)] / n if n and not math.isnan(n) else math.nan
+                ratios[g].append(x)
+                facts[f"grammars.{regime}.{g}/native.{wl}"] = x
+                paired = [a["req_s"] / b["req_s"] for a in rows[(g, wl)] for b in rows[("native", wl)]
+                          if a["round"] == b["round"] and b["req_s"]]
+                row.append(fmt(x, 2) + (f" [{fmt(min(paired), 2)}-{fmt(max(paired), 2)}]" if len(paired) > 1 else ""))
+                verdicts.append("-" if math.isnan(x) else "meets" if x >= GRAMMAR_TARGET else "**misses**")
+            row.append(" / ".join(fmt(median([r["cpu_ms_per_req"] * 1000 for r in rows[(g, wl)]]), 0)
+                                  for g in GRAMMARS))
+            out.append("| " + " | ".join(row + verdicts) + " |")
+        row = ["**geometric mean**"] + [fmt(geomean([m[(g, wl)] for wl in wls]), 0) for g in GRAMMARS]
+        verdicts = []
+        for g in others:
+            x = geomean(ratios[g])
+            facts[f"grammars.{regime}.{g}/native.geomean"] = x
+            facts[f"grammars.{regime}.{g}/native.worst"] = min(ratios[g]) if ratios[g] else math.nan
+            row.append(f"**{fmt(x, 2)}**")
+            verdicts.append("-" if math.isnan(x) else "meets" if x >= GRAMMAR_TARGET else "**misses**")
+        cpu = [geomean([median([r["cpu_ms_per_req"] * 1000 for r in rows[(g, wl)]]) for wl in wls]) for g in GRAMMARS]
+        out.append("| " + " | ".join(row + [" / ".join(fmt(c, 0) for c in cpu)] + verdicts) + " |")
+        out.append("")
+    unc = [r for r in kept if r["regime"] == "uncached"]
+    hit = [r for r in kept if r["regime"] == "cached"]
+    if unc and hit and median([r["cpu_ms_per_req"] for r in hit]) > 0.3 * median([r["cpu_ms_per_req"] for r in unc]):
+        out.append("**WARNING**: cached requests cost more than 0.3× the CPU of uncached ones: the cache was not hit.\n")
+    for r in recs:
+        if r.get("error") and r.get("kept"):
+            out.append(f"**{r.get('grammar', 'darkroom')} FAILED** ({r.get('regime')}, {r.get('workload', '')} round "
+                       f"{r.get('round')}): `{r['error'][:600]}`\n")
+    out.append(disturbance_line(kept, policy))
+    return "\n".join(out) + "\n", facts
+
+
 # ============================================== rss ==============================================
 
 def rss_point(ctx: Ctx, srv: Server, seconds: float, conc: int = 16) -> dict:
@@ -808,5 +958,11 @@ def targets_table(f: dict) -> str:
             f.get(f"cached.darkroom.maxshare.c{c}"), "40-60 (2 workers)", lambda x: 40 <= x <= 60, 0)
     add("RSS: largest darkroom worker VmHWM (MB), c=16, 12 MP", f.get("rss.darkroom.max_worker_mb"),
         f"≤ {RSS_BUDGET_MB}", lambda x: x <= RSS_BUDGET_MB, 0)
+    for regime in GRAMMAR_REGIMES:
+        for g in ("thumbor", "sih"):
+            add(f"grammars {regime}: {GRAMMAR_LABEL[g]} / native req/s, geomean (worst workload "
+                f"{fmt(f.get(f'grammars.{regime}.{g}/native.worst'), 2)})",
+                f.get(f"grammars.{regime}.{g}/native.geomean"), f"≥ {GRAMMAR_TARGET:.2f}",
+                lambda x: x >= GRAMMAR_TARGET)
     return ("### Targets (issue's speed section)\n\n| criterion | measured | target | verdict |\n|---|---|---|---|\n"
             + "\n".join(rows) + "\n")

@@ -79,7 +79,7 @@ class Sih(BaseModel):
     auto_webp: bool = False
     auto_avif: bool = False
     enable_signature: bool = False
-    secret: SecretStr | None = None
+    signing_key: SecretStr | None = None
     cors_enabled: bool = False
     cors_origin: str = "*"
 

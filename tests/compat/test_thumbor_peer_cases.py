@@ -55,8 +55,11 @@ def test_parse(case: Case) -> None:
     plan = thumbor.compile_options(case["path"])
     if "key" in expect:
         assert plan.source.key == expect["key"]
-    assert [type(op).__name__ for op in plan.ops] == [name for name, _ in expect["ops"]]
-    for op, (_, fields) in zip(plan.ops, expect["ops"]):
+    expected_ops = expect.get("ops")
+    if expected_ops is None:  # only that Thumbor's argument syntax is accepted
+        return
+    assert [type(op).__name__ for op in plan.ops] == [name for name, _ in expected_ops]
+    for op, (_, fields) in zip(plan.ops, expected_ops):
         for name, value in fields.items():
             assert getattr(op, name) == pytest.approx(value), (op, name)
     for name, value in expect.get("output", {}).items():
@@ -93,9 +96,12 @@ def _check(client: TestClient, response: Any, expect: dict[str, Any]) -> None:
     assert response.status_code == expect["status"], response.content[:300]
     mime = response.headers.get("content-type", "").split(";")[0]
     if mime == "application/json" and response.status_code >= 400:
-        error = response.json()["error"]
-        assert error["code"] == expect.get("code", error["code"]), error
-        assert expect.get("names", "") in error["message"], error
+        body = response.json()
+        # darkroom's {"error": {code, message}}, or SIH's {code, message, darkroom_code}
+        code, message = ((body["error"]["code"], body["error"]["message"]) if "error" in body
+                         else (body["darkroom_code"], body["message"]))
+        assert code == expect.get("code", code), body
+        assert expect.get("names", "") in message, body
     if "type" in expect:
         assert mime == expect["type"]
     if "body" in expect:

@@ -36,7 +36,7 @@ def test_unsafe_request_id_is_replaced(client, given):
 def test_request_id_is_generated_and_unique(client):
     ids = {client.get("/healthz").headers["x-request-id"] for _ in range(5)}
     assert len(ids) == 5 and all(_GENERATED.match(i) for i in ids)
-    response = client.get("/no/such/route")
+    response = client.get("/v1/no/such/route")
     assert_error(response, 404, "no_route")
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import pyvips
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from libthumbor import CryptoURL
 
 from darkroom.signing import thumbor_signature
@@ -140,8 +142,10 @@ def test_api_paths_still_reach_the_api(client):
     assert client.get(f"/img/{PHOTO['path']}?w=10").status_code == 200
 
 
-def test_not_a_thumbor_url_is_404_no_route(client):
+def test_not_a_thumbor_url_is_404_no_route_without_sih(make_client):
+    client = make_client(sih={"enabled": False})
     assert_error(client.get("/favicon.ico"), 404, "no_route")
+    assert client.get(f"/unsafe/10x10/{PHOTO['path']}").status_code == 200
 
 
 # --- signatures ---------------------------------------------------------------------------
@@ -253,3 +257,23 @@ def test_every_filter_renders(client, filters):
         assert (width, height) == (120, 120)
     if filters.startswith("max_bytes"):
         assert len(response.content) <= 3000
+
+
+_PARTS = st.sampled_from([
+    "unsafe", "meta", "trim:bottom-right:9", "0x0:10x10", "10x10:5x5", "adaptive-fit-in",
+    "full-fit-in", "fit-in", "-0x-0", "99999x1", "origxorig", "40x30", "smart", "left", "bottom",
+    "filters:fill(blur):noise(100)", "filters:watermark(png/face_astronaut.png,repeat,-1,0)",
+    "filters:max_bytes(1):quality(1)", "filters:convolution(-1;-1;-1;-1;8;-1;-1;-1;-1,3,false)",
+    "filters:extract_focal()", "filters:proportion(0.01)",
+    "filters:rotate(270):round_corner(9|1,0,0,0)",
+    "%00", "..", "%2e%2e", "photos", PHOTO["path"], "formats/animated_rotating-squares.gif",
+    "nope.jpg",
+])
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(_PARTS, min_size=1, max_size=7).map("/".join))
+def test_fuzz_thumbor_urls_never_answer_5xx(client, path):
+    response = client.get(f"/{path}")
+    assert response.status_code < 500, (path, response.text)

@@ -13,6 +13,11 @@ _GRAVITY = {  # fraction of the free space to the left and to the top
 }
 
 
+def half_up(value: float) -> int:
+    """Round halves up (266.5 -> 267), as image services do; not to the even neighbour."""
+    return int(value + 0.5 + 1e-9)
+
+
 def oriented(op: Resize, width: int, height: int) -> Resize:
     """`op` for a width x height image: `source` sides replaced by the image's, and the box
     turned a quarter when `adaptive` and one of box and image is portrait, the other
@@ -46,7 +51,7 @@ def resize_scales(width: int, height: int, op: Resize) -> tuple[float, float]:
 def resized_size(width: int, height: int, op: Resize) -> tuple[int, int]:
     """The size after scaling (before the crop of `cover` or the bars of `contain`)."""
     sx, sy = resize_scales(width, height, op)
-    return max(1, round(width * sx)), max(1, round(height * sy))
+    return max(1, half_up(width * sx)), max(1, half_up(height * sy))
 
 
 def final_size(width: int, height: int, op: Resize) -> tuple[int, int]:

@@ -22,7 +22,7 @@ from darkroom.plan.model import EditPlan
 
 # Operations that read their input once, top to bottom, so libvips may stream the source.
 _STREAMING = frozenset({"extract", "blur", "sharpen", "modulate", "grayscale", "pad", "round",
-                        "watermark", "scale", "rgb", "noise", "tint", "negate", "flatten",
+                        "watermark", "scale", "rgb", "noise", "tint", "negate",
                         "round_crop"})
 
 

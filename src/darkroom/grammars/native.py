@@ -135,6 +135,9 @@ def _compile(key: str, v: dict) -> EditPlan:
         ops.append(Blur(sigma=v["blur"]))
     if v.get("sharp"):
         ops.append(Sharpen(sigma=v["sharp"]))
+    for name in ("bri", "con", "sat"):
+        if not -100 <= v.get(name, 0) <= 100:
+            raise BadRequest(f"{name} must be -100..100", "bad_param")
     if any(v.get(k) for k in ("bri", "con", "sat")):
         ops.append(Modulate(brightness=v.get("bri", 0), contrast=v.get("con", 0),
                             saturation=v.get("sat", 0)))

@@ -77,11 +77,22 @@ def parse(path: str, params: dict[str, str], buckets: list[str]) -> SihRequest:
     else:
         raise BadRequest("the key's extension is not one SIH serves (jpg, jpeg, png, tiff, "
                          "tif, webp, svg, gif, avif)", "unsupported_request_type")
-    extra = query_edits(params)
-    if not extra:
-        return request
-    return SihRequest(request.style, request.bucket, request.key, {**request.edits, **extra},
+    edits = {**request.edits, **query_edits(params)}
+    if request.style == "thumbor":
+        edits = _fix_quality(edits)
+    return SihRequest(request.style, request.bucket, request.key, edits,
                       request.output_format, request.headers)
+
+
+def _fix_quality(edits: dict) -> dict:
+    """SIH's fixQuality: a Thumbor quality() moves to the key of the output format."""
+    target = edits.get("toFormat")
+    found = next((k for k in edits if k in FORMAT_KEYS), None)
+    if target not in FORMAT_KEYS or found in (None, target):
+        return edits
+    moved = {k: v for k, v in edits.items() if k != found}
+    moved[target] = edits[found]
+    return moved
 
 
 def _b64decode(text: str) -> bytes | None:

@@ -167,8 +167,8 @@ def _resize(g: dict, state: Filters, crop: Extract | None) -> list:
     width, height = _side(g["width"]), _side(g["height"])
     if width is None and height is None:
         return []
-    if g["fit_in"]:
-        upscale = bool(state.upscale)  # fit-in never enlarges unless upscale()
+    if g["fit_in"]:  # fit-in never enlarges unless upscale(); full-fit-in always may
+        upscale = bool(state.upscale) or bool(g["full"])
         return [Resize(width=width, height=height, fit="outside" if g["full"] else "inside",
                        upscale=upscale, adaptive=bool(g["adaptive"]))]
     upscale = state.upscale if state.upscale is not None else True  # plain WxH enlarges

@@ -21,13 +21,14 @@ from darkroom.storage import check_key
 
 MAX_SIDE = 65535
 _FILTER = re.compile(r"(\w+)\(([^()]*)\)")
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_NUMBER = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)")
 _INT = re.compile(r"-?\d+")
+_ARGUMENT = re.compile(r"\s*'[^']*'\s*(?=,|$)|[^,]+|(?<=,)(?=,|$)|^(?=,)")
 _FOCAL = re.compile(r"(\d+)x(\d+):(\d+)x(\d+)")
 _MARK_POSITION = re.compile(r"-?\d{1,5}p?|center|repeat")
 _FORMATS = {"jpeg": "jpeg", "jpg": "jpeg", "png": "png", "webp": "webp", "gif": "gif",
             "avif": "avif"}
-_BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
+_BOOLEANS = {"true": True, "True": True, "1": True, "false": False, "False": False, "0": False}
 
 
 @dataclass
@@ -63,7 +64,7 @@ def parse_filters(text: str) -> Filters:
         handler = FILTERS.get(name)
         if handler is None:
             raise BadRequest(f"unknown or unsupported filter {name!r}", "unknown_filter")
-        handler(name, [a.strip() for a in args.split(",")] if args.strip() else [], state)
+        handler(name, _arguments(args), state)
         position = match.end()
         if position == len(text):
             return state
@@ -71,6 +72,14 @@ def parse_filters(text: str) -> Filters:
             raise BadRequest(f"filters:{text}: expected ':' after {name}()",
                              "bad_filter_syntax")
         position += 1
+
+
+def _arguments(text: str) -> list[str]:
+    """Comma-separated arguments; a 'quoted' one may hold commas and loses its quotes."""
+    if not text.strip():
+        return []
+    return [a[1:-1] if len(a) > 1 and a[0] == a[-1] == "'" else a.strip()
+            for a in (m.group(0).strip() for m in _ARGUMENT.finditer(text))]
 
 
 def _bad(name: str, why: str) -> BadRequest:
@@ -93,9 +102,9 @@ def _num(name: str, text: str, low: float, high: float, integer: bool = False) -
 
 
 def _bool(name: str, text: str) -> bool:
-    if text.lower() not in _BOOLEANS:
+    if text not in _BOOLEANS:
         raise _bad(name, f"{text!r}: expected true or false")
-    return _BOOLEANS[text.lower()]
+    return _BOOLEANS[text]
 
 
 def _color(name: str, text: str) -> tuple[int, int, int, int]:
@@ -132,21 +141,32 @@ def _format(name: str, text: str) -> str:
 
 
 def _blur(name: str, args: list[str], state: Filters) -> None:
-    """A Gaussian kernel of this radius (at most 150), sigma = radius unless given;
+    """A Gaussian kernel of this radius (capped at 150), sigma = radius unless given;
     truncated at the radius, its spread is about radius/2, the sigma used here."""
     _count(name, args, 1, 2)
-    radius = _num(name, args[0], 0, 150)
-    sigma = _num(name, args[1], 0, 150) if len(args) > 1 else 0
+    radius = min(_num(name, args[0], 0, 10_000), 150)  # Thumbor caps the radius at 150
+    sigma = _num(name, args[1], 0, 10_000) if len(args) > 1 else 0
     effective = min(sigma or radius, radius / 2)
     if effective > 0:
         state.ops.append(Blur(sigma=min(effective, 100.0)))
 
 
-def _modulate(which: str) -> Handler:
-    def apply(state: Filters, amount: float) -> None:
-        if amount:
-            state.ops.append(Modulate(**{which: amount}))
-    return _one(lambda n, t: _num(n, t, -100, 100), apply)
+def _brightness(state: Filters, amount: float) -> None:
+    """Adds amount% of full scale to every channel."""
+    if amount:
+        state.ops.append(ChannelShift(red=amount, green=amount, blue=amount))
+
+
+def _contrast(state: Filters, amount: float) -> None:
+    """Scales around mid-grey by (1 + amount/100) squared."""
+    if amount:
+        state.ops.append(Modulate(contrast=round(((1 + amount / 100) ** 2 - 1) * 100, 6)))
+
+
+def _saturation(state: Filters, factor: float) -> None:
+    """Multiplies the saturation: 1 leaves it, 0 is grey, at most 10."""
+    if factor != 1:
+        state.ops.append(Modulate(saturation=(factor - 1) * 100))
 
 
 def _rotate(state: Filters, angle: float) -> None:
@@ -175,7 +195,7 @@ def _rgb(name: str, args: list[str], state: Filters) -> None:
 
 def _noise(name: str, args: list[str], state: Filters) -> None:
     _count(name, args, 1, 2)
-    amount = _num(name, args[0], 0, 100, integer=True)
+    amount = _num(name, args[0], 0, 1000, integer=True)
     seed = int(_num(name, args[1], 0, 2**31 - 1, integer=True)) if len(args) > 1 else 0
     if amount:
         state.ops.append(Noise(amount=amount, seed=seed))
@@ -242,6 +262,15 @@ def _watermark(name: str, args: list[str], state: Filters) -> None:
                                width=ratios[0], height=ratios[1]))
 
 
+def _background_color(state: Filters, colour: tuple | str) -> None:
+    """Transparent pixels take the colour (`auto`: the image's mean visible colour)."""
+    if colour == "auto":
+        state.ops.append(Flatten(auto=True))
+    else:
+        state.ops.append(Flatten(background=colour))
+        state.background = colour
+
+
 def _focal(state: Filters, box: tuple[int, int, int, int]) -> None:
     if box[2] > box[0] and box[3] > box[1]:
         state.focal.append(box)
@@ -273,9 +302,9 @@ FILTERS: dict[str, Handler] = {
                     lambda s, v: setattr(s, "quality", v)),
     "format": _one(_format, lambda s, v: setattr(s, "format", v)),
     "blur": _blur,
-    "brightness": _modulate("brightness"),
-    "contrast": _modulate("contrast"),
-    "saturation": _modulate("saturation"),
+    "brightness": _one(lambda n, t: _num(n, t, -100, 100, integer=True), _brightness),
+    "contrast": _one(lambda n, t: _num(n, t, -100, 100, integer=True), _contrast),
+    "saturation": _one(lambda n, t: _num(n, t, 0, 10), _saturation),
     "rgb": _rgb,
     "grayscale": _none(lambda s: s.ops.append(Grayscale())),
     "equalize": _none(lambda s: s.ops.append(Equalize())),
@@ -286,8 +315,8 @@ FILTERS: dict[str, Handler] = {
     "round_corner": _round_corner,
     "watermark": _watermark,
     "fill": _fill,
-    "background_color": _one(_color, lambda s, c: (s.ops.append(Flatten(background=c)),
-                                                   setattr(s, "background", c))),
+    "background_color": _one(lambda n, t: "auto" if t == "auto" else _color(n, t),
+                             _background_color),
     "strip_exif": _none(lambda s: None),  # darkroom strips metadata already
     "strip_icc": _none(lambda s: None),
     "no_upscale": _none(_set("upscale", False)),

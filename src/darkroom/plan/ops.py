@@ -108,12 +108,13 @@ class Sharpen(_Op):
 
 
 class Modulate(_Op):
-    """Brightness, contrast and saturation, each -100..100 (0 leaves it alone)."""
+    """Brightness, contrast and saturation in percent (0 leaves it alone): contrast up to
+    +300 (4 times), saturation up to +900 (10 times)."""
 
     op: Literal["modulate"] = "modulate"
     brightness: float = Field(0.0, ge=-100.0, le=100.0)
-    contrast: float = Field(0.0, ge=-100.0, le=100.0)
-    saturation: float = Field(0.0, ge=-100.0, le=100.0)
+    contrast: float = Field(0.0, ge=-100.0, le=300.0)
+    saturation: float = Field(0.0, ge=-100.0, le=900.0)
 
 
 class Grayscale(_Op):
@@ -203,10 +204,10 @@ class Normalize(_Op):
 
 
 class Noise(_Op):
-    """Add monochrome noise of this amplitude (0-100 levels), the same for the same seed."""
+    """Add monochrome noise of this amplitude in levels, the same for the same seed."""
 
     op: Literal["noise"] = "noise"
-    amount: float = Field(gt=0.0, le=100.0)
+    amount: float = Field(gt=0.0, le=1000.0)
     seed: int = Field(0, ge=0, le=2**31 - 1)
 
 
@@ -241,10 +242,12 @@ class Negate(_Op):
 
 
 class Flatten(_Op):
-    """Composite the image over an opaque `background`, dropping its alpha band."""
+    """Composite the image over an opaque `background` (with `auto`: the mean colour of
+    all its pixels), dropping its alpha band."""
 
     op: Literal["flatten"] = "flatten"
     background: Color = (0, 0, 0, 255)
+    auto: bool = False
 
 
 class RoundCrop(_Op):

@@ -58,10 +58,11 @@ class SihEndpoint(ImageEndpoint):
         config = settings.sih
         self.buckets = tuple(config.source_buckets)
         self.prefixes = dict(config.bucket_prefixes)
-        self.secrets = [config.secret.get_secret_value()] if config.secret else self.keys
+        key = config.signing_key
+        self.secrets = [key.get_secret_value()] if key else self.keys
         self.signed = config.enable_signature or self.require_signature
         if self.signed and not self.secrets:
-            raise DarkroomError("sih.enable_signature needs sih.secret (or signing_keys)",
+            raise DarkroomError("sih.enable_signature needs sih.signing_key (or signing_keys)",
                                 "bad_config")
         self.auto = (("avif",) if config.auto_avif else ()) + (
             ("webp",) if config.auto_webp else ())

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from email.utils import formatdate
 from functools import lru_cache
 from urllib.parse import parse_qsl, quote
 
@@ -63,9 +65,11 @@ class ThumborEndpoint(ImageEndpoint):
 
     def compile(self, scope: Scope) -> Compiled:
         request = self._request(scope)
-        max_age = request.max_age
-        return Compiled(request.plan, cache_control=None if max_age is None
-                        else f"public, max-age={max_age}".encode())
+        if request.max_age is None:
+            return Compiled(request.plan)
+        expires = formatdate(time.time() + request.max_age, usegmt=True)
+        return Compiled(request.plan, cache_control=f"public, max-age={request.max_age}"
+                        .encode(), headers=((b"expires", expires.encode()),))
 
     def _request(self, scope: Scope) -> thumbor.ThumborRequest:
         """The compiled URL, its signature checked (once per request)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from darkroom.engine.context import Context, Image, premultiplied, with_alpha
 from darkroom.engine.geometry import (
-    clip_box, focal_box, gravity_offset, oriented, resize_scales,
+    clip_box, focal_box, gravity_offset, half_up, oriented, resize_scales,
 )
 from darkroom.engine.limits import check_output
 from darkroom.errors import BadRequest
@@ -34,7 +34,7 @@ def resize(ctx: Context, op: Resize) -> None:
     op = oriented(op, width, height)
     focal = op.focal or (op.focal_px and (op.focal_px[0] / width, op.focal_px[1] / height))
     sx, sy = resize_scales(width, height, op)
-    target_w, target_h = max(1, round(width * sx)), max(1, round(height * sy))
+    target_w, target_h = max(1, half_up(width * sx)), max(1, half_up(height * sy))
     check_output(target_w, target_h, len(ctx.frames), ctx.limits)
     ctx.map(lambda f: _scaled(f, target_w, target_h))
     ctx.prescale = (1.0, 1.0)
@@ -52,7 +52,7 @@ def resize(ctx: Context, op: Resize) -> None:
 
 def scale(ctx: Context, op: Scale) -> None:
     width, height = ctx.logical_size()
-    target_w, target_h = max(1, round(width * op.factor)), max(1, round(height * op.factor))
+    target_w, target_h = max(1, int(width * op.factor)), max(1, int(height * op.factor))
     ctx.map(lambda f: _scaled(f, target_w, target_h))
     ctx.prescale = (1.0, 1.0)
 

@@ -101,5 +101,12 @@ def negate(ctx: Context, op: Negate) -> None:
 
 
 def flatten(ctx: Context, op: Flatten) -> None:
-    background = list(op.background[:3])
-    ctx.map(lambda f: f.flatten(background=background).cast("uchar") if f.hasalpha() else f)
+    first = ctx.frames[0]
+    if not first.hasalpha():
+        return
+    if op.auto:  # as Thumbor: the mean of every pixel's colour, transparent ones too
+        first = ctx.budget.watch(first)
+        background = [first.extract_band(b).avg() for b in range(first.bands - 1)]
+    else:
+        background = list(op.background[:3])
+    ctx.map(lambda f: f.flatten(background=background).cast("uchar"))
