@@ -86,3 +86,24 @@ def verify_thumbor(keys: Sequence[str], given: str, text: str) -> None:
                for k in keys]
     if not any(matches):
         raise Forbidden("signature does not match", "bad_signature")
+
+
+def sih_signature(secret: str, path: str, params: dict[str, str]) -> str:
+    """SIH's signature: lowercase hex HMAC-SHA256 of the path, plus `?k=v&...` of the kept
+    parameters (sorted, raw values) without `signature` when there are any."""
+    query = "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k != "signature")
+    text = f"{path}?{query}" if query else path
+    return hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
+
+
+def verify_sih(secrets: list[str], path: str, params: dict[str, str]) -> None:
+    """Raise unless `params["signature"]` is SIH's signature under one of `secrets`: 400
+    when missing, 403 when wrong; every secret is compared in constant time."""
+    given = params.get("signature", "")
+    if not given:
+        raise BadRequest("the query string needs the signature parameter",
+                         "signature_required")
+    matches = [hmac.compare_digest(sih_signature(s, path, params).encode(),
+                                   given.encode("utf-8", "replace")) for s in secrets]
+    if not any(matches):
+        raise Forbidden("signature does not match", "bad_signature")

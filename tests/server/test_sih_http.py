@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import pyvips
 
-from darkroom.server.sih import sih_signature
+from darkroom.signing import sih_signature
 
 from .helpers import ALPHA_PNG, CORPUS, PHOTO, image_size
 

@@ -8,8 +8,6 @@ the stored bytes untouched, as SIH does (raster formats only: SVG is always rend
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
 import time
 from calendar import timegm
@@ -26,6 +24,7 @@ from darkroom.grammars.sih_query import kept_params
 from darkroom.server.images import Compiled, ImageEndpoint, _matches, accepted_formats
 from darkroom.server.renderer import Renderer
 from darkroom.server.sih_errors import sih_error
+from darkroom.signing import verify_sih
 from darkroom.storage import check_key
 
 DEFAULT_CACHE_CONTROL = b"max-age=31536000,public"
@@ -89,7 +88,7 @@ class SihEndpoint(ImageEndpoint):
         path = scope["path"]
         params = kept_params(scope["query_string"].decode("latin-1"))
         if self.signed:
-            _verify(self.secrets, path, params)
+            verify_sih(self.secrets, path, params)
         seconds = _seconds_left(params.get("expires"))
         edit_params = tuple((k, v) for k, v in params.items() if k not in _NOT_EDITS)
         request = _parse(path, edit_params, self.buckets)
@@ -142,25 +141,6 @@ class SihEndpoint(ImageEndpoint):
             return None
         return 200, [*headers, (b"content-type", MIME[fmt].encode()),
                      (b"content-length", str(len(data)).encode())], data
-
-
-def sih_signature(secret: str, path: str, params: dict[str, str]) -> str:
-    """SIH's signature: lowercase hex HMAC-SHA256 of the path, plus `?k=v&...` of the kept
-    parameters (sorted, raw values) without `signature` when there are any."""
-    query = "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k != "signature")
-    text = f"{path}?{query}" if query else path
-    return hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
-
-
-def _verify(secrets: list[str], path: str, params: dict[str, str]) -> None:
-    given = params.get("signature", "")
-    if not given:
-        raise BadRequest("the query string needs the signature parameter",
-                         "signature_required")
-    matches = [hmac.compare_digest(sih_signature(s, path, params).encode(),
-                                   given.encode("utf-8", "replace")) for s in secrets]
-    if not any(matches):
-        raise Forbidden("signature does not match", "bad_signature")
 
 
 def _seconds_left(expires: str | None, now: float | None = None) -> int | None:
