@@ -113,11 +113,11 @@ def smart_crop(value: object) -> list:
 def round_crop(value: object) -> list:
     """An ellipse: radii `rx`/`ry`, centre `left`/`top` (0 or null: the default)."""
     if not isinstance(value, dict):
-        return [RoundCrop()] if flag("roundCrop", value) else []
+        return [RoundCrop(circle=True, crop=True)] if flag("roundCrop", value) else []
     value = mapping("roundCrop", value, frozenset({"rx", "ry", "top", "left"}))
     rx, ry, cy, cx = (integer(f"roundCrop.{k}", value[k], 0, 65535) or None
                       if value.get(k) is not None else None for k in ("rx", "ry", "top", "left"))
-    return [RoundCrop(rx=rx, ry=ry, cx=cx, cy=cy)]
+    return [RoundCrop(rx=rx, ry=ry, cx=cx, cy=cy, circle=True, crop=True)]
 
 
 def extend(value: object) -> list:

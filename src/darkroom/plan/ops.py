@@ -252,9 +252,12 @@ class Flatten(_Op):
 
 class RoundCrop(_Op):
     """Keep an ellipse, the rest transparent: radii and centre in pixels, by default the
-    largest ellipse centred in the image."""
+    largest ellipse (with `circle`, circle) centred in the image; with `crop` the image is
+    then cut to the shape's bounding box (SIH's roundCrop)."""
 
     op: Literal["round_crop"] = "round_crop"
+    circle: bool = False
+    crop: bool = False
     rx: int | None = Field(None, ge=1, le=65535)
     ry: int | None = Field(None, ge=1, le=65535)
     cx: int | None = Field(None, ge=0, le=65535)

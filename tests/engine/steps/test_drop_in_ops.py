@@ -79,6 +79,12 @@ def test_round_crop_keeps_the_centred_ellipse():
     assert pixel(image, 3, 3)[3] == 0 and pixel(image, 96, 56)[3] == 0
 
 
+def test_round_crop_as_sih_keeps_a_circle_cut_to_its_box():
+    result, image = run_image(solid(100, 60, RED), RoundCrop(circle=True, crop=True))
+    assert (result.width, result.height) == (60, 60)
+    assert pixel(image, 30, 30)[3] == 255 and pixel(image, 2, 2)[3] == 0
+
+
 @pytest.mark.parametrize(("x", "y", "green_at", "not_green_at"), [
     ("10", "20", (15, 25), (5, 25)),
     ("-10", "-5", (175, 80), (195, 80)),  # right edge 10 px from the right

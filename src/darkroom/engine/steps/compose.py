@@ -5,7 +5,9 @@ from __future__ import annotations
 import pyvips
 
 from darkroom.engine.context import Context, Image, premultiplied, with_alpha
-from darkroom.engine.geometry import MAX_TILES, axis_offsets, gravity_offset, mark_scale
+from darkroom.engine.geometry import (
+    MAX_TILES, axis_offsets, clip_box, gravity_offset, mark_scale,
+)
 from darkroom.engine.limits import check_header, check_source_bytes
 from darkroom.engine.load import load, probe
 from darkroom.engine.prepare import to_srgb
@@ -22,11 +24,18 @@ def round_corners(ctx: Context, op: RoundCorners) -> None:
 
 def round_crop(ctx: Context, op: RoundCrop) -> None:
     width, height = ctx.width, ctx.height
-    rx = op.rx if op.rx is not None else width / 2
-    ry = op.ry if op.ry is not None else height / 2
+    half_w, half_h = (min(width, height) / 2,) * 2 if op.circle else (width / 2, height / 2)
+    rx = op.rx if op.rx is not None else half_w
+    ry = op.ry if op.ry is not None else half_h
     cx = op.cx if op.cx is not None else width / 2
     cy = op.cy if op.cy is not None else height / 2
     _mask(ctx, f'<ellipse cx="{cx}" cy="{cy}" rx="{rx}" ry="{ry}"')
+    if op.crop:
+        box = clip_box(width, height, (max(0, round(cx - rx)), max(0, round(cy - ry)),
+                                       round(cx + rx) - max(0, round(cx - rx)),
+                                       round(cy + ry) - max(0, round(cy - ry))))
+        if box is not None:
+            ctx.map(lambda f: f.crop(*box))
 
 
 def _mask(ctx: Context, shape: str) -> None:
