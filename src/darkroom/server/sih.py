@@ -42,6 +42,12 @@ class SihCompiled(Compiled):
 
 
 @lru_cache(maxsize=4096)
+def _to_plan(request: sih.SihRequest, key_of, auto: str | None):
+    """The request's plan and Content-Type (memoised: plans are immutable)."""
+    return sih.to_plan(request, key_of(request.bucket, request.key), key_of, auto)
+
+
+@lru_cache(maxsize=4096)
 def _parse(path: str, params: tuple[tuple[str, str], ...],
            buckets: tuple[str, ...]) -> sih.SihRequest:
     return sih.parse(path, dict(params), list(buckets))
@@ -94,8 +100,7 @@ class SihEndpoint(ImageEndpoint):
         request = _parse(path, edit_params, self.buckets)
         accept = accepted_formats(dict(scope["headers"]).get(b"accept", b"").decode("latin-1"))
         auto = next((f for f in self.auto if f in accept), None)
-        plan, content_type = sih.to_plan(request, self._key(request.bucket, request.key),
-                                         self._key, auto)
+        plan, content_type = _to_plan(request, self._key, auto)
         custom = [(k.lower().encode(), v.encode()) for k, v in request.headers]
         cache = next((v for k, v in custom if k == b"cache-control"), DEFAULT_CACHE_CONTROL)
         if seconds is not None:
