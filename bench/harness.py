@@ -206,10 +206,10 @@ def measured(fn: Callable[[], dict], policy: Policy, label: str) -> tuple[dict, 
             f"repeating in {policy.pause:.0f}s")
         time.sleep(policy.pause)
     kept = min(attempts, key=lambda a: (bool(a.get("error")), a.get("other_pct", 0.0)))
-    kept = dict(kept)
+    # marked on the attempt itself: the sections write every attempt, and the summary reads these
     kept["attempts"] = len(attempts)
     kept["disturbed"] = kept.get("other_pct", 0.0) > policy.max_other
-    return kept, attempts
+    return dict(kept), attempts
 
 
 # -- stats ---------------------------------------------------------------------------------------

@@ -273,15 +273,17 @@ def summarize_engine(recs: list[dict], policy: Policy) -> tuple[str, dict]:
 def disturbance_line(recs: list[dict], policy: Policy) -> str:
     ok = [r for r in recs if not r.get("error")]
     others = [r.get("other_pct", 0.0) for r in ok]
-    repeated = sum(1 for r in ok if r.get("attempts", 1) > 1)
-    disturbed = [r for r in ok if r.get("disturbed")]
+    # runs before attempts/disturbed were recorded on the kept attempt: a kept retry was repeated
+    repeated = sum(1 for r in ok if r.get("attempts", r.get("attempt", 1)) > 1)
+    disturbed = [r for r in ok if r.get("other_pct", 0.0) > policy.max_other]
     line = (f"Other processes' CPU while a kept point ran (% of the {NCPU}-core machine): median "
             f"{fmt(median(others))}, max {fmt(max(others) if others else math.nan)}; points repeated "
             f"because disturbed (> {policy.max_other:.0f}%): {repeated}; still disturbed after "
             f"{policy.retries} retries: {len(disturbed)}")
     if disturbed:
         line += " (" + ", ".join(
-            f"{r.get('workload', r.get('conc', ''))}/{r.get('engine', r.get('server', ''))} r{r.get('round')}"
+            f"{r.get('workload', r.get('conc', ''))}/{r.get('engine', r.get('server', r.get('grammar', '')))}"
+            f"{' ' + r['regime'] if r.get('regime') else ''} r{r.get('round')}"
             f" {r['other_pct']:.0f}%" for r in disturbed[:8]) + ")"
     return line + "."
 
