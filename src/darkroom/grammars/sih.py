@@ -19,6 +19,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from darkroom.errors import BadRequest, Forbidden
 from darkroom.grammars.sih_edits import FORMAT_KEYS, compile_ops
@@ -55,6 +56,7 @@ class SihRequest:
     headers: tuple[tuple[str, str], ...] = ()
 
 
+@lru_cache(maxsize=4096)
 def claims(path: str) -> bool:
     """Whether a root path is SIH's base64 JSON: base64 (either alphabet, padding
     optional) of text that opens a JSON object. Anything else is a Thumbor-style path."""

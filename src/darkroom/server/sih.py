@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import time
 from calendar import timegm
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from starlette.types import Receive, Scope, Send
@@ -63,6 +63,7 @@ class SihEndpoint(ImageEndpoint):
         config = settings.sih
         self.buckets = tuple(config.source_buckets)
         self.prefixes = dict(config.bucket_prefixes)
+        self._compiled = lru_cache(maxsize=4096)(self._compile)
         key = config.signing_key
         self.secrets = [key.get_secret_value()] if key else self.keys
         self.signed = config.enable_signature or self.require_signature
@@ -91,25 +92,34 @@ class SihEndpoint(ImageEndpoint):
     def compile(self, scope: Scope) -> SihCompiled:
         if _COMPILED in scope:  # compiled once per request, by _answer
             return scope[_COMPILED]
-        path = scope["path"]
-        params = kept_params(scope["query_string"].decode("latin-1"))
+        auto = None
+        if self.auto:
+            accept = dict(scope["headers"]).get(b"accept", b"").decode("latin-1")
+            auto = next((f for f in self.auto if f in accepted_formats(accept)), None)
+        compiled, expires = self._compiled(scope["path"], scope["query_string"], auto)
+        seconds = _seconds_left(expires)  # checked on every request: it depends on the clock
+        if seconds is None:
+            return compiled
+        return replace(compiled, cache_control=f"max-age={seconds},public".encode())
+
+    def _compile(self, path: str, raw_query: bytes, auto: str | None
+                 ) -> tuple[SihCompiled, str | None]:
+        """The signed, parsed request (memoised per endpoint in `_compiled`) and its
+        `expires` parameter, if any."""
+        params = kept_params(raw_query.decode("latin-1")) if raw_query else {}
         if self.signed:
             verify_sih(self.secrets, path, params)
-        seconds = _seconds_left(params.get("expires"))
         edit_params = tuple((k, v) for k, v in params.items() if k not in _NOT_EDITS)
         request = _parse(path, edit_params, self.buckets)
-        accept = accepted_formats(dict(scope["headers"]).get(b"accept", b"").decode("latin-1"))
-        auto = next((f for f in self.auto if f in accept), None)
         plan, content_type = _to_plan(request, self._key, auto)
         custom = [(k.lower().encode(), v.encode()) for k, v in request.headers]
         cache = next((v for k, v in custom if k == b"cache-control"), DEFAULT_CACHE_CONTROL)
-        if seconds is not None:
-            cache = f"max-age={seconds},public".encode()
         headers = [*self.cors, *((k, v) for k, v in custom if k != b"cache-control")]
         if self.auto:
             headers.append((b"vary", b"Accept"))
-        return SihCompiled(plan, None, cache, tuple(headers),
-                           content_type.encode() if content_type else None)
+        compiled = SihCompiled(plan, None, cache, tuple(headers),
+                               content_type.encode() if content_type else None)
+        return compiled, params.get("expires")
 
     def _key(self, bucket: str | None, key: str) -> str:
         """The storage key of `key` in an allowed `bucket`."""

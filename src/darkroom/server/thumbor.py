@@ -42,8 +42,10 @@ class ThumborEndpoint(ImageEndpoint):
     def __init__(self, settings: Settings, renderer: Renderer) -> None:
         super().__init__(settings, renderer)
         self.respect_orientation = settings.thumbor.respect_orientation
+        self._verified = lru_cache(maxsize=4096)(self._verify)
 
     @staticmethod
+    @lru_cache(maxsize=4096)
     def claims(path: str) -> bool:
         """Whether a root path is Thumbor's: `/healthcheck`, or a first segment that is
         `unsafe` or shaped like a signature (a malformed one gets Thumbor's 400)."""
@@ -64,18 +66,20 @@ class ThumborEndpoint(ImageEndpoint):
         await super().__call__(scope, receive, send)
 
     def compile(self, scope: Scope) -> Compiled:
-        request = self._request(scope)
+        request, compiled = self._request(scope)
         if request.max_age is None:
-            return Compiled(request.plan)
+            return compiled
         expires = formatdate(time.time() + request.max_age, usegmt=True)
         return Compiled(request.plan, cache_control=f"public, max-age={request.max_age}"
                         .encode(), headers=((b"expires", expires.encode()),))
 
-    def _request(self, scope: Scope) -> thumbor.ThumborRequest:
-        """The compiled URL, its signature checked (once per request)."""
-        if "darkroom.thumbor" in scope:
-            return scope["darkroom.thumbor"]
-        path = scope["path"]
+    def _request(self, scope: Scope) -> tuple[thumbor.ThumborRequest, Compiled]:
+        """The compiled URL, its signature checked, and its Compiled form without the
+        clock-dependent `Expires` (memoised per endpoint: the same path always verifies
+        the same way)."""
+        return self._verified(scope["path"], scope.get("raw_path"))
+
+    def _verify(self, path: str, raw: bytes | None) -> tuple[thumbor.ThumborRequest, Compiled]:
         first, rest = thumbor.split_signature(path)
         if first == "unsafe":
             if self.require_signature:  # Thumbor answers 400 here, not 403
@@ -85,7 +89,7 @@ class ThumborEndpoint(ImageEndpoint):
             if not self.keys:
                 raise Forbidden("no signing key is configured: use unsafe/",
                                 "bad_signature")
-            raw = scope.get("raw_path") or quote(path).encode()
+            raw = raw or quote(path).encode()
             _, raw_rest = thumbor.split_signature(raw.decode("utf-8", "replace"))
             verify_thumbor(self.keys, first, raw_rest)
         elif _MALFORMED_SIGNATURE.fullmatch(first):
@@ -93,12 +97,12 @@ class ThumborEndpoint(ImageEndpoint):
                              "base64 with its '=' padding", "bad_signature")
         else:
             raise NotFound(f"no route for {path!r}", "no_route")
-        scope["darkroom.thumbor"] = request = _compile(rest, self.respect_orientation)
-        return request
+        request = _compile(rest, self.respect_orientation)
+        return request, Compiled(request.plan)
 
     async def _answer(self, scope: Scope) -> tuple[int, list, bytes]:
         try:
-            if self._request(scope).meta:
+            if self._request(scope)[0].meta:
                 return await self._meta(scope)
             return await super()._answer(scope)
         except NotFound as error:
@@ -108,7 +112,7 @@ class ThumborEndpoint(ImageEndpoint):
 
     async def _meta(self, scope: Scope) -> tuple[int, list, bytes]:
         """Thumbor's JSON description; JSONP with a `callback` query parameter."""
-        plan = self._request(scope).plan
+        plan = self._request(scope)[0].plan
         query = dict(parse_qsl(scope["query_string"].decode("latin-1")))
         callback = query.get("callback")
         if callback is not None and not _CALLBACK.fullmatch(callback):
