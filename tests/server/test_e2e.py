@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -205,6 +206,29 @@ def test_http_details_over_a_real_socket(server):
     connection.close()
 
 
+def split_of_new_connections(server: Server, count: int = 8) -> dict[int, int]:
+    """Open `count` keep-alive connections one after the other, one request each; how many
+    each worker pid served (read from the access log by request id)."""
+    ids = [f"split{os.getpid()}x{time.monotonic_ns()}x{i}" for i in range(count)]
+    clients = [httpx.Client(base_url=server.base, timeout=10) for _ in ids]
+    try:
+        for client, request_id in zip(clients, ids):
+            assert client.get("/healthz", headers={"X-Request-Id": request_id}).status_code == 200
+        records = wait_for(lambda: (found := [r for r in server.logs()
+                                              if r.get("request_id") in ids]) and
+                           len(found) == count and found, "the access log of every request")
+    finally:
+        for client in clients:
+            client.close()
+    return Counter(r["pid"] for r in records)
+
+
+def test_new_connections_take_turns_between_the_workers(server):
+    assert "connection_round_robin" in {r.get("event") for r in server.logs()}
+    split = split_of_new_connections(server)
+    assert sorted(split.values()) == [4, 4] and set(split) == set(server.workers())
+
+
 def test_killed_worker_is_replaced(server):
     before = server.workers()
     assert len(before) == 2
@@ -223,6 +247,8 @@ def test_killed_worker_is_replaced(server):
 
     wait_for(newcomer_answers, "a request served by the new worker")
     assert server.process.poll() is None
+    split = split_of_new_connections(server)  # the newcomer's socket took the dead one's turn
+    assert sorted(split.values()) == [4, 4] and newcomer in split
 
 
 def test_sigterm_stops_every_process(server):

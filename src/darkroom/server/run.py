@@ -1,7 +1,9 @@
 """Run the server: one process, or N worker processes each with its own SO_REUSEPORT socket.
 
 A listening socket inherited by several workers leaves one of them idle under keep-alive
-load; with one socket per worker the kernel spreads connections between them.
+load; with one socket per worker the kernel spreads connections between them, and an eBPF
+program (`server.balance`) makes that spread a round-robin where the kernel allows it.
+The supervisor binds the sockets, so it can place a restarted worker's in the rotation.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from prometheus_client import multiprocess
 
 from darkroom.config import Settings
 from darkroom.server.app import create_app
+from darkroom.server.balance import Balancer
 from darkroom.server.observability import configure_logging, log
 
 
@@ -32,7 +35,6 @@ def serve(settings: Settings) -> None:
         return
     if settings.port == 0:
         raise SystemExit("--port 0 needs --workers 1 (workers share a fixed port)")
-    _bind_or_exit(settings, reuse=True).close()  # fail here, not in each worker forever
     own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
     if own_metrics_dir:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="darkroom-metrics-")
@@ -74,9 +76,24 @@ def _bind_or_exit(settings: Settings, reuse: bool) -> socket.socket:
             f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}") from None
 
 
-def _worker(settings: Settings, sock: socket.socket | None = None) -> None:
+def _listening(settings: Settings) -> socket.socket:
+    sock = _bind_or_exit(settings, reuse=True)
+    sock.listen(2048)  # in the group now: the balancer can place it
+    return sock
+
+
+def _balancer(sockets: list[socket.socket]) -> Balancer | None:
+    try:
+        balancer = Balancer(sockets)
+    except OSError as error:
+        log.info("connection_round_robin_unavailable", reason=str(error))
+        return None
+    log.info("connection_round_robin", workers=len(sockets))
+    return balancer
+
+
+def _worker(settings: Settings, sock: socket.socket) -> None:
     configure_logging(settings.log_level)
-    sock = sock or _bind(settings.host, settings.port, reuse=True)
     config = uvicorn.Config(
         create_app(settings), http="httptools", loop="uvloop",
         access_log=False, log_config=None, lifespan="on", timeout_graceful_shutdown=5,
@@ -88,7 +105,9 @@ def _worker(settings: Settings, sock: socket.socket | None = None) -> None:
 
 def _supervise(settings: Settings) -> None:
     context = multiprocessing.get_context("spawn")
-    workers = [_start(context, settings) for _ in range(settings.workers)]
+    sockets = [_listening(settings) for _ in range(settings.workers)]
+    balancer = _balancer(sockets)
+    workers = [_start(context, settings, sock) for sock in sockets]
     started = {process.pid: time.monotonic() for process in workers}
     failed = False
     stopping = False
@@ -112,7 +131,10 @@ def _supervise(settings: Settings) -> None:
                     log.error("workers_keep_dying", deaths=quick_deaths)
                     stopping, failed = True, True
                     break
-                workers[i] = _start(context, settings)
+                sock = _listening(settings)
+                if balancer is not None:
+                    balancer.place(i, sock)
+                workers[i] = _start(context, settings, sock)
                 started[workers[i].pid] = time.monotonic()
     for process in workers:
         process.terminate()
@@ -126,7 +148,10 @@ QUICK_DEATH_S = 10.0  # a worker that dies sooner counts as failing to start
 MAX_QUICK_DEATHS = 5
 
 
-def _start(context, settings: Settings):
-    process = context.Process(target=_worker, args=(settings,), daemon=False)
+def _start(context, settings: Settings, sock: socket.socket):
+    """A worker serving `sock`; the supervisor's copy is closed once the worker has its own,
+    so a dead worker's socket leaves the group with it."""
+    process = context.Process(target=_worker, args=(settings, sock), daemon=False)
     process.start()
+    sock.close()
     return process
