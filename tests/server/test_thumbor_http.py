@@ -133,6 +133,7 @@ def test_watermark_renders(client):
 def test_healthcheck_says_working(client):
     response = client.get("/healthcheck")
     assert response.status_code == 200 and response.text == "WORKING"
+    assert response.headers["cache-control"] == "no-cache"  # as Thumbor's handler
 
 
 def test_api_paths_still_reach_the_api(client):

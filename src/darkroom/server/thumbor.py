@@ -59,7 +59,7 @@ class ThumborEndpoint(ImageEndpoint):
             body = b"WORKING"
             await send({"type": "http.response.start", "status": 200, "headers": [
                 (b"content-type", b"text/plain"), (b"content-length", b"7"),
-                (b"cache-control", b"no-store")]})
+                (b"cache-control", b"no-cache")]})
             await send({"type": "http.response.body",
                         "body": b"" if scope["method"] == "HEAD" else body})
             return
