@@ -37,7 +37,8 @@ def pick(predicate) -> dict:
 
 
 @pytest.mark.parametrize("command", [[], ["serve"], ["transform"], ["sign"], ["info"],
-                                     ["config"], ["config", "show"]])
+                                     ["config"], ["config", "show"], ["migrate"], ["upload"],
+                                     ["images"]])
 def test_help_on_every_command(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output
@@ -260,3 +261,69 @@ def test_serve_on_a_public_address_with_a_key_or_allow_unsigned(tmp_path, env):
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def test_config_show_masks_the_database_password(monkeypatch):
+    monkeypatch.setenv("DARKROOM_DATABASE_URL", "postgresql://darkroom:hunter2@db.example/cat")
+    result = runner.invoke(app, ["config", "show"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)["database_url"]
+    assert "hunter2" not in shown and shown.startswith("postgresql://darkroom:***@")
+
+
+def test_migrate_creates_the_catalog(tmp_path, monkeypatch):
+    monkeypatch.setenv("DARKROOM_DATA_DIR", str(tmp_path / "data"))
+    result = runner.invoke(app, ["migrate"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "data" / "catalog.sqlite").is_file()
+    assert "catalog up to date" in flat(result.stderr)
+
+
+def test_upload_and_images_on_the_local_catalog(tmp_path, monkeypatch):
+    monkeypatch.setenv("DARKROOM_DATA_DIR", str(tmp_path / "data"))
+    small = sorted((f for f in OK_FILES if f["bytes"] < 20000), key=lambda f: f["bytes"])[:3]
+    refused = pick(lambda f: "not-an-image" in f["traits"])
+    paths = [str(CORPUS / f["path"]) for f in [*small, refused]]
+    result = runner.invoke(app, ["upload", *paths, "--prefix", "cli/", "--tag", "batch"])
+    assert result.exit_code == 1, result.output
+    assert "3 uploaded, 1 failed" in flat(result.stderr)
+    assert "unsupported_format" in flat(result.stderr)
+    listed = runner.invoke(app, ["images", "--prefix", "cli/", "--json"])
+    assert listed.exit_code == 0, listed.output
+    items = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert sorted(i["key"] for i in items) == sorted(f"cli/{Path(f['path']).name}" for f in small)
+    assert all(i["tags"] == ["batch"] for i in items)
+    for item in items:
+        assert (tmp_path / "data" / "storage" / item["key"]).is_file()
+    one_page = runner.invoke(app, ["images", "--limit", "1"])
+    assert one_page.exit_code == 0 and len(one_page.stdout.splitlines()) == 1
+    assert "more: --cursor" in flat(one_page.stderr)
+
+
+def test_upload_and_images_through_a_server(tmp_path, monkeypatch):
+    from starlette.testclient import TestClient
+
+    from darkroom import cli_catalog
+    from darkroom.config import Settings
+    from darkroom.server.app import create_app
+
+    entry = min(OK_FILES, key=lambda f: f["bytes"])
+    settings = Settings(data_dir=tmp_path / "srv", access_log=False)
+    with TestClient(create_app(settings)) as client:
+        # The command's HTTP client is the in-process test client (same httpx API).
+        monkeypatch.setattr(cli_catalog.httpx, "Client", lambda **kwargs: client)
+        monkeypatch.setattr(client, "close", lambda: None)  # the test closes it
+        monkeypatch.setattr(cli_catalog.httpx, "get", lambda url, params, headers, timeout:
+                            client.get(url.removeprefix("http://testserver"), params=params,
+                                       headers=headers))
+        path = str(CORPUS / entry["path"])
+        result = runner.invoke(app, ["upload", path, "--server", "http://testserver",
+                                     "--prefix", "remote/", "--tag", "t1"])
+        assert result.exit_code == 0, result.output
+        again = runner.invoke(app, ["upload", path, "--server", "http://testserver",
+                                    "--prefix", "remote/"])
+        assert again.exit_code == 1 and "409 image_exists" in flat(again.stderr)
+        listed = runner.invoke(app, ["images", "--server", "http://testserver", "--json"])
+        items = [json.loads(line) for line in listed.stdout.splitlines()]
+        name = Path(entry["path"]).name
+        assert [(i["key"], i["tags"]) for i in items] == [(f"remote/{name}", ["t1"])]

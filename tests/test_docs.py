@@ -7,6 +7,7 @@ from pathlib import Path
 
 from darkroom import errors
 from darkroom.config import Settings
+from darkroom.events.settings import SINK_MODELS, RetryPolicy
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -33,12 +34,20 @@ def test_every_error_code_is_in_the_readme():
 
 
 def test_every_setting_is_in_the_readme():
-    groups = {"limits", "s3", "thumbor", "sih"}
+    groups = {"limits", "s3", "thumbor", "sih", "events"}
     names = [*(Settings.model_fields.keys() - groups),
              *(f"{group}.{n}" for group in groups
-               for n in type(getattr(Settings(), group)).model_fields)]
+               for n in type(getattr(Settings(), group)).model_fields),
+             *(f"events.retry.{n}" for n in RetryPolicy.model_fields)]
     missing = [n for n in names if f"`{n}`" not in README]
     assert not missing, f"document these settings in README.md: {missing}"
+
+
+def test_every_sink_option_is_in_the_readme():
+    section = README.split("## Events and notifications")[1].split("\n## ")[0]
+    names = {n for model in SINK_MODELS for n in model.model_fields}
+    missing = sorted(n for n in names if f"`{n}`" not in section)
+    assert not missing, f"document these sink options in README.md: {missing}"
 
 
 def test_the_readme_quick_start_is_the_ci_command():

@@ -1,4 +1,5 @@
-"""The `darkroom` command: serve, transform, sign, info, config show."""
+"""The `darkroom` command: serve, transform, sign, info, config show, migrate, upload,
+images."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from darkroom.cli_catalog import images_command, migrate_command, upload_command
 from darkroom.config import Settings
 from darkroom.errors import DarkroomError
 
@@ -159,3 +161,8 @@ def info(files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False
 def config_show() -> None:
     """Print the effective configuration (secrets masked)."""
     typer.echo(json.dumps(_settings().public_dict(), indent=2, default=str))
+
+
+app.command("migrate")(migrate_command)
+app.command("upload")(upload_command)
+app.command("images")(images_command)

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -20,6 +20,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 from typing_extensions import Annotated
+
+from darkroom.events.settings import Events
 
 
 class Limits(BaseModel):
@@ -123,6 +125,9 @@ class Settings(BaseSettings):
 
     storage: Literal["local", "s3"] = "local"
     s3: S3 = S3()
+    database_url: str = Field("", max_length=4096, description="catalog database: "
+                              "sqlite:///path or postgresql://user:pass@host/db; empty "
+                              "means sqlite:///{data_dir}/catalog.sqlite")
     result_cache: bool = Field(True, description="keep rendered derivatives on disk")
     cache_max_bytes: int = Field(1024**3, ge=0, description="result cache bound, local disk")
     cache_memory_bytes: int = Field(64 * 1024**2, ge=0, description="hot results kept in "
@@ -134,6 +139,7 @@ class Settings(BaseSettings):
     limits: Limits = Limits()
     thumbor: Thumbor = Thumbor()
     sih: Sih = Sih()
+    events: Events = Events()
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = True
@@ -144,6 +150,19 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _default_database(self) -> Settings:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'catalog.sqlite'}"
+        try:
+            make_url(self.database_url)
+        except ArgumentError:
+            raise ValueError("database_url is not a database URL") from None
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -182,7 +201,11 @@ class Settings(BaseSettings):
 
     def public_dict(self) -> dict:
         """The configuration with secrets masked, for `darkroom config show`."""
-        return self.model_dump(mode="json")
+        from sqlalchemy.engine import make_url
+
+        shown = self.model_dump(mode="json")
+        shown["database_url"] = make_url(self.database_url).render_as_string(hide_password=True)
+        return shown
 
 
 def _is_loopback(host: str) -> bool:

@@ -9,13 +9,16 @@ each raise names a stable machine code for the precise cause::
     ├── Forbidden (403)         bad_signature, expired_signature
     ├── NotFound (404)          not_found, source_not_found, watermark_not_found
     ├── MethodNotAllowed (405)  method_not_allowed
+    ├── Conflict (409)          image_exists, idempotency_conflict
     ├── TooLarge (413)          source_too_large, too_many_pixels, too_many_frames,
     │                           output_too_large, body_too_large
     ├── Unsupported (415)       unsupported_format, unsafe_svg
     ├── Unprocessable (422)     corrupt_image, time_budget_exceeded
     ├── NotImplementedYet (501) not_implemented, unsupported_edit
     ├── Overloaded (503)        overloaded (with Retry-After)
-    └── StorageError (502)      storage_unavailable
+    ├── CatalogError (503)      catalog_unavailable
+    ├── StorageError (502)      storage_unavailable
+    └── DeliveryError (502)     delivery_failed (events.base: a sink refused an event)
 
 `server.errors` alone turns these into `{"error": {"code", "message", "request_id"}}`.
 Foreign errors (pyvips, obstore, Pillow) are translated where they are called.
@@ -71,6 +74,13 @@ class MethodNotAllowed(DarkroomError):
     default_code = "method_not_allowed"
 
 
+class Conflict(DarkroomError):
+    """The request clashes with what exists: a taken key, a reused idempotency key."""
+
+    status = 409
+    default_code = "conflict"
+
+
 class TooLarge(DarkroomError):
     """A limit on bytes, pixels, frames or output size was exceeded."""
 
@@ -115,3 +125,10 @@ class StorageError(DarkroomError):
 
     status = 502
     default_code = "storage_unavailable"
+
+
+class CatalogError(DarkroomError):
+    """The catalog database failed or could not be reached."""
+
+    status = 503
+    default_code = "catalog_unavailable"

@@ -107,3 +107,30 @@ def verify_sih(secrets: list[str], path: str, params: dict[str, str]) -> None:
                                    given.encode("utf-8", "replace")) for s in secrets]
     if not any(matches):
         raise Forbidden("signature does not match", "bad_signature")
+
+
+def sign_webhook(keys: Sequence[str], body: bytes, timestamp: int) -> str:
+    """The `Darkroom-Signature` value for `body` sent at `timestamp`, one `v1` per key."""
+    return ",".join([f"t={timestamp}", *(f"v1={_digest(k, timestamp, body)}" for k in keys)])
+
+
+def verify_webhook(keys: Sequence[str], header: str, body: bytes, tolerance_s: float = 300,
+                   now: float | None = None) -> int:
+    """Raise `Forbidden` unless `header` signs `body` under one of `keys`, with a timestamp
+    within `tolerance_s` of `now`; return the timestamp."""
+    fields = [part.strip().partition("=") for part in header.split(",")]
+    stamps = [value for name, _, value in fields if name == "t"]
+    given = [value for name, _, value in fields if name == "v1"]
+    if len(stamps) != 1 or not (stamps[0].isascii() and stamps[0].isdigit()) or not given:
+        raise Forbidden("malformed Darkroom-Signature header", "bad_signature")
+    timestamp = int(stamps[0])
+    expected = [_digest(k, timestamp, body) for k in keys]
+    if not any(hmac.compare_digest(e, g) for e in expected for g in given):
+        raise Forbidden("no webhook signature matches", "bad_signature")
+    if abs((time.time() if now is None else now) - timestamp) > tolerance_s:
+        raise Forbidden("webhook timestamp is outside the tolerance", "expired_signature")
+    return timestamp
+
+
+def _digest(key: str, timestamp: int, body: bytes) -> str:
+    return hmac.new(key.encode(), b"%d." % timestamp + body, hashlib.sha256).hexdigest()

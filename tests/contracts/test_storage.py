@@ -104,11 +104,8 @@ async def test_bad_list_prefix(storage: Storage, prefix: str) -> None:
     assert err.value.code == "bad_key"
 
 
-async def test_failed_write_keeps_old_object(
-    storage: Storage, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    await storage.put("k", b"old")
-
+def _break_writes(storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the backend's final write step fail (the rename, or the S3 PUT)."""
     def fail(*args: object, **kwargs: object) -> None:
         raise OSError(5, "Input/output error")
 
@@ -119,6 +116,14 @@ async def test_failed_write_keeps_old_object(
         monkeypatch.setattr(os, "replace", fail)
     else:
         monkeypatch.setattr(object_module.obstore, "put_async", fail_async)
+
+
+async def test_failed_write_keeps_old_object(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await storage.put("k", b"old")
+
+    _break_writes(storage, monkeypatch)
     with pytest.raises(StorageError):
         await storage.put("k", b"new content")
     monkeypatch.undo()
@@ -138,6 +143,36 @@ async def test_large_object(storage: Storage) -> None:
 
 async def test_ping(storage: Storage) -> None:
     await storage.ping()
+
+
+@pytest.mark.parametrize("size", [0, 5, 12 * 1024 * 1024])  # the largest goes in parts
+async def test_put_file_streams_a_local_file(storage: Storage, tmp_path: Path, size: int) -> None:
+    source = tmp_path / "source.bin"
+    data = os.urandom(size)
+    source.write_bytes(data)
+    info = await storage.put_file("files/a.bin", source, "application/octet-stream")
+    assert (info.key, info.size) == ("files/a.bin", size)
+    assert await storage.get("files/a.bin") == data
+    assert (await storage.head("files/a.bin")).etag == info.etag
+    assert source.read_bytes() == data  # the source file is left in place
+
+
+async def test_put_file_errors(storage: Storage, tmp_path: Path,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(BadRequest):
+        await storage.put_file("../x", tmp_path / "missing")
+    with pytest.raises(StorageError):
+        await storage.put_file("k", tmp_path / "missing")
+    await storage.put("k", b"old")
+    source = tmp_path / "new.bin"
+    source.write_bytes(b"new content")
+
+    _break_writes(storage, monkeypatch)
+    with pytest.raises(StorageError):
+        await storage.put_file("k", source)
+    monkeypatch.undo()
+    assert await storage.get("k") == b"old"
+    assert await keys(storage) == {"k"}
 
 
 # Backend-specific extras.

@@ -6,6 +6,7 @@ import hmac
 import os
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client import multiprocess
@@ -13,6 +14,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from darkroom import __version__
+from darkroom.catalog.service import Catalog
 from darkroom.config import Settings
 from darkroom.engine import probe
 from darkroom.engine.formats import MIME
@@ -22,6 +24,7 @@ from darkroom.errors import (
 from darkroom.plan import EditPlan
 from darkroom.server.errors import error_response, internal_error
 from darkroom.server.images import accepted_formats
+from darkroom.server.images_api import images_router
 from darkroom.server.renderer import Renderer
 from darkroom.storage import check_key
 
@@ -31,7 +34,7 @@ file. Answers the image bytes. When signing keys are configured, send one of the
 `Authorization: Bearer <key>`."""
 
 
-def build_api(settings: Settings, renderer: Renderer) -> FastAPI:
+def build_api(settings: Settings, renderer: Renderer, catalog: Catalog | None = None) -> FastAPI:
     """The FastAPI app for everything but `/img/` (which the dispatcher serves directly)."""
     api = FastAPI(title="darkroom", version=__version__, docs_url="/docs",
                   description="Image processing service: one EditPlan, one libvips engine.")
@@ -50,6 +53,12 @@ def build_api(settings: Settings, renderer: Renderer) -> FastAPI:
             return error_response(BadRequest(str(error.detail), "bad_request"))
         return error_response(NotFound(f"no route for {request.url.path}", "no_route"))
 
+    @api.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, error: RequestValidationError) -> Response:
+        first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid"}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return error_response(BadRequest(f"{where}: {first.get('msg')}", "bad_param"))
+
     @api.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> Response:
         return internal_error()  # the middleware logs the traceback with the request id
@@ -63,9 +72,11 @@ def build_api(settings: Settings, renderer: Renderer) -> FastAPI:
     @api.get("/readyz", tags=["operations"])
     @api.head("/readyz", include_in_schema=False)
     async def readyz() -> Response:
-        """Ready: storage and the cache directory answer."""
+        """Ready: storage, the cache directory and the catalog database answer."""
         try:
             await renderer.storage.ping()
+            if catalog is not None:
+                await catalog.ping()
             if renderer.cache is not None:
                 await renderer.cache.storage.ping()
         except DarkroomError as error:
@@ -108,6 +119,10 @@ def build_api(settings: Settings, renderer: Renderer) -> FastAPI:
                    "X-Image-Height": str(rendered.height)}
         return Response(rendered.data, media_type=MIME[rendered.format], headers=headers)
 
+    if catalog is not None:
+        api.include_router(images_router(
+            catalog, settings.data_dir / "tmp", limits.max_source_bytes,
+            lambda request: _authorize(request, keys, settings.allow_unsigned)))
     return api
 
 

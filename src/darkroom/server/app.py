@@ -7,12 +7,14 @@ from contextlib import asynccontextmanager
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from darkroom.cache import ResultCache
+from darkroom.catalog.db import make_engine, migrate
+from darkroom.catalog.service import Catalog
 from darkroom.config import Settings
 from darkroom.server.api import build_api
 from darkroom.server.images import ImageEndpoint
 from darkroom.server.observability import ObservabilityMiddleware
 from darkroom.server.pool import RenderPool
-from darkroom.server.renderer import Renderer
+from darkroom.server.renderer import Renderer, cache_folder
 from darkroom.server.sih import SihEndpoint
 from darkroom.server.thumbor import ThumborEndpoint
 from darkroom.storage import LocalStorage, open_storage
@@ -67,12 +69,21 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
                             settings.cache_memory_bytes)
     pool = RenderPool(settings.threads, settings.queue_size)
     renderer = Renderer(storage, cache, pool, settings.limits)
-    api = build_api(settings, renderer)
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+
+    async def invalidate(key: str) -> None:
+        if cache is not None:
+            await cache.delete_prefix(cache_folder(key) + "/")
+
+    catalog = Catalog(engine, storage, pool, settings.limits, invalidate)
+    api = build_api(settings, renderer, catalog)
 
     @asynccontextmanager
     async def lifespan(_app):
         yield
         pool.close()
+        catalog.close()
 
     api.router.lifespan_context = lifespan
     _document_images(api)

@@ -56,8 +56,7 @@ class Renderer:
         negotiated = ",".join(sorted(accept)) if plan.output.format == "auto" else ""
         digest = hashlib.sha256(
             f"{'/'.join(versions)}\0{plan.recipe_hash}\0{negotiated}".encode()).hexdigest()[:32]
-        folder = hashlib.sha256(key.encode()).hexdigest()[:16]
-        return f"{folder}/{digest}", f'"{digest}"'
+        return f"{cache_folder(key)}/{digest}", f'"{digest}"'
 
     async def stored(self, plan: EditPlan, accept: frozenset[str],
                      cache_key: str, etag: str) -> Result:
@@ -94,6 +93,11 @@ class Renderer:
             return await self.storage.get(key)
         except NotFound:
             raise NotFound(f"{key!r} not found", missing_code) from None
+
+
+def cache_folder(key: str) -> str:
+    """The result cache's folder for every derivative of the source `key`."""
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def _timed_render(plan: EditPlan, data: bytes, limits: Limits, accept: frozenset[str],

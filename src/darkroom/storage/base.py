@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from darkroom.errors import BadRequest
@@ -34,6 +35,11 @@ class Storage(Protocol):
 
     async def put(self, key: str, data: bytes, content_type: str | None = None) -> ObjectInfo:
         """Write atomically: readers see the old object or the new one, never a part."""
+
+    async def put_file(self, key: str, source: Path, content_type: str | None = None
+                       ) -> ObjectInfo:
+        """Write the local file `source` under `key` as atomically as `put`, streaming it
+        (never the whole file in memory); the file itself is left in place."""
 
     async def delete(self, key: str) -> None:
         """Remove the object; a missing key is not an error."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import stat
 import time
 import uuid
@@ -16,6 +17,7 @@ from darkroom.storage.base import ObjectInfo, check_key
 
 _TEMP = re.compile(r"^\..*\.[0-9a-f]{32}\.tmp$")
 _THREAD_READ_BYTES = 1024 * 1024  # bigger files are read off the event loop
+_COPY_CHUNK = 1024 * 1024
 
 
 def check_prefix(prefix: str) -> str:
@@ -92,6 +94,15 @@ class LocalStorage:
             raise StorageError(f"cannot write {key!r}: {e.strerror or e}") from e
         return _info(key, st)
 
+    async def put_file(self, key: str, source: Path, content_type: str | None = None
+                       ) -> ObjectInfo:
+        path = self.path_for(key)
+        try:
+            st = await asyncio.to_thread(_write_atomic, path, Path(source))
+        except OSError as e:
+            raise StorageError(f"cannot write {key!r}: {e.strerror or e}") from e
+        return _info(key, st)
+
     async def delete(self, key: str) -> None:
         path = self.path_for(key)
         try:
@@ -137,14 +148,19 @@ class LocalStorage:
         return found
 
 
-def _write_atomic(path: Path, data: bytes) -> os.stat_result:
-    """Write a unique temp file beside `path`, fsync it, rename it over `path`."""
+def _write_atomic(path: Path, data: bytes | Path) -> os.stat_result:
+    """Write `data` (bytes, or a file's content) to a unique temp file beside `path`,
+    fsync it, rename it over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            if isinstance(data, Path):
+                with open(data, "rb") as source:
+                    shutil.copyfileobj(source, f, _COPY_CHUNK)
+            else:
+                f.write(data)
             f.flush()
             # A fine-grained mtime keeps the etag changing even for same-size rewrites.
             now = time.time_ns()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import obstore
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 # obstore raises the builtin FileNotFoundError for a missing object (NotFoundError is
 # deprecated), its own BaseError subclasses for the rest, and some builtin OSErrors.
 _FOREIGN = (BaseError, OSError, ValueError)
+PART_BYTES = 8 * 1024 * 1024  # put_file sends bigger files as a multipart upload
 
 
 class ObjectStorage:
@@ -78,6 +81,20 @@ class ObjectStorage:
             raise StorageError(f"cannot write {key!r}: {_first_line(e)}") from e
         etag = (result["e_tag"] or "").strip('"')
         return ObjectInfo(key=key, size=len(data), etag=etag, modified=time.time())
+
+    async def put_file(self, key: str, source: Path, content_type: str | None = None
+                       ) -> ObjectInfo:
+        check_key(key)
+        attributes = {"Content-Type": content_type} if content_type else None
+        try:
+            size = os.path.getsize(source)
+            result = await obstore.put_async(self._store, key, Path(source),
+                                             attributes=attributes, chunk_size=PART_BYTES,
+                                             max_concurrency=4)
+        except _FOREIGN as e:
+            raise StorageError(f"cannot write {key!r}: {_first_line(e)}") from e
+        etag = (result["e_tag"] or "").strip('"')
+        return ObjectInfo(key=key, size=size, etag=etag, modified=time.time())
 
     async def delete(self, key: str) -> None:
         check_key(key)

@@ -1,0 +1,91 @@
+"""The catalog database: an engine from `database_url`, and migrations run in code.
+
+SQLite (the default) runs in WAL mode with a busy timeout and foreign keys on; PostgreSQL
+goes through psycopg 3 (`postgresql://` URLs are read as `postgresql+psycopg://`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+from contextlib import contextmanager
+from collections.abc import Iterator
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from darkroom.errors import CatalogError, DarkroomError
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+BUSY_TIMEOUT_MS = 30_000
+_PG_MIGRATION_LOCK = 0x6461726B  # "dark": one migrating process at a time
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `url`; raises DarkroomError(bad_config) for an unusable URL."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as error:
+        raise DarkroomError(f"bad database_url: {error}", "bad_config") from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if parsed.get_backend_name() != "postgresql":
+        raise DarkroomError(f"database_url must be sqlite or postgresql, not "
+                            f"{parsed.get_backend_name()}", "bad_config")
+    return create_engine(parsed, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA case_sensitive_like=ON")  # prefixes match as on PostgreSQL
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest revision; safe to run from many processes at once."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    try:
+        with _migration_lock(engine), engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+    except SQLAlchemyError as error:
+        raise CatalogError(f"cannot migrate the catalog: {_first_line(error)}") from error
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """A file lock beside a SQLite database, an advisory lock on PostgreSQL."""
+    if engine.dialect.name == "sqlite":
+        database = engine.url.database
+        if not database or database == ":memory:":
+            yield
+            return
+        with open(f"{database}.migrate-lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+        return
+    with engine.connect() as connection:
+        connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _PG_MIGRATION_LOCK})
+        try:
+            yield
+        finally:
+            connection.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": _PG_MIGRATION_LOCK})
+            connection.commit()
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).split("\n", 1)[0]

@@ -1,0 +1,138 @@
+"""What the catalog keeps about an image, read with as little decoding as possible.
+
+The header (format, size, pages) comes from `engine.probe` and passes the limits before
+any pixel is decoded; then one small thumbnail, shrunk on load, gives the dominant colours,
+the BlurHash and a 64-bit perceptual hash. EXIF is read by Pillow from the header alone,
+and a broken EXIF block only leaves the subset empty.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyvips
+from PIL import Image as PILImage
+
+from darkroom.catalog import blurhash
+from darkroom.config import Limits
+from darkroom.engine import probe
+from darkroom.engine.formats import ANIMATABLE
+from darkroom.engine.limits import check_header, check_source_bytes
+from darkroom.engine.load import Header, load
+from darkroom.engine.prepare import to_srgb, upright
+from darkroom.errors import Unprocessable
+
+THUMB = 64  # colours and BlurHash
+HASH_SIDE = 32  # perceptual hash (DCT)
+WORKING = 256  # the decoded image, at most this side, that both are drawn from
+_EXIF_TEXT = {"make": 0x010F, "model": 0x0110, "datetime": 0x0132}
+_EXIF_IFD, _GPS_IFD, _DATETIME_ORIGINAL = 0x8769, 0x8825, 0x9003
+_EXIF_NUMBERS = {"exposure_time": 0x829A, "f_number": 0x829D, "iso": 0x8827,
+                 "focal_length": 0x920A}
+
+
+@dataclass(frozen=True)
+class Facts:
+    """The header and the derived descriptors of one image."""
+
+    header: Header
+    exif: dict = field(default_factory=dict)
+    colours: list = field(default_factory=list)
+    blurhash: str = ""
+    phash: str = ""
+
+
+def describe(path: Path, limits: Limits) -> Facts:
+    """Probe, check limits, then derive descriptors from one thumbnail of `path`.
+
+    The decoders read from memory, so the file is read once, after its size passed the
+    limit; the upload that wrote it never held it whole."""
+    check_source_bytes(path.stat().st_size, limits)
+    return _describe(path.read_bytes(), limits)
+
+
+def _describe(data: bytes, limits: Limits) -> Facts:
+    header = probe(data)
+    frames = header.pages if header.format in ANIMATABLE else 1
+    check_header(header.width, header.height, frames, limits)
+    scale = min(1.0, THUMB / max(header.width, header.height, 1))
+    try:
+        image = upright(to_srgb(load(data, header, 0, False, scale, False)), header.orientation)
+        if image.hasalpha():
+            image = image.flatten(background=[255, 255, 255])
+        if image.bands > 3:
+            image = image.extract_band(0, n=3)
+        # Decoded once, into a small image both descriptors are drawn from.
+        image = image.thumbnail_image(WORKING, height=WORKING, size="down").copy_memory()
+        pixels = _array(image.thumbnail_image(THUMB, height=THUMB, size="force"))
+        grey = _array(image.colourspace("b-w").thumbnail_image(HASH_SIDE, height=HASH_SIDE,
+                                                               size="force"))
+    except pyvips.Error as error:
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else "decode failed"
+        raise Unprocessable(f"cannot decode image: {reason}", "corrupt_image") from None
+    return Facts(header, _exif(data), dominant_colours(pixels), blurhash.encode(pixels),
+                 perceptual_hash(grey[..., 0]))
+
+
+def _array(image) -> np.ndarray:
+    return np.ndarray(buffer=image.write_to_memory(), dtype=np.uint8,
+                      shape=(image.height, image.width, image.bands))
+
+
+def dominant_colours(pixels: np.ndarray, count: int = 5) -> list[dict]:
+    """The most common colours, as 3-bit-per-channel buckets averaged: hex and share."""
+    flat = pixels.reshape(-1, 3).astype(np.int64)
+    buckets = (flat[:, 0] >> 5) << 6 | (flat[:, 1] >> 5) << 3 | flat[:, 2] >> 5
+    counts = np.bincount(buckets, minlength=512)
+    found = []
+    for bucket in np.argsort(-counts, kind="stable")[:count]:
+        if counts[bucket] == 0:
+            break
+        mean = flat[buckets == bucket].mean(axis=0).round().astype(int)
+        found.append({"hex": "#{:02x}{:02x}{:02x}".format(*mean),
+                      "share": round(float(counts[bucket]) / len(flat), 4)})
+    return found
+
+
+def perceptual_hash(grey: np.ndarray) -> str:
+    """pHash: the 8x8 lowest DCT frequencies of a 32x32 grey image against their median."""
+    n = grey.shape[0]
+    basis = np.cos(np.pi * np.outer(np.arange(n), 2 * np.arange(n) + 1) / (2 * n))
+    low = (basis @ grey.astype(np.float64) @ basis.T)[:8, :8]
+    bits = (low > np.median(low)).flatten()
+    return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
+
+
+def _exif(data: bytes) -> dict:
+    """make, model, datetime, orientation, exposure, f-number, ISO, focal length, GPS flag."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Corrupt EXIF data" and the like
+            with PILImage.open(io.BytesIO(data)) as image:
+                return _subset(image.getexif())
+    except Exception:  # noqa: BLE001  (a bad EXIF block never fails an upload)
+        return {}
+
+
+def _subset(exif: PILImage.Exif) -> dict:
+    if not exif:
+        return {}
+    details = exif.get_ifd(_EXIF_IFD)
+    found: dict = {}
+    for name, tag in _EXIF_TEXT.items():
+        value = details.get(_DATETIME_ORIGINAL) if name == "datetime" else None
+        value = value if isinstance(value, str) else exif.get(tag)
+        if isinstance(value, str) and value.strip("\x00 "):
+            found[name] = value.strip("\x00 ")[:64]
+    if isinstance(exif.get(0x0112), int):
+        found["orientation"] = exif[0x0112]
+    for name, tag in _EXIF_NUMBERS.items():
+        value = details.get(tag)
+        if isinstance(value, (int, float)) or hasattr(value, "numerator"):
+            found[name] = round(float(value), 6)
+    found["gps"] = bool(exif.get_ifd(_GPS_IFD))
+    return found

@@ -1,0 +1,196 @@
+"""Catalog reads and writes as plain functions over a SQLAlchemy `Session`.
+
+The caller owns the transaction: a change and its outbox event are added to one session
+and committed together. Writers first touch the image's row (insert or update), so two
+requests on one image serialise on the database's row or write lock.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from darkroom.catalog.metadata import Facts
+from darkroom.catalog.models import (
+    Image, ImageTag, ImageVersion, Job, OutboxEvent, Rendition, utcnow,
+)
+from darkroom.engine.formats import MIME
+from darkroom.errors import BadRequest, Conflict, NotFound
+
+MAX_LIMIT = 100
+MAX_TAGS = 32
+_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class ImageQuery:
+    """Filters of `GET /v1/images`; results come in key order, `cursor` after the last."""
+
+    prefix: str = ""
+    format: str | None = None
+    status: str | None = None
+    tag: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    limit: int = 50
+    cursor: str | None = None
+
+
+def parse_tags(values: list[str]) -> list[str]:
+    """Comma-separated tags, each 1-64 of letters, digits and `._:/-`; at most 32."""
+    tags = sorted({t.strip() for v in values for t in v.split(",") if t.strip()})
+    if len(tags) > MAX_TAGS:
+        raise BadRequest(f"at most {MAX_TAGS} tags", "bad_tag")
+    for tag in tags:
+        if not _TAG.match(tag):
+            raise BadRequest(f"bad tag {tag[:70]!r}: 1-64 letters, digits and ._:/-", "bad_tag")
+    return tags
+
+
+def claim_new(session: Session, key: str, tags: list[str]) -> Image:
+    """Insert the image row for `key`; Conflict(image_exists) if the key is catalogued.
+
+    The insert is the transaction's first statement, so a concurrent upload of the same
+    key waits for this one to end and then fails on the unique key (no stale read)."""
+    image = Image(key=key, version=0, tags=[ImageTag(tag=t) for t in tags])
+    session.add(image)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict(f"an image with key {key!r} exists: PUT /v1/images/{{id}} replaces it",
+                       "image_exists") from None
+    return image
+
+
+def claim_existing(session: Session, image_id: str) -> Image:
+    """Lock the image's row by updating it first; NotFound(image_not_found) if absent."""
+    touched = session.execute(update(Image).where(Image.id == image_id)
+                              .values(updated_at=utcnow()))
+    if touched.rowcount == 0:
+        raise NotFound(f"no image {image_id!r}", "image_not_found")
+    return session.get_one(Image, image_id, populate_existing=True)
+
+
+def add_version(session: Session, image: Image, facts: Facts, sha256: str, size: int,
+                etag: str) -> ImageVersion:
+    """Record new bytes of `image` as its next, current version."""
+    header = facts.header
+    version = ImageVersion(
+        image_id=image.id, number=image.version + 1, sha256=sha256, bytes=size,
+        format=header.format, width=header.width, height=header.height, pages=header.pages,
+        exif=facts.exif, colours=facts.colours, blurhash=facts.blurhash, phash=facts.phash,
+        storage_key=image.key, etag=etag)
+    session.add(version)
+    image.version = version.number
+    image.status = "ready"
+    image.updated_at = utcnow()
+    session.flush()
+    return version
+
+
+def add_event(session: Session, kind: str, subject: str, payload: dict) -> OutboxEvent:
+    """Queue an event in the outbox, inside the caller's transaction."""
+    event = OutboxEvent(type=kind, subject=subject, payload=payload)
+    session.add(event)
+    session.flush()
+    return event
+
+
+def get_image(session: Session, image_id: str) -> tuple[Image, ImageVersion]:
+    """The image and its current version; NotFound(image_not_found)."""
+    row = session.execute(_with_current().where(Image.id == image_id)).first()
+    if row is None:
+        raise NotFound(f"no image {image_id!r}", "image_not_found")
+    return row[0], row[1]
+
+
+def list_images(session: Session, query: ImageQuery) -> tuple[list[tuple[Image, ImageVersion]],
+                                                             str | None]:
+    """One page of images matching `query`, and the cursor of the next page (or None)."""
+    statement = _with_current()
+    if query.prefix:
+        statement = statement.where(Image.key.startswith(query.prefix, autoescape=True))
+    if query.format:
+        statement = statement.where(ImageVersion.format == query.format)
+    if query.status:
+        statement = statement.where(Image.status == query.status)
+    if query.tag:
+        statement = statement.where(Image.tags.any(ImageTag.tag == query.tag))
+    if query.created_after:
+        statement = statement.where(Image.created_at >= query.created_after)
+    if query.created_before:
+        statement = statement.where(Image.created_at < query.created_before)
+    if query.cursor:
+        statement = statement.where(Image.key > decode_cursor(query.cursor))
+    limit = max(1, min(query.limit, MAX_LIMIT))
+    rows = [(r[0], r[1]) for r in session.execute(statement.order_by(Image.key)
+                                                   .limit(limit + 1))]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, encode_cursor(rows[-1][0].key) if more else None
+
+
+def delete_image(session: Session, image: Image) -> None:
+    """Remove the image with its tags, versions, renditions and jobs (cascading)."""
+    session.delete(image)
+    session.flush()
+
+
+def _with_current():
+    return select(Image, ImageVersion).join(ImageVersion, and_(
+        ImageVersion.image_id == Image.id, ImageVersion.number == Image.version))
+
+
+def encode_cursor(key: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"after": key}).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    """The key a cursor points after; BadRequest(bad_cursor) for anything else."""
+    try:
+        if len(cursor) > 2048:
+            raise ValueError
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        key = data["after"]
+        if not isinstance(key, str):
+            raise ValueError
+        return key
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise BadRequest("cursor is not one this server gave", "bad_cursor") from None
+
+
+def summary(image: Image, version: ImageVersion) -> dict:
+    """What `GET /v1/images` lists for one image."""
+    return {
+        "id": image.id, "key": image.key, "status": image.status, "version": image.version,
+        "format": version.format, "mime": MIME.get(version.format, "application/octet-stream"),
+        "width": version.width, "height": version.height, "pages": version.pages,
+        "bytes": version.bytes, "sha256": version.sha256,
+        "tags": sorted(t.tag for t in image.tags),
+        "created_at": image.created_at.isoformat(), "updated_at": image.updated_at.isoformat(),
+    }
+
+
+def detail(session: Session, image: Image, version: ImageVersion) -> dict:
+    """What `GET /v1/images/{id}` answers: the summary, descriptors, renditions and jobs."""
+    renditions = session.scalars(select(Rendition).where(Rendition.version_id == version.id)
+                                 .order_by(Rendition.id)).all()
+    jobs = session.scalars(select(Job).where(Job.image_id == image.id)
+                           .order_by(Job.created_at.desc()).limit(MAX_LIMIT)).all()
+    return {
+        **summary(image, version),
+        "exif": version.exif, "colours": version.colours, "blurhash": version.blurhash,
+        "phash": version.phash,
+        "renditions": [{"plan_hash": r.plan_hash, "key": r.storage_key, "format": r.format,
+                        "bytes": r.bytes} for r in renditions],
+        "jobs": [{"id": j.id, "pipeline": j.pipeline, "version": j.version, "status": j.status,
+                  "error": j.error} for j in jobs],
+    }

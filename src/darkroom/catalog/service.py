@@ -1,0 +1,217 @@
+"""Uploads, replacements and deletions: bytes in storage and rows in the catalog together.
+
+Each write runs in one database transaction that first claims the image's row, then
+writes the object, then adds the version and its outbox event. If anything fails after
+the object was written, the object is deleted again, so a failed upload leaves nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import structlog
+from sqlalchemy import Engine, select, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from darkroom.catalog import idempotency, repository
+from darkroom.catalog.metadata import Facts, describe
+from darkroom.catalog.models import Image, ImageVersion, Rendition
+from darkroom.config import Limits
+from darkroom.engine.formats import EXTENSION, MIME
+from darkroom.errors import CatalogError, Conflict, DarkroomError
+from darkroom.storage import Storage
+
+if TYPE_CHECKING:
+    from darkroom.server.pool import RenderPool
+
+log = structlog.get_logger("darkroom.catalog")
+T = TypeVar("T")
+DB_THREADS = 8
+Undo = list[Callable[[], None]]
+
+
+@dataclass(frozen=True)
+class Staged:
+    """An upload received into a local temporary file, with its checksum and size."""
+
+    path: Path
+    sha256: str
+    size: int
+
+
+class Catalog:
+    """The catalog's writes and reads, over one engine, one storage and the engine pool.
+
+    `invalidate(key)` is awaited after a source changes or goes (the result cache).
+    """
+
+    def __init__(self, engine: Engine, storage: Storage, pool: RenderPool, limits: Limits,
+                 invalidate: Callable[[str], Awaitable[None]] | None = None) -> None:
+        self.engine = engine
+        self.storage = storage
+        self.pool = pool
+        self.limits = limits
+        self.invalidate = invalidate
+        # Database work has its own threads: a transaction waits on storage writes that
+        # use the loop's default executor, which must never be filled by transactions.
+        self._threads = ThreadPoolExecutor(DB_THREADS, thread_name_prefix="catalog")
+
+    def close(self) -> None:
+        """Stop the database threads and close the engine's connections."""
+        self._threads.shutdown(wait=True)
+        self.engine.dispose()
+
+    async def upload(self, staged: Staged, key: str | None, tags: list[str],
+                     idempotency_key: str | None = None) -> tuple[dict, bool]:
+        """Catalog a new image; returns its detail and whether it is a replayed answer."""
+        request = hashlib.sha256(json.dumps([key, sorted(tags), staged.sha256]).encode()
+                                 ).hexdigest()
+        if idempotency_key:
+            replay = await self._run(lambda s, _: idempotency.recall(s, idempotency_key, request))
+            if replay is not None:
+                return replay, True
+        facts = await self._describe(staged)
+        fmt = facts.header.format
+        key = key or f"{uuid.uuid4().hex[:16]}.{EXTENSION.get(fmt, fmt)}"
+        loop = asyncio.get_running_loop()
+
+        def write(session: Session, undo: Undo) -> dict:
+            image = repository.claim_new(session, key, tags)
+            body = self._record(session, loop, image, staged, facts, "image.uploaded", undo)
+            if idempotency_key:
+                idempotency.remember(session, idempotency_key, request, body)
+            return body
+
+        try:
+            return await self._run(write), False
+        except (Conflict, CatalogError):
+            if not idempotency_key:
+                raise
+            replay = await self._run(lambda s, _: idempotency.recall(s, idempotency_key, request))
+            if replay is None:  # not a race with the same request: the error stands
+                raise
+            return replay, True
+
+    async def replace(self, image_id: str, staged: Staged) -> dict:
+        """Store new bytes for an image as its next version; old derivatives are dropped."""
+        facts = await self._describe(staged)
+        loop = asyncio.get_running_loop()
+        stale: list[str] = []
+
+        def write(session: Session, _undo: Undo) -> dict:
+            image = repository.claim_existing(session, image_id)
+            stale.extend(_drop_renditions(session, image))
+            return self._record(session, loop, image, staged, facts, "image.replaced")
+
+        body = await self._run(write)
+        await self._forget(body["key"], stale)
+        return body
+
+    async def delete(self, image_id: str) -> None:
+        """Delete the image's object, rows and derivatives, with an `image.deleted` event."""
+        loop = asyncio.get_running_loop()
+        stale: list[str] = []
+
+        def write(session: Session, _undo: Undo) -> str:
+            image = repository.claim_existing(session, image_id)
+            stale.extend(_drop_renditions(session, image))
+            key, version = image.key, image.version
+            repository.delete_image(session, image)
+            repository.add_event(session, "image.deleted", image_id,
+                                 {"image_id": image_id, "key": key, "version": version})
+            self._call(loop, self.storage.delete(key))  # a storage failure rolls back
+            return key
+
+        await self._forget(await self._run(write), stale)
+
+    async def ping(self) -> None:
+        """Raise CatalogError when the database does not answer (for /readyz)."""
+        await self._run(lambda session, _: session.execute(text("SELECT 1")).scalar())
+
+    async def get(self, image_id: str) -> dict:
+        return await self._run(lambda s, _: repository.detail(
+            s, *repository.get_image(s, image_id)))
+
+    async def list(self, query: repository.ImageQuery) -> dict:
+        def read(session: Session, _undo: Undo) -> dict:
+            rows, cursor = repository.list_images(session, query)
+            return {"items": [repository.summary(*row) for row in rows], "next_cursor": cursor}
+
+        return await self._run(read)
+
+    def _record(self, session: Session, loop, image: Image, staged: Staged, facts: Facts,
+                kind: str, undo: Undo | None = None) -> dict:
+        """Write the object, then the version and its event; returns the image's detail.
+        With `undo`, a later failure deletes the object again."""
+        key = image.key
+        info = self._call(loop, self.storage.put_file(key, staged.path,
+                                                      MIME[facts.header.format]))
+        if undo is not None:
+            undo.append(lambda: self._call(loop, self.storage.delete(key)))
+        version = repository.add_version(session, image, facts, staged.sha256, staged.size,
+                                         info.etag)
+        repository.add_event(session, kind, image.id, _payload(image, version))
+        return repository.detail(session, image, version)
+
+    async def _describe(self, staged: Staged) -> Facts:
+        return await self.pool.run(describe, staged.path, self.limits,
+                                   timeout=self.limits.time_budget_s)
+
+    async def _forget(self, key: str, stale: list[str]) -> None:
+        """Best effort after the commit: old derivatives and cached results of `key`."""
+        try:
+            for rendition in stale:
+                await self.storage.delete(rendition)
+            if self.invalidate is not None:
+                await self.invalidate(key)
+        except DarkroomError as error:
+            log.warning("derivative_cleanup_failed", key=key, error=error.message)
+
+    async def _run(self, work: Callable[[Session, Undo], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, self._transaction, work)
+
+    def _transaction(self, work: Callable[[Session, Undo], T]) -> T:
+        undo: Undo = []
+        try:
+            with Session(self.engine, expire_on_commit=False) as session, session.begin():
+                return work(session, undo)
+        except BaseException as error:
+            for action in reversed(undo):
+                try:
+                    action()
+                except DarkroomError as failed:
+                    log.error("undo_failed", error=failed.message)
+            if isinstance(error, SQLAlchemyError):
+                raise CatalogError(f"catalog write failed: {str(error).splitlines()[0]}"
+                                   ) from error
+            raise
+
+    @staticmethod
+    def _call(loop: asyncio.AbstractEventLoop, coroutine: Awaitable[T]) -> T:
+        """Run a storage coroutine on the server's loop from a database thread."""
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+
+
+def _drop_renditions(session: Session, image: Image) -> list[str]:
+    """Delete the rendition rows of every version of `image`; their storage keys."""
+    renditions = session.scalars(select(Rendition).join(ImageVersion).where(
+        ImageVersion.image_id == image.id)).all()
+    for rendition in renditions:
+        session.delete(rendition)
+    return [r.storage_key for r in renditions]
+
+
+def _payload(image: Image, version: ImageVersion) -> dict:
+    return {"image_id": image.id, "key": image.key, "version": version.number,
+            "sha256": version.sha256, "format": version.format, "bytes": version.bytes,
+            "width": version.width, "height": version.height}

@@ -1,0 +1,94 @@
+"""`/v1/images`: upload, list, read, replace and delete catalogued images."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi import Path as PathParam
+from fastapi.responses import JSONResponse, Response
+
+from darkroom.catalog import idempotency
+from darkroom.catalog.repository import MAX_LIMIT, ImageQuery
+from darkroom.catalog.service import Catalog
+from darkroom.engine.formats import MIME
+from darkroom.errors import BadRequest
+from darkroom.server.uploads import receive_upload
+from darkroom.storage import check_key
+
+UPLOAD_DOC = """Upload an image. Send the bytes as the body (`Content-Type: image/*` or
+`application/octet-stream`, with `?key=` and `?tags=a,b`), or `multipart/form-data` with a
+`file` part and optional `key` and `tags` fields. The type is sniffed from the bytes. With
+`Idempotency-Key`, a retry of the same request answers the first result (200,
+`Idempotent-Replayed: true`); the same key with another body is 409."""
+_BODY = {"requestBody": {"required": True, "content": {
+    "image/*": {"schema": {"type": "string", "format": "binary"}},
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+        "file": {"type": "string", "format": "binary"}, "key": {"type": "string"},
+        "tags": {"type": "string"}}}}}}}
+_ID = PathParam(pattern=r"^[0-9a-f]{32}$", description="the image's id")
+
+
+def images_router(catalog: Catalog, tmp_dir: Path, max_bytes: int,
+                  authorize: Callable[[Request], None]) -> APIRouter:
+    """The catalog's routes; `authorize` is the same check as every other `/v1/` route."""
+    router = APIRouter(prefix="/v1/images", tags=["catalog"])
+
+    @router.post("", status_code=201, description=UPLOAD_DOC, openapi_extra=_BODY)
+    async def upload(request: Request) -> JSONResponse:
+        authorize(request)
+        given = request.headers.get("idempotency-key")
+        token = idempotency.check_key(given) if given is not None else None
+        async with receive_upload(request, tmp_dir, max_bytes) as received:
+            key = check_key(received.key) if received.key else None
+            body, replayed = await catalog.upload(received.staged, key, received.tags, token)
+        headers = {"Location": f"/v1/images/{body['id']}"}
+        if replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return JSONResponse(body, 200 if replayed else 201, headers)
+
+    @router.get("")
+    async def list_images(
+        request: Request,
+        prefix: Annotated[str, Query(max_length=1024)] = "",
+        format: Annotated[str | None, Query(pattern=f"^({'|'.join(MIME)})$")] = None,
+        status: Annotated[str | None, Query(max_length=16)] = None,
+        tag: Annotated[str | None, Query(max_length=64)] = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
+        cursor: Annotated[str | None, Query(max_length=2048)] = None,
+    ) -> dict:
+        """Images in key order, filtered; `next_cursor` fetches the next page."""
+        authorize(request)
+        return await catalog.list(ImageQuery(prefix, format, status, tag, created_after,
+                                             created_before, limit, cursor))
+
+    @router.get("/{image_id}")
+    async def get_image(image_id: Annotated[str, _ID], request: Request) -> dict:
+        """Size, format, pages, EXIF subset, colours, BlurHash, pHash, renditions, jobs."""
+        authorize(request)
+        return await catalog.get(image_id)
+
+    @router.put("/{image_id}", openapi_extra=_BODY)
+    async def replace(image_id: Annotated[str, _ID], request: Request) -> dict:
+        """Upload new bytes for the image (its next version); derivatives start afresh."""
+        authorize(request)
+        await catalog.get(image_id)  # an unknown id is a 404 before the body is read
+        async with receive_upload(request, tmp_dir, max_bytes) as received:
+            if received.key or received.tags:
+                raise BadRequest("a replacement keeps the key and tags", "bad_param")
+            return await catalog.replace(image_id, received.staged)
+
+    @router.delete("/{image_id}", status_code=204)
+    async def delete(image_id: Annotated[str, _ID], request: Request) -> Response:
+        """Delete the original, its versions, derivatives and cached results."""
+        authorize(request)
+        await catalog.delete(image_id)
+        return Response(status_code=204)
+
+    return router
+

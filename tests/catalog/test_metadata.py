@@ -1,0 +1,84 @@
+"""Descriptors read from an image: header facts, EXIF subset, colours, BlurHash, pHash."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import pyvips
+
+from darkroom.catalog import blurhash
+from darkroom.catalog.metadata import describe, perceptual_hash
+from darkroom.config import Limits
+from darkroom.errors import DarkroomError
+
+from corpus_files import CORPUS, OK_FILES, REJECT_FILES
+
+LIMITS = Limits()
+
+
+def one(trait: str) -> dict:
+    return next(f for f in OK_FILES if trait in f["traits"])
+
+
+def test_blurhash_layout_of_a_solid_colour():
+    red = np.zeros((8, 8, 3), np.uint8)
+    red[..., 0] = 255
+    text = blurhash.encode(red)
+    # 4x3 components: size flag "L", then the DC term #ff0000 in base 83, then 11 ACs.
+    assert (text[0], text[2:6], len(text)) == ("L", "TI:j", 28)
+    assert blurhash.encode(red, 1, 1) == "00TI:j"
+
+
+@pytest.mark.parametrize("entry", OK_FILES, ids=lambda e: e["path"])
+def test_every_accepted_corpus_file_is_described(entry):
+    facts = describe(CORPUS / entry["path"], LIMITS)
+    assert (facts.header.width, facts.header.height) == (entry["width"], entry["height"])
+    assert len(facts.blurhash) == 28 and len(facts.phash) == 16
+    assert 1 <= len(facts.colours) <= 5
+    assert abs(sum(c["share"] for c in facts.colours) - 1) < 1 or len(facts.colours) == 5
+    assert facts == describe(CORPUS / entry["path"], LIMITS)  # stable
+
+
+@pytest.mark.parametrize("entry", REJECT_FILES, ids=lambda e: e["path"])
+def test_every_refused_corpus_file_raises_a_client_error(entry):
+    with pytest.raises(DarkroomError) as err:
+        describe(CORPUS / entry["path"], LIMITS)
+    assert 400 <= err.value.status < 500
+
+
+def test_exif_subset():
+    exif = describe(CORPUS / one("exif-orientation-6")["path"], LIMITS).exif
+    assert exif["orientation"] == 6 and isinstance(exif["gps"], bool)
+    assert describe(CORPUS / one("alpha")["path"], LIMITS).exif == {}
+
+
+def test_a_broken_exif_block_never_fails(tmp_path):
+    jpeg = next(f for f in OK_FILES if f["container"] == "jpeg")
+    data = (CORPUS / jpeg["path"]).read_bytes()
+    broken = data[:2] + b"\xff\xe1\x00\x10Exif\x00\x00MM\x00*\xff\xff" + data[2:]
+    path = tmp_path / "broken.jpg"
+    path.write_bytes(broken)
+    assert describe(path, LIMITS).header.format == "jpeg"
+
+
+def test_dominant_colour_of_a_flat_image(tmp_path):
+    path = tmp_path / "blue.png"
+    pyvips.Image.black(40, 30).new_from_image([10, 20, 200]).pngsave(str(path))
+    facts = describe(path, LIMITS)
+    assert facts.colours == [{"hex": "#0a14c8", "share": 1.0}]
+
+
+def test_perceptual_hash_survives_a_resize(tmp_path):
+    source = CORPUS / one("single-face")["path"]
+    smaller = tmp_path / "small.jpg"
+    pyvips.Image.thumbnail(str(source), 300).jpegsave(str(smaller), Q=70)
+    first = int(describe(source, LIMITS).phash, 16)
+    second = int(describe(smaller, LIMITS).phash, 16)
+    assert bin(first ^ second).count("1") <= 8
+    other = int(describe(CORPUS / one("flat-colour")["path"], LIMITS).phash, 16)
+    assert bin(first ^ other).count("1") > 16
+
+
+def test_perceptual_hash_is_64_bits():
+    ramp = np.tile(np.arange(32, dtype=np.uint8) * 8, (32, 1))
+    assert len(perceptual_hash(ramp)) == 16

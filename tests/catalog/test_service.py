@@ -1,0 +1,98 @@
+"""The catalog service on both databases: races on one key, idempotency expiry, and
+storage failures that must leave the catalog as it was."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from darkroom.catalog import Catalog, Staged, make_engine, migrate
+from darkroom.config import Limits
+from darkroom.errors import Conflict, StorageError
+from darkroom.server.pool import RenderPool
+from darkroom.storage import LocalStorage
+
+from corpus_files import CORPUS, OK_FILES
+from .databases import count_rows, database_url, pg_url  # noqa: F401
+
+pytestmark = pytest.mark.anyio
+SMALL = sorted((f for f in OK_FILES if f["container"] in ("jpeg", "png")),
+               key=lambda f: f["bytes"])[:2]
+
+
+def staged(entry: dict) -> Staged:
+    path = CORPUS / entry["path"]
+    data = path.read_bytes()
+    return Staged(path, hashlib.sha256(data).hexdigest(), len(data))
+
+
+@pytest.fixture
+def catalog(database_url, tmp_path: Path):  # noqa: F811
+    engine = make_engine(database_url)
+    migrate(engine)
+    (tmp_path / "storage").mkdir()
+    service = Catalog(engine, LocalStorage(tmp_path / "storage"), RenderPool(2, 8), Limits())
+    yield service
+    service.pool.close()
+    service.close()
+
+
+async def test_one_key_raced_by_two_uploads(catalog: Catalog, database_url: str):  # noqa: F811
+    results = await asyncio.gather(*(catalog.upload(staged(e), "race.img", []) for e in SMALL),
+                                   return_exceptions=True)
+    won = [r for r in results if isinstance(r, tuple)]
+    lost = [r for r in results if isinstance(r, Exception)]
+    assert len(won) == 1 and len(lost) == 1 and isinstance(lost[0], Conflict), results
+    stored = (catalog.storage.root / "race.img").read_bytes()
+    assert hashlib.sha256(stored).hexdigest() == won[0][0]["sha256"]
+    assert (count_rows(database_url, "images"), count_rows(database_url, "outbox")) == (1, 1)
+
+
+async def test_one_idempotency_key_raced_by_the_same_request(catalog: Catalog):
+    results = await asyncio.gather(*(catalog.upload(staged(SMALL[0]), "same.img", [], "k1")
+                                     for _ in range(2)))
+    assert results[0][0] == results[1][0]
+    assert sorted(replayed for _, replayed in results) == [False, True]
+
+
+async def test_an_expired_idempotency_key_is_forgotten(catalog: Catalog):
+    await catalog.upload(staged(SMALL[0]), "first.img", [], "k2")
+    with catalog.engine.begin() as connection:
+        connection.execute(text("UPDATE idempotency_keys SET expires_at = created_at"))
+    body, replayed = await catalog.upload(staged(SMALL[1]), "second.img", [], "k2")
+    assert (body["key"], replayed) == ("second.img", False)
+
+
+async def test_a_storage_failure_on_delete_changes_nothing(
+        catalog: Catalog, database_url, monkeypatch):  # noqa: F811
+    body, _ = await catalog.upload(staged(SMALL[0]), "kept.img", ["t"])
+
+    async def fail(key: str) -> None:
+        raise StorageError("injected")
+
+    monkeypatch.setattr(catalog.storage, "delete", fail)
+    with pytest.raises(StorageError):
+        await catalog.delete(body["id"])
+    monkeypatch.undo()
+    assert (await catalog.get(body["id"]))["key"] == "kept.img"
+    assert (catalog.storage.root / "kept.img").is_file()
+    assert count_rows(database_url, "outbox") == 1
+
+
+async def test_replacing_drops_stored_renditions(catalog: Catalog, database_url):  # noqa: F811
+    body, _ = await catalog.upload(staged(SMALL[0]), "r.img", [])
+    await catalog.storage.put("derived/r-small.webp", b"old derivative")
+    with catalog.engine.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO renditions (version_id, plan_hash, storage_key, format, bytes, "
+            "created_at) SELECT id, 'p1', 'derived/r-small.webp', 'webp', 14, created_at "
+            "FROM image_versions"))
+    assert len((await catalog.get(body["id"]))["renditions"]) == 1
+    replaced = await catalog.replace(body["id"], staged(SMALL[1]))
+    assert replaced["version"] == 2 and replaced["renditions"] == []
+    assert not (catalog.storage.root / "derived/r-small.webp").exists()
+    assert count_rows(database_url, "renditions") == 0
