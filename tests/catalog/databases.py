@@ -19,7 +19,7 @@ from sqlalchemy.exc import OperationalError
 from darkroom.catalog import make_engine, migrate
 
 PG_SERVER = os.environ.get("DARKROOM_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
-TABLES = "outbox, idempotency_keys, jobs, renditions, image_versions, image_tags, images"
+TABLES = "outbox_deliveries, outbox, idempotency_keys, jobs, renditions, image_versions, image_tags, images"
 
 
 @contextmanager

@@ -8,6 +8,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -33,7 +34,8 @@ class Receiver:
     """A webhook endpoint that checks signatures with `verify_webhook`, as a user's would.
 
     It answers `status` to a well-signed request and 400 to any other; with `hold` set it
-    keeps the request waiting until the test ends (for timeouts)."""
+    keeps the request waiting until the test ends (for timeouts). `arrived` is set by the
+    first request."""
 
     url: str
     keys: list[str]
@@ -41,10 +43,24 @@ class Receiver:
     hold: bool = False
     requests: list[dict] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
+    arrived: threading.Event = field(default_factory=threading.Event)
 
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
+    with serve_receiver() as state:
+        yield state
+
+
+@pytest.fixture
+def other_receiver() -> Iterator[Receiver]:
+    with serve_receiver() as state:
+        yield state
+
+
+@contextmanager
+def serve_receiver() -> Iterator[Receiver]:
+    """A `Receiver` on a loopback port for the duration."""
     state: Receiver
 
     class Handler(BaseHTTPRequestHandler):
@@ -57,6 +73,7 @@ def receiver() -> Iterator[Receiver]:
                 verdict = error.code
             state.requests.append({"headers": self.headers, "body": body,
                                    "verdict": verdict})
+            state.arrived.set()
             if state.hold:
                 state.release.wait(10)
             self.send_response(state.status if verdict == "ok" else 400)

@@ -162,3 +162,23 @@ class OutboxEvent(Base):
     delivered_at: Mapped[datetime | None]
     dead_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class OutboxDelivery(Base):
+    """One event's delivery to one sink: its own attempts, schedule and dead letter.
+
+    The dispatcher creates a row per configured sink when it first sees an event; the
+    outbox row is `delivered_at` once every sink delivered, `dead_at` once one gave up."""
+
+    __tablename__ = "outbox_deliveries"
+    __table_args__ = (Index("ix_outbox_deliveries_due", "delivered_at", "dead_at",
+                            "next_attempt_at"),)
+
+    event_id: Mapped[str] = mapped_column(ForeignKey("outbox.id", ondelete="CASCADE"),
+                                          primary_key=True)
+    sink: Mapped[str] = mapped_column(String(128), primary_key=True)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None]
+    dead_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)

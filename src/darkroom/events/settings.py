@@ -145,6 +145,7 @@ class Events(BaseModel):
 
     sinks: list[Sink] = Field(default_factory=list)
     retry: RetryPolicy = RetryPolicy()
+    dispatch_interval_s: float = Field(1.0, gt=0, description="outbox polling interval")
 
     @model_validator(mode="after")
     def _unique_names(self) -> Events:

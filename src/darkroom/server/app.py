@@ -10,6 +10,7 @@ from darkroom.cache import ResultCache
 from darkroom.catalog.db import make_engine, migrate
 from darkroom.catalog.service import Catalog
 from darkroom.config import Settings
+from darkroom.events.dispatcher import dispatching
 from darkroom.server.api import build_api
 from darkroom.server.images import ImageEndpoint
 from darkroom.server.observability import ObservabilityMiddleware
@@ -81,7 +82,8 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(_app):
-        yield
+        async with dispatching(engine, settings.events):
+            yield
         pool.close()
         catalog.close()
 
