@@ -18,7 +18,7 @@ from starlette.types import Receive, Scope, Send
 
 from darkroom.config import Settings
 from darkroom.engine.formats import MIME, sniff
-from darkroom.errors import BadRequest, DarkroomError, Forbidden, MethodNotAllowed
+from darkroom.errors import BadRequest, DarkroomError, Forbidden
 from darkroom.grammars import sih
 from darkroom.grammars.sih_query import kept_params
 from darkroom.server.images import Compiled, ImageEndpoint, _matches, accepted_formats
@@ -78,14 +78,10 @@ class SihEndpoint(ImageEndpoint):
         if config.cors_enabled:
             self.cors.append((b"access-control-allow-origin", config.cors_origin.encode()))
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        head = scope["method"] == "HEAD"
-        try:
-            if scope["method"] not in ("GET", "HEAD"):
-                raise MethodNotAllowed("use GET or HEAD")
-            status, headers, body = await self._answer(scope)
-        except DarkroomError as error:
-            status, headers, body = sih_error(error, self.cors)
+    async def send_error(self, error: DarkroomError, head: bool, scope: Scope,
+                         receive: Receive, send: Send) -> None:
+        """SIH's error body, with the CORS headers."""
+        status, headers, body = sih_error(error, self.cors)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if head else body})
 
