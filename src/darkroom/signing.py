@@ -13,7 +13,7 @@ import base64
 import hashlib
 import hmac
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from urllib.parse import quote, urlencode
 
 from darkroom.errors import BadRequest, Forbidden, Unauthorized
@@ -56,9 +56,7 @@ def verify(keys: Sequence[str], path: str, query: Sequence[tuple[str, str]],
     if len(given) > 1:
         raise BadRequest("s given twice", "duplicate_param")
     text = canonical(path, query)
-    expected = given[0].encode()
-    if not any(hmac.compare_digest(signature(k, text).encode(), expected) for k in keys):
-        raise Forbidden("signature does not match", "bad_signature")
+    _require_match(given[0], (signature(k, text) for k in keys))
     expires = [v for k, v in query if k == "exp"]
     if expires:
         try:
@@ -81,11 +79,7 @@ def verify_thumbor(keys: Sequence[str], given: str, text: str) -> None:
     """Raise Forbidden unless `given` is the Thumbor signature of `text` under one of `keys`.
 
     Every key is compared, in constant time, whichever matches."""
-    expected = given.encode()
-    matches = [hmac.compare_digest(thumbor_signature(k, text).encode(), expected)
-               for k in keys]
-    if not any(matches):
-        raise Forbidden("signature does not match", "bad_signature")
+    _require_match(given, (thumbor_signature(k, text) for k in keys))
 
 
 def sih_signature(secret: str, path: str, params: dict[str, str]) -> str:
@@ -103,8 +97,14 @@ def verify_sih(secrets: list[str], path: str, params: dict[str, str]) -> None:
     if not given:
         raise BadRequest("the query string needs the signature parameter",
                          "signature_required")
-    matches = [hmac.compare_digest(sih_signature(s, path, params).encode(),
-                                   given.encode("utf-8", "replace")) for s in secrets]
+    _require_match(given, (sih_signature(s, path, params) for s in secrets))
+
+
+def _require_match(given: str, expected: Iterable[str]) -> None:
+    """Raise Forbidden(bad_signature) unless `given` is one of `expected`; every one is
+    compared, in constant time, whichever matches."""
+    given_bytes = given.encode("utf-8", "replace")
+    matches = [hmac.compare_digest(e.encode(), given_bytes) for e in expected]
     if not any(matches):
         raise Forbidden("signature does not match", "bad_signature")
 
