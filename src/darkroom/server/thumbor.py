@@ -31,11 +31,6 @@ _MALFORMED_SIGNATURE = re.compile(r"[A-Za-z0-9+_=-]{27,28}")
 _CALLBACK = re.compile(r"[A-Za-z_$][\w$.]{0,63}")
 
 
-@lru_cache(maxsize=4096)
-def _compile(rest: str, respect_orientation: bool) -> thumbor.ThumborRequest:
-    return thumbor.compile_request(rest, respect_orientation)
-
-
 class ThumborEndpoint(ImageEndpoint):
     """ImageEndpoint with Thumbor's grammar and signature; `/healthcheck` says WORKING."""
 
@@ -97,7 +92,7 @@ class ThumborEndpoint(ImageEndpoint):
                              "base64 with its '=' padding", "bad_signature")
         else:
             raise NotFound(f"no route for {path!r}", "no_route")
-        request = _compile(rest, self.respect_orientation)
+        request = thumbor.compile_request(rest, self.respect_orientation)
         return request, Compiled(request.plan)
 
     async def _answer(self, scope: Scope) -> tuple[int, list, bytes]:
