@@ -38,7 +38,11 @@ def pick(predicate) -> dict:
 
 @pytest.mark.parametrize("command", [[], ["serve"], ["transform"], ["sign"], ["info"],
                                      ["config"], ["config", "show"], ["migrate"], ["upload"],
-                                     ["images"]])
+                                     ["images"], ["worker"], ["pipelines"],
+                                     ["pipelines", "apply"], ["pipelines", "list"],
+                                     ["pipelines", "show"], ["pipelines", "delete"], ["jobs"],
+                                     ["jobs", "list"], ["jobs", "show"], ["jobs", "retry"],
+                                     ["jobs", "cancel"]])
 def test_help_on_every_command(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output

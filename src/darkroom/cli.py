@@ -1,5 +1,5 @@
-"""The `darkroom` command: serve, transform, sign, info, config show, migrate, upload,
-images."""
+"""The `darkroom` command: serve, worker, transform, sign, info, config show, migrate,
+upload, images, pipelines, jobs."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from darkroom.cli_catalog import images_command, migrate_command, upload_command
+from darkroom.cli_pipelines import jobs_app, pipelines_app, worker_command
 from darkroom.config import Settings
 from darkroom.errors import DarkroomError
 
@@ -166,3 +167,6 @@ def config_show() -> None:
 app.command("migrate")(migrate_command)
 app.command("upload")(upload_command)
 app.command("images")(images_command)
+app.command("worker")(worker_command)
+app.add_typer(pipelines_app, name="pipelines")
+app.add_typer(jobs_app, name="jobs")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -27,10 +28,12 @@ def migrate_command() -> None:
     """Create or upgrade the catalog's tables (the server also does this at start)."""
     from darkroom.catalog import make_engine, migrate
     from darkroom.cli import _settings, console
+    from darkroom.pipelines import queue
 
     settings = _settings()
     try:
         migrate(make_engine(settings.database_url))
+        queue.migrate(settings.database_url)
     except DarkroomError as error:
         console.print(f"{error.code}: {error.message}", style="red", markup=False)
         raise typer.Exit(1) from None
@@ -92,10 +95,16 @@ def images_command(
     except httpx.HTTPError as error:
         console.print(f"cannot list from {server}: {error}", style="red", markup=False)
         raise typer.Exit(1) from None
+    print_page(page, as_json, lambda item: f"{item['id']}  {item['format']:<5} "
+               f"{item['width']}x{item['height']}  {item['bytes']:>10}  {item['key']}")
+
+
+def print_page(page: dict, as_json: bool, line: Callable[[dict], str]) -> None:
+    """A page of items, as JSON lines or `line`s, then the next cursor on stderr."""
+    from darkroom.cli import console
+
     for item in page["items"]:
-        typer.echo(json.dumps(item) if as_json else
-                   f"{item['id']}  {item['format']:<5} {item['width']}x{item['height']}  "
-                   f"{item['bytes']:>10}  {item['key']}")
+        typer.echo(json.dumps(item) if as_json else line(item))
     if page["next_cursor"]:
         console.print(f"more: --cursor {page['next_cursor']}", markup=False)
 
@@ -111,9 +120,14 @@ def _remote_sender(server: str, settings: Settings, tags: str):
     def send(key: str, path: Path) -> str | None:
         params = {"key": key, **({"tags": tags} if tags else {})}
         try:
+            # Same key, tags and bytes: the same Idempotency-Key, so a rerun after a lost
+            # answer gets the first result instead of a 409.
+            request = f"{key}\n{tags}\n{_file_sha256(path)}".encode()
+            headers = {"Content-Type": "application/octet-stream",
+                       "Idempotency-Key": "upload-" + hashlib.sha256(request).hexdigest()}
             with open(path, "rb") as body:  # httpx streams a file object in chunks
                 response = client.post("/v1/images", params=params, content=body,
-                                       headers={"Content-Type": "application/octet-stream"})
+                                       headers=headers)
         except (OSError, httpx.HTTPError) as error:
             return str(error)
         if response.status_code in (200, 201):
@@ -134,12 +148,7 @@ def _local_sender(settings: Settings, tags: str):
         from darkroom.catalog import Staged, parse_tags
 
         try:
-            digest, size = hashlib.sha256(), 0
-            with open(path, "rb") as f:
-                while chunk := f.read(_CHUNK):
-                    digest.update(chunk)
-                    size += len(chunk)
-            staged = Staged(path, digest.hexdigest(), size)
+            staged = Staged(path, _file_sha256(path), path.stat().st_size)
             asyncio.run(catalog.upload(staged, key, parse_tags([tags])))
         except DarkroomError as error:
             return f"{error.code}: {error.message}"
@@ -152,6 +161,14 @@ def _local_sender(settings: Settings, tags: str):
         catalog.close()
 
     return send, close
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _remote_list(server: str, settings: Settings, query: dict) -> dict:
@@ -174,10 +191,12 @@ def _local_list(settings: Settings, query: dict) -> dict:
 
 def _open_catalog(settings: Settings):
     from darkroom.catalog import Catalog, make_engine, migrate
+    from darkroom.pipelines import queue
     from darkroom.server.pool import RenderPool
     from darkroom.storage import open_storage
 
     engine = make_engine(settings.database_url)
     migrate(engine)
+    queue.migrate(settings.database_url)
     return Catalog(engine, open_storage(settings), RenderPool(settings.threads, 0),
-                   settings.limits)
+                   settings.limits, queue=queue.JobQueue(settings.database_url))

@@ -109,6 +109,20 @@ class _SihEnvironment(PydanticBaseSettingsSource):
         return {"sih": found} if found else {}
 
 
+class Pipelines(BaseModel):
+    """The pipeline workers: in the server process by default, or `darkroom worker` alone."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: Path | None = Field(None, description="YAML pipelines applied at start")
+    in_process: bool = Field(True, description="serve runs a worker once a pipeline exists")
+    concurrency: int = Field(4, ge=1, le=256, description="runs at once per worker")
+    heartbeat_s: float = Field(2.0, gt=0, le=300)
+    dead_after_s: float = Field(30.0, gt=0, le=86400, description="a worker silent this "
+                                "long is dead: another worker resumes its runs")
+    poll_s: float = Field(0.2, gt=0, le=60, description="queue polling interval")
+
+
 class Settings(BaseSettings):
     """Effective configuration of a darkroom process."""
 
@@ -140,6 +154,7 @@ class Settings(BaseSettings):
     thumbor: Thumbor = Thumbor()
     sih: Sih = Sih()
     events: Events = Events()
+    pipelines: Pipelines = Pipelines()
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = True

@@ -14,7 +14,7 @@ from darkroom.errors import DarkroomError
 from .databases import pg_database
 
 TABLES = {"images", "image_tags", "image_versions", "renditions", "jobs", "idempotency_keys",
-          "outbox", "outbox_deliveries", "alembic_version"}
+          "outbox", "outbox_deliveries", "alembic_version", "pipelines", "job_steps", "workers"}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -33,7 +33,7 @@ def test_migrations_create_every_table_and_match_the_models(fresh_url):
     assert set(inspect(engine).get_table_names()) == TABLES
     with engine.connect() as connection:
         version = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
-        assert version == "0002"
+        assert version == "0003"
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
     engine.dispose()
 

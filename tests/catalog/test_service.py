@@ -85,14 +85,18 @@ async def test_a_storage_failure_on_delete_changes_nothing(
 
 async def test_replacing_drops_stored_renditions(catalog: Catalog, database_url):  # noqa: F811
     body, _ = await catalog.upload(staged(SMALL[0]), "r.img", [])
-    await catalog.storage.put("derived/r-small.webp", b"old derivative")
+    old_key = f"_renditions/{body['id']}/{body['sha256'][:16]}-p1.webp"
+    new_key = f"_renditions/{body['id']}/{staged(SMALL[1]).sha256[:16]}-p1.webp"
+    await catalog.storage.put(old_key, b"old derivative")
+    await catalog.storage.put(new_key, b"the new version's, made by a quick job")
     with catalog.engine.begin() as connection:
         connection.execute(text(
             "INSERT INTO renditions (version_id, plan_hash, storage_key, format, bytes, "
-            "created_at) SELECT id, 'p1', 'derived/r-small.webp', 'webp', 14, created_at "
-            "FROM image_versions"))
+            "created_at) SELECT id, 'p1', :key, 'webp', 14, created_at FROM image_versions"),
+            {"key": old_key})
     assert len((await catalog.get(body["id"]))["renditions"]) == 1
     replaced = await catalog.replace(body["id"], staged(SMALL[1]))
     assert replaced["version"] == 2 and replaced["renditions"] == []
-    assert not (catalog.storage.root / "derived/r-small.webp").exists()
+    assert not (catalog.storage.root / old_key).exists()
+    assert (catalog.storage.root / new_key).exists()
     assert count_rows(database_url, "renditions") == 0

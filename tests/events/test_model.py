@@ -12,9 +12,9 @@ from pydantic import ValidationError
 from darkroom.events import EVENT_TYPES, Event
 
 
-def test_the_six_types():
+def test_the_seven_types():
     assert EVENT_TYPES == ("image.uploaded", "image.replaced", "image.deleted",
-                           "job.started", "job.succeeded", "job.failed")
+                           "image.processed", "job.started", "job.succeeded", "job.failed")
 
 
 def test_defaults_give_a_unique_uuid4_and_utc_now():

@@ -112,16 +112,23 @@ class Rendition(Base):
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     version_id: Mapped[int] = mapped_column(ForeignKey("image_versions.id", ondelete="CASCADE"))
     plan_hash: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(64), default="")
     storage_key: Mapped[str] = mapped_column(String(1024))
     format: Mapped[str] = mapped_column(String(8))
     bytes: Mapped[int] = mapped_column(BigInteger)
+    width: Mapped[int] = mapped_column(default=0)
+    height: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Job(Base):
-    """A pipeline run over one version of an image (written by pipelines)."""
+    """A pipeline's run over one version of an image; `run` counts its retries from 1.
+
+    `definition` is the pipeline as it was when the job was made, so editing a pipeline
+    never changes a run under way. Its DBOS workflow id is `{id}.{run}`."""
 
     __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_status_created", "status", "created_at"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     image_id: Mapped[str] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"),
@@ -130,8 +137,17 @@ class Job(Base):
     pipeline: Mapped[str] = mapped_column(String(128))
     status: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)
+    trigger: Mapped[str] = mapped_column(String(16), default="uploaded")
+    run: Mapped[int] = mapped_column(default=1)
+    definition: Mapped[dict | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    @property
+    def workflow_id(self) -> str:
+        return f"{self.id}.{self.run}"
 
 
 class IdempotencyKey(Base):

@@ -96,12 +96,25 @@ def add_version(session: Session, image: Image, facts: Facts, sha256: str, size:
     return version
 
 
-def add_event(session: Session, kind: str, subject: str, payload: dict) -> OutboxEvent:
+def add_event(session: Session, kind: str, subject: str, payload: dict,
+              event_id: str | None = None) -> OutboxEvent:
     """Queue an event in the outbox, inside the caller's transaction."""
     event = OutboxEvent(type=kind, subject=subject, payload=payload)
+    if event_id is not None:
+        event.id = event_id
     session.add(event)
     session.flush()
     return event
+
+
+def stop_jobs(session: Session, image_id: str, reason: str) -> list[str]:
+    """Cancel the image's unfinished jobs; the workflow ids to cancel after the commit."""
+    jobs = session.scalars(select(Job).where(
+        Job.image_id == image_id, Job.status.in_(("queued", "running")))).all()
+    now = utcnow()
+    for job in jobs:
+        job.status, job.error, job.finished_at, job.updated_at = "cancelled", reason, now, now
+    return [job.workflow_id for job in jobs]
 
 
 def get_image(session: Session, image_id: str) -> tuple[Image, ImageVersion]:
@@ -189,8 +202,9 @@ def detail(session: Session, image: Image, version: ImageVersion) -> dict:
         **summary(image, version),
         "exif": version.exif, "colours": version.colours, "blurhash": version.blurhash,
         "phash": version.phash,
-        "renditions": [{"plan_hash": r.plan_hash, "key": r.storage_key, "format": r.format,
-                        "bytes": r.bytes} for r in renditions],
+        "renditions": [{"name": r.name, "plan_hash": r.plan_hash, "key": r.storage_key,
+                        "format": r.format, "bytes": r.bytes, "width": r.width,
+                        "height": r.height} for r in renditions],
         "jobs": [{"id": j.id, "pipeline": j.pipeline, "version": j.version, "status": j.status,
-                  "error": j.error} for j in jobs],
+                  "trigger": j.trigger, "run": j.run, "error": j.error} for j in jobs],
     }

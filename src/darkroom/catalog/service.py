@@ -27,7 +27,10 @@ from darkroom.catalog.metadata import Facts, describe
 from darkroom.catalog.models import Image, ImageVersion, Rendition
 from darkroom.config import Limits
 from darkroom.engine.formats import EXTENSION, MIME
-from darkroom.errors import CatalogError, Conflict, DarkroomError
+from darkroom.errors import BadRequest, CatalogError, Conflict, DarkroomError
+from darkroom.pipelines import queue
+from darkroom.pipelines.queue import JobQueue
+from darkroom.pipelines.steps import RENDITIONS_PREFIX
 from darkroom.storage import Storage
 
 if TYPE_CHECKING:
@@ -55,8 +58,10 @@ class Catalog:
     """
 
     def __init__(self, engine: Engine, storage: Storage, pool: RenderPool, limits: Limits,
-                 invalidate: Callable[[str], Awaitable[None]] | None = None) -> None:
+                 invalidate: Callable[[str], Awaitable[None]] | None = None,
+                 queue: JobQueue | None = None) -> None:
         self.engine = engine
+        self.queue = queue
         self.storage = storage
         self.pool = pool
         self.limits = limits
@@ -66,13 +71,18 @@ class Catalog:
         self._threads = ThreadPoolExecutor(DB_THREADS, thread_name_prefix="catalog")
 
     def close(self) -> None:
-        """Stop the database threads and close the engine's connections."""
+        """Stop the database threads and close the engine's (and the queue's) connections."""
         self._threads.shutdown(wait=True)
+        if self.queue is not None:
+            self.queue.close()
         self.engine.dispose()
 
     async def upload(self, staged: Staged, key: str | None, tags: list[str],
                      idempotency_key: str | None = None) -> tuple[dict, bool]:
         """Catalog a new image; returns its detail and whether it is a replayed answer."""
+        if key is not None and key.startswith(RENDITIONS_PREFIX):
+            raise BadRequest(f"keys under {RENDITIONS_PREFIX} are darkroom's own",
+                             "reserved_key")
         request = hashlib.sha256(json.dumps([key, sorted(tags), staged.sha256]).encode()
                                  ).hexdigest()
         if idempotency_key:
@@ -105,25 +115,28 @@ class Catalog:
         """Store new bytes for an image as its next version; old derivatives are dropped."""
         facts = await self._describe(staged)
         loop = asyncio.get_running_loop()
-        stale: list[str] = []
+        superseded: list[str] = []
 
         def write(session: Session, _undo: Undo) -> dict:
             image = repository.claim_existing(session, image_id)
-            stale.extend(_drop_renditions(session, image))
+            _drop_renditions(session, image)
+            superseded.extend(repository.stop_jobs(session, image.id, "superseded by a "
+                                                   f"new version ({image.version + 1})"))
             return self._record(session, loop, image, staged, facts, "image.replaced")
 
         body = await self._run(write)
-        await self._forget(body["key"], stale)
+        await self._forget(body["key"], image_id, superseded, keep=staged.sha256[:16])
         return body
 
     async def delete(self, image_id: str) -> None:
         """Delete the image's object, rows and derivatives, with an `image.deleted` event."""
         loop = asyncio.get_running_loop()
-        stale: list[str] = []
+        stopped: list[str] = []
 
         def write(session: Session, _undo: Undo) -> str:
             image = repository.claim_existing(session, image_id)
-            stale.extend(_drop_renditions(session, image))
+            _drop_renditions(session, image)
+            stopped.extend(repository.stop_jobs(session, image.id, "image deleted"))
             key, version = image.key, image.version
             repository.delete_image(session, image)
             repository.add_event(session, "image.deleted", image_id,
@@ -131,7 +144,11 @@ class Catalog:
             self._call(loop, self.storage.delete(key))  # a storage failure rolls back
             return key
 
-        await self._forget(await self._run(write), stale)
+        await self._forget(await self._run(write), image_id, stopped)
+
+    async def transact(self, work: Callable[[Session], T]) -> T:
+        """`work` in one catalog transaction, on the database threads."""
+        return await self._run(lambda session, _undo: work(session))
 
     async def ping(self) -> None:
         """Raise CatalogError when the database does not answer (for /readyz)."""
@@ -160,17 +177,28 @@ class Catalog:
         version = repository.add_version(session, image, facts, staged.sha256, staged.size,
                                          info.etag)
         repository.add_event(session, kind, image.id, _payload(image, version))
+        if self.queue is not None:
+            queue.fire(session, self.queue, image, version, kind.removeprefix("image."))
         return repository.detail(session, image, version)
 
     async def _describe(self, staged: Staged) -> Facts:
         return await self.pool.run(describe, staged.path, self.limits,
                                    timeout=self.limits.time_budget_s)
 
-    async def _forget(self, key: str, stale: list[str]) -> None:
-        """Best effort after the commit: old derivatives and cached results of `key`."""
+    async def _forget(self, key: str, image_id: str, workflows: list[str],
+                      keep: str | None = None) -> None:
+        """Best effort after the commit: the workflows of jobs stopped (their rows already
+        say so), the image's renditions (all, or all but those of the source checksum
+        prefix `keep`) and the cached results of `key`. The whole rendition folder is
+        swept, so a rendition a stopped run stored just before the commit goes too; one
+        stored after it is deleted by its own step, which finds the version gone."""
+        for workflow in workflows if self.queue is not None else []:
+            await asyncio.to_thread(self.queue.cancel, workflow)
         try:
-            for rendition in stale:
-                await self.storage.delete(rendition)
+            folder = f"{RENDITIONS_PREFIX}{image_id}/"
+            async for info in self.storage.list(folder):
+                if keep is None or not info.key[len(folder):].startswith(keep):
+                    await self.storage.delete(info.key)
             if self.invalidate is not None:
                 await self.invalidate(key)
         except DarkroomError as error:
@@ -202,13 +230,11 @@ class Catalog:
         return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
 
 
-def _drop_renditions(session: Session, image: Image) -> list[str]:
-    """Delete the rendition rows of every version of `image`; their storage keys."""
-    renditions = session.scalars(select(Rendition).join(ImageVersion).where(
-        ImageVersion.image_id == image.id)).all()
-    for rendition in renditions:
+def _drop_renditions(session: Session, image: Image) -> None:
+    """Delete the rendition rows of every version of `image` (objects go after commit)."""
+    for rendition in session.scalars(select(Rendition).join(ImageVersion).where(
+            ImageVersion.image_id == image.id)):
         session.delete(rendition)
-    return [r.storage_key for r in renditions]
 
 
 def _payload(image: Image, version: ImageVersion) -> dict:

@@ -119,7 +119,8 @@ async def dispatching(engine: Engine, settings: Events) -> AsyncIterator[Dispatc
     if not settings.sinks:
         yield None
         return
-    dispatcher = Dispatcher(engine, build_notifiers(settings), settings.retry)
+    dispatcher = Dispatcher(engine, build_notifiers(settings), settings.retry,
+                            lease_s=settings.lease_s)
     stop = asyncio.Event()
     task = asyncio.create_task(dispatcher.run_forever(stop, settings.dispatch_interval_s))
     try:

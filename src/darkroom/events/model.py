@@ -9,7 +9,7 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
-EventType = Literal["image.uploaded", "image.replaced", "image.deleted",
+EventType = Literal["image.uploaded", "image.replaced", "image.deleted", "image.processed",
                     "job.started", "job.succeeded", "job.failed"]
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 

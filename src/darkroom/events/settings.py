@@ -146,6 +146,9 @@ class Events(BaseModel):
     sinks: list[Sink] = Field(default_factory=list)
     retry: RetryPolicy = RetryPolicy()
     dispatch_interval_s: float = Field(1.0, gt=0, description="outbox polling interval")
+    lease_s: float = Field(300.0, gt=0, description="a delivery claimed by a dispatcher "
+                           "that died is tried again after this long; keep it above the "
+                           "sinks' timeouts")
 
     @model_validator(mode="after")
     def _unique_names(self) -> Events:

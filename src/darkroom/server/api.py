@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import os
+from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -25,6 +26,7 @@ from darkroom.plan import EditPlan
 from darkroom.server.errors import error_response, internal_error
 from darkroom.server.images import accepted_formats
 from darkroom.server.images_api import images_router
+from darkroom.server.pipelines_api import pipelines_router
 from darkroom.server.renderer import Renderer
 from darkroom.storage import check_key
 
@@ -34,7 +36,8 @@ file. Answers the image bytes. When signing keys are configured, send one of the
 `Authorization: Bearer <key>`."""
 
 
-def build_api(settings: Settings, renderer: Renderer, catalog: Catalog | None = None) -> FastAPI:
+def build_api(settings: Settings, renderer: Renderer, catalog: Catalog | None = None,
+              on_pipeline: Callable[[], Awaitable[None]] | None = None) -> FastAPI:
     """The FastAPI app for everything but `/img/` (which the dispatcher serves directly)."""
     api = FastAPI(title="darkroom", version=__version__, docs_url="/docs",
                   description="Image processing service: one EditPlan, one libvips engine.")
@@ -120,9 +123,14 @@ def build_api(settings: Settings, renderer: Renderer, catalog: Catalog | None = 
         return Response(rendered.data, media_type=MIME[rendered.format], headers=headers)
 
     if catalog is not None:
-        api.include_router(images_router(
-            catalog, settings.data_dir / "tmp", limits.max_source_bytes,
-            lambda request: _authorize(request, keys, settings.allow_unsigned)))
+        def authorize(request: Request) -> None:
+            _authorize(request, keys, settings.allow_unsigned)
+
+        api.include_router(images_router(catalog, settings.data_dir / "tmp",
+                                         limits.max_source_bytes, authorize))
+        if catalog.queue is not None and on_pipeline is not None:
+            api.include_router(pipelines_router(catalog, catalog.queue, authorize,
+                                                on_pipeline))
     return api
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import asynccontextmanager
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -11,6 +12,9 @@ from darkroom.catalog.db import make_engine, migrate
 from darkroom.catalog.service import Catalog
 from darkroom.config import Settings
 from darkroom.events.dispatcher import dispatching
+from darkroom.pipelines import queue
+from darkroom.pipelines.queue import JobQueue
+from darkroom.pipelines.worker import InProcess, apply_file
 from darkroom.server.api import build_api
 from darkroom.server.images import ImageEndpoint
 from darkroom.server.observability import ObservabilityMiddleware
@@ -59,8 +63,9 @@ class Dispatcher:
             await self.api(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None) -> ASGIApp:
-    """Build the ASGI app for `settings` (defaults, darkroom.toml and env when None)."""
+def create_app(settings: Settings | None = None, index: int = 0) -> ASGIApp:
+    """Build the ASGI app for `settings` (defaults, darkroom.toml and env when None);
+    `index` numbers the server processes (it names the in-process pipeline worker)."""
     settings = settings or Settings()
     storage = open_storage(settings)
     cache = None
@@ -72,20 +77,31 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     renderer = Renderer(storage, cache, pool, settings.limits)
     engine = make_engine(settings.database_url)
     migrate(engine)
+    queue.migrate(settings.database_url)
+    apply_file(settings, engine)
+    jobs = JobQueue(settings.database_url)
+    workers = InProcess(settings, engine, index)
 
     async def invalidate(key: str) -> None:
         if cache is not None:
             await cache.delete_prefix(cache_folder(key) + "/")
 
-    catalog = Catalog(engine, storage, pool, settings.limits, invalidate)
-    api = build_api(settings, renderer, catalog)
+    async def on_pipeline() -> None:
+        await asyncio.to_thread(workers.start_if_needed)
+
+    catalog = Catalog(engine, storage, pool, settings.limits, invalidate, jobs)
+    api = build_api(settings, renderer, catalog, on_pipeline)
 
     @asynccontextmanager
     async def lifespan(_app):
-        async with dispatching(engine, settings.events):
-            yield
-        pool.close()
-        catalog.close()
+        await on_pipeline()
+        try:
+            async with dispatching(engine, settings.events):
+                yield
+        finally:
+            await asyncio.to_thread(workers.stop)
+            pool.close()
+            catalog.close()
 
     api.router.lifespan_context = lifespan
     _document_images(api)

@@ -31,7 +31,7 @@ def serve(settings: Settings) -> None:
     settings.require_safe_binding()
     configure_logging(settings.log_level)
     if settings.workers == 1:
-        _worker(settings, _bind_or_exit(settings, reuse=False))
+        _worker(settings, _bind_or_exit(settings, reuse=False), 0)
         return
     if settings.port == 0:
         raise SystemExit("--port 0 needs --workers 1 (workers share a fixed port)")
@@ -92,10 +92,10 @@ def _balancer(sockets: list[socket.socket]) -> Balancer | None:
     return balancer
 
 
-def _worker(settings: Settings, sock: socket.socket) -> None:
+def _worker(settings: Settings, sock: socket.socket, index: int) -> None:
     configure_logging(settings.log_level)
     config = uvicorn.Config(
-        create_app(settings), http="httptools", loop="uvloop",
+        create_app(settings, index), http="httptools", loop="uvloop",
         access_log=False, log_config=None, lifespan="on", timeout_graceful_shutdown=5,
         server_header=False,
     )
@@ -107,7 +107,7 @@ def _supervise(settings: Settings) -> None:
     context = multiprocessing.get_context("spawn")
     sockets = [_listening(settings) for _ in range(settings.workers)]
     balancer = _balancer(sockets)
-    workers = [_start(context, settings, sock) for sock in sockets]
+    workers = [_start(context, settings, sock, i) for i, sock in enumerate(sockets)]
     started = {process.pid: time.monotonic() for process in workers}
     failed = False
     stopping = False
@@ -134,7 +134,7 @@ def _supervise(settings: Settings) -> None:
                 sock = _listening(settings)
                 if balancer is not None:
                     balancer.place(i, sock)
-                workers[i] = _start(context, settings, sock)
+                workers[i] = _start(context, settings, sock, i)
                 started[workers[i].pid] = time.monotonic()
     for process in workers:
         process.terminate()
@@ -148,10 +148,10 @@ QUICK_DEATH_S = 10.0  # a worker that dies sooner counts as failing to start
 MAX_QUICK_DEATHS = 5
 
 
-def _start(context, settings: Settings, sock: socket.socket):
+def _start(context, settings: Settings, sock: socket.socket, index: int):
     """A worker serving `sock`; the supervisor's copy is closed once the worker has its own,
     so a dead worker's socket leaves the group with it."""
-    process = context.Process(target=_worker, args=(settings, sock), daemon=False)
+    process = context.Process(target=_worker, args=(settings, sock, index), daemon=False)
     process.start()
     sock.close()
     return process

@@ -41,6 +41,10 @@ class Storage(Protocol):
         """Write the local file `source` under `key` as atomically as `put`, streaming it
         (never the whole file in memory); the file itself is left in place."""
 
+    async def discard_partial(self, key: str) -> int:
+        """Remove what writes of `key` cut short by a crash left behind (temporary files);
+        how many. Only for a writer that owns `key`: a write under way is cut short too."""
+
     async def delete(self, key: str) -> None:
         """Remove the object; a missing key is not an error."""
 

@@ -112,6 +112,24 @@ class LocalStorage:
         except OSError as e:
             raise StorageError(f"cannot delete {key!r}: {e.strerror or e}") from e
 
+    async def discard_partial(self, key: str) -> int:
+        path = self.path_for(key)
+        leftovers = re.compile(rf"^\.{re.escape(path.name)}\.[0-9a-f]{{32}}\.tmp$")
+
+        def sweep() -> int:
+            try:
+                names = [n for n in os.listdir(path.parent) if leftovers.match(n)]
+            except FileNotFoundError:
+                return 0
+            for name in names:
+                (path.parent / name).unlink(missing_ok=True)
+            return len(names)
+
+        try:
+            return await asyncio.to_thread(sweep)
+        except OSError as e:
+            raise StorageError(f"cannot clean up {key!r}: {e.strerror or e}") from e
+
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
         folder = check_prefix(prefix)
         start = self.path_for(folder) if folder else self.root

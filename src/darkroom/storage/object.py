@@ -96,6 +96,12 @@ class ObjectStorage:
         etag = (result["e_tag"] or "").strip('"')
         return ObjectInfo(key=key, size=size, etag=etag, modified=time.time())
 
+    async def discard_partial(self, key: str) -> int:
+        """A put is one request (or a multipart upload the store never shows): nothing to
+        clean up here; abandoned parts are the bucket's lifecycle rules' job."""
+        check_key(key)
+        return 0
+
     async def delete(self, key: str) -> None:
         check_key(key)
         try:

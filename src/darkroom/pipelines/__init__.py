@@ -1,0 +1,1 @@
+"""Durable pipelines: definitions, the step registry, DBOS workflows and the workers."""

@@ -1,0 +1,154 @@
+"""Pipelines and jobs as the API and the CLI manage them: functions over a `Session`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from darkroom.catalog.models import Job, utcnow
+from darkroom.catalog.pipeline_models import JobStep, PipelineRow
+from darkroom.errors import BadRequest, Conflict, NotFound
+from darkroom.pipelines.definition import Pipeline
+from darkroom.pipelines.queue import JobQueue
+
+MAX_LIMIT = 100
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+_SECRET_PARAMS = {"signing_keys", "password", "secret"}
+
+
+def save_pipeline(session: Session, pipeline: Pipeline) -> tuple[dict, bool]:
+    """Create or replace a pipeline; its public form and whether it is new."""
+    row = session.get(PipelineRow, pipeline.name)
+    created = row is None
+    if row is None:
+        row = PipelineRow(name=pipeline.name)
+        session.add(row)
+    row.definition, row.updated_at = pipeline.model_dump(mode="json"), utcnow()
+    session.flush()
+    return public_pipeline(row), created
+
+
+def list_pipelines(session: Session) -> list[dict]:
+    return [public_pipeline(r) for r in session.scalars(select(PipelineRow)
+                                                        .order_by(PipelineRow.name))]
+
+
+def get_pipeline(session: Session, name: str) -> dict:
+    return public_pipeline(_pipeline_row(session, name))
+
+
+def delete_pipeline(session: Session, name: str) -> None:
+    """Delete a pipeline; its runs already made go on with the definition they hold."""
+    session.delete(_pipeline_row(session, name))
+
+
+def any_pipeline(session: Session) -> bool:
+    return session.scalars(select(PipelineRow.name).limit(1)).first() is not None
+
+
+def public_pipeline(row: PipelineRow) -> dict:
+    """The definition with secrets masked, and its timestamps."""
+    definition = dict(row.definition)
+    definition["steps"] = [{**step, "params": {k: ("**********" if k in _SECRET_PARAMS else v)
+                                               for k, v in step["params"].items()}}
+                           for step in definition["steps"]]
+    return {**definition, "created_at": row.created_at.isoformat(),
+            "updated_at": row.updated_at.isoformat()}
+
+
+def _pipeline_row(session: Session, name: str) -> PipelineRow:
+    row = session.get(PipelineRow, name)
+    if row is None:
+        raise NotFound(f"no pipeline {name!r}", "pipeline_not_found")
+    return row
+
+
+@dataclass(frozen=True)
+class JobQuery:
+    status: str | None = None
+    pipeline: str | None = None
+    image_id: str | None = None
+    limit: int = 50
+    cursor: str | None = None  # the id of the last job of the previous page
+
+
+def list_jobs(session: Session, query: JobQuery) -> dict:
+    """Jobs newest first (ties by id), filtered; `next_cursor` fetches the next page."""
+    select_jobs = select(Job).order_by(Job.created_at.desc(), Job.id.desc())
+    if query.status:
+        if query.status not in STATUSES:
+            raise BadRequest(f"status must be one of {', '.join(STATUSES)}", "bad_param")
+        select_jobs = select_jobs.where(Job.status == query.status)
+    if query.pipeline:
+        select_jobs = select_jobs.where(Job.pipeline == query.pipeline)
+    if query.image_id:
+        select_jobs = select_jobs.where(Job.image_id == query.image_id)
+    if query.cursor:
+        last = session.get(Job, query.cursor)
+        if last is None:
+            raise BadRequest("bad cursor", "bad_cursor")
+        select_jobs = select_jobs.where(
+            (Job.created_at < last.created_at)
+            | ((Job.created_at == last.created_at) & (Job.id < last.id)))
+    jobs = session.scalars(select_jobs.limit(query.limit + 1)).all()
+    page = jobs[:query.limit]
+    return {"items": [job_summary(j) for j in page],
+            "next_cursor": page[-1].id if len(jobs) > query.limit else None}
+
+
+def job_summary(job: Job) -> dict:
+    return {"id": job.id, "pipeline": job.pipeline, "image_id": job.image_id,
+            "version": job.version, "trigger": job.trigger, "run": job.run,
+            "status": job.status, "error": job.error, "created_at": _iso(job.created_at),
+            "started_at": _iso(job.started_at), "finished_at": _iso(job.finished_at)}
+
+
+def job_detail(session: Session, job_id: str) -> dict:
+    """The job and each step's state, attempts, duration, error and output."""
+    job = _job(session, job_id)
+    steps = session.scalars(select(JobStep).where(JobStep.job_id == job_id)
+                            .order_by(JobStep.position)).all()
+    return {**job_summary(job), "steps": [
+        {"name": s.name, "type": s.kind, "state": s.state, "attempts": s.attempts,
+         "started_at": _iso(s.started_at), "finished_at": _iso(s.finished_at),
+         "duration_ms": s.duration_ms, "error": s.error, "output": s.output}
+        for s in steps]}
+
+
+def retry_job(session: Session, queue: JobQueue, job_id: str) -> dict:
+    """Run a failed or cancelled job again as its next run; steps that succeeded are kept."""
+    job = _job(session, job_id, lock=True)
+    if job.status not in ("failed", "cancelled"):
+        raise Conflict(f"job {job_id} is {job.status}; only failed or cancelled jobs are "
+                       "retried", "job_not_retryable")
+    job.run += 1
+    job.status, job.error, job.finished_at, job.updated_at = "queued", None, None, utcnow()
+    for step in session.scalars(select(JobStep).where(JobStep.job_id == job_id,
+                                                      JobStep.state != "succeeded")):
+        step.state = "pending"
+    queue.enqueue(session, job)
+    return job_summary(job)
+
+
+def cancel_job(session: Session, job_id: str) -> tuple[dict, str]:
+    """Mark a queued or running job cancelled; its summary and workflow id to cancel."""
+    job = _job(session, job_id, lock=True)
+    if job.status not in ("queued", "running"):
+        raise Conflict(f"job {job_id} is {job.status}; only queued or running jobs are "
+                       "cancelled", "job_not_cancellable")
+    now = utcnow()
+    job.status, job.error, job.finished_at, job.updated_at = "cancelled", "cancelled", now, now
+    return job_summary(job), job.workflow_id
+
+
+def _job(session: Session, job_id: str, lock: bool = False) -> Job:
+    job = session.get(Job, job_id, with_for_update=lock)
+    if job is None:
+        raise NotFound(f"no job {job_id!r}", "job_not_found")
+    return job
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value is not None else None

@@ -1,0 +1,94 @@
+"""What a step works with: the image version of its job, earlier outputs, the runtime.
+
+`Runtime` is one per worker process: the storage (async, driven on its own event loop
+thread so the synchronous DBOS steps can call it), the catalog engine, the limits and a
+thread pool for renders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+from collections.abc import Awaitable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from sqlalchemy import Engine
+
+from darkroom.config import Settings
+from darkroom.errors import Conflict
+from darkroom.storage import Storage, open_storage
+
+T = TypeVar("T")
+
+
+class Runtime:
+    """A worker's shared resources; `close()` stops its loop and threads."""
+
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.limits = settings.limits
+        self.storage: Storage = open_storage(settings)
+        self.renders = ThreadPoolExecutor(settings.threads, thread_name_prefix="render")
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name="pipeline-io")
+        self._thread.start()
+
+    def call(self, coroutine: Awaitable[T]) -> T:
+        """Run a storage coroutine to its end from any thread."""
+        return self.start(coroutine).result()
+
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        """Write `key` (whose only writer is the calling step), first removing what an
+        attempt killed mid-write left behind."""
+        self.call(self.storage.discard_partial(key))
+        self.call(self.storage.put(key, data, content_type))
+
+    def start(self, coroutine: Awaitable[T]) -> Future:
+        """Run a coroutine on the runtime's loop; its future."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+
+    def close(self) -> None:
+        self.renders.shutdown(wait=True)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+
+@dataclass(frozen=True)
+class Source:
+    """The image version a job works on (its bytes are checked against `sha256`)."""
+
+    image_id: str
+    key: str
+    version: int
+    version_id: int
+    sha256: str
+    format: str
+    width: int
+    height: int
+    bytes: int
+    storage_key: str
+
+
+@dataclass(frozen=True)
+class StepContext:
+    runtime: Runtime
+    job_id: str
+    pipeline: str
+    step: str
+    source: Source
+    outputs: dict[str, dict] = field(default_factory=dict)
+    error: dict | None = None  # the failure a catcher sent this step
+
+    def read_source(self) -> bytes:
+        """The version's bytes; Conflict(source_changed) once a newer version replaced them
+        (that version's own jobs do its work)."""
+        data = self.runtime.call(self.runtime.storage.get(self.source.storage_key))
+        if hashlib.sha256(data).hexdigest() != self.source.sha256:
+            raise Conflict(f"image {self.source.image_id} version {self.source.version} was "
+                           "replaced while its job ran", "source_changed")
+        return data

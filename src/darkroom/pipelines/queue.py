@@ -1,0 +1,76 @@
+"""The jobs' queue: DBOS's system tables, in the catalog's own database.
+
+A job's workflow is enqueued in the same transaction that creates or retries the job (and
+that stores the upload), so an upload and its pipelines commit together or not at all;
+a worker, in this process or another, dequeues it. The DBOS tables live in the same file
+(SQLite) or database, schema `dbos` (PostgreSQL).
+"""
+
+from __future__ import annotations
+
+from dbos import DBOS, DBOSClient
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from darkroom import __version__
+from darkroom.catalog.models import Image, ImageVersion, Job
+from darkroom.catalog.pipeline_models import PipelineRow
+from darkroom.engine.formats import MIME
+from darkroom.pipelines import store
+from darkroom.pipelines.definition import Pipeline
+
+QUEUE = "darkroom-pipelines"
+APP_VERSION = f"darkroom-{__version__}-pipelines-1"  # bump when the workflow's steps change
+WORKFLOW_NAME = "darkroom.pipeline"
+
+
+def dbos_url(database_url: str) -> str:
+    """The catalog's URL as DBOS wants it (plain `postgresql://`, or the SQLite file)."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "postgresql":
+        url = url.set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+def migrate(database_url: str) -> None:
+    """Create or upgrade DBOS's tables beside the catalog's."""
+    DBOS.migrate(dbos_url(database_url))
+
+
+class JobQueue:
+    """Enqueues and cancels job workflows from any process (no DBOS runtime needed)."""
+
+    def __init__(self, database_url: str) -> None:
+        self._client = DBOSClient(system_database_url=dbos_url(database_url), lazy=True)
+
+    def enqueue(self, session: Session, job: Job) -> None:
+        """Enqueue `job`'s current run inside `session`'s transaction."""
+        self._client.enqueue_in_transaction(session, {
+            "workflow_name": WORKFLOW_NAME, "queue_name": QUEUE,
+            "workflow_id": job.workflow_id, "app_version": APP_VERSION,
+        }, job.id, job.run)
+
+    def cancel(self, workflow_id: str) -> None:
+        self._client.cancel_workflow(workflow_id)
+
+    def steps(self, workflow_id: str) -> list[dict]:
+        return self._client.list_workflow_steps(workflow_id)
+
+    def close(self) -> None:
+        self._client.destroy()
+
+
+def fire(session: Session, queue: JobQueue, image: Image, version: ImageVersion,
+         event: str) -> list[Job]:
+    """Make and enqueue a job for each enabled pipeline that `event` on `version` triggers
+    (in the caller's transaction, so the change and its jobs commit together)."""
+    jobs = []
+    content_type = MIME.get(version.format, "application/octet-stream")
+    for row in session.scalars(select(PipelineRow).order_by(PipelineRow.name)):
+        pipeline = Pipeline.model_validate(row.definition)
+        if pipeline.enabled and pipeline.trigger.fires(event, image.key, content_type):
+            job = store.new_job(session, pipeline, image, version, event)
+            queue.enqueue(session, job)
+            jobs.append(job)
+    return jobs

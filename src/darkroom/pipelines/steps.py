@@ -1,0 +1,178 @@
+"""The built-in step kinds: metadata, renditions, copy, notify, webhook and fail.
+
+Every kind is idempotent. A rendition's key derives from the image, the source checksum
+and the plan hash, and an object already there is reused, never written again; copies put
+the same bytes at the same key; notify and webhook events have an id fixed by job and step,
+so receivers drop a redelivery.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Literal
+from urllib.parse import parse_qsl
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from darkroom.engine import choose_format, probe, render
+from darkroom.engine.formats import EXTENSION, MIME
+from darkroom.errors import BadRequest, DarkroomError, NotFound
+from darkroom.events.model import Event
+from darkroom.events.settings import WebhookSink
+from darkroom.events.webhook import WebhookNotifier
+from darkroom.grammars import native
+from darkroom.pipelines import store
+from darkroom.pipelines.context import StepContext
+from darkroom.pipelines.registry import register
+
+log = structlog.get_logger("darkroom.pipelines")
+RENDITIONS_PREFIX = "_renditions/"
+_NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoParams(_Params):
+    pass
+
+
+@register("metadata", NoParams)
+def metadata(ctx: StepContext, _params: NoParams) -> dict:
+    """The facts catalogued from the version's bytes (size, format, EXIF, colours, hashes)."""
+    return store.run(ctx.runtime.engine, lambda s: store.version_facts(s, ctx.source.version_id))
+
+
+class RenditionsParams(_Params):
+    renditions: dict[str, str] = Field(min_length=1, max_length=32,
+                                       description="name -> native query, e.g. w=320&fm=webp")
+
+    @field_validator("renditions")
+    @classmethod
+    def _compile(cls, value: dict[str, str]) -> dict[str, str]:
+        plans = set()
+        for name, query in value.items():
+            if not re.match(_NAME, name):
+                raise ValueError(f"bad rendition name {name!r}")
+            try:
+                plan = native.parse("x", parse_qsl(query, keep_blank_values=True))
+            except BadRequest as error:
+                raise ValueError(f"rendition {name!r}: {error.message}") from None
+            if plan.recipe_hash in plans:
+                raise ValueError(f"rendition {name!r} repeats another's plan")
+            plans.add(plan.recipe_hash)
+        return value
+
+
+@register("renditions", RenditionsParams)
+def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
+    """Render each named plan of the source in parallel; store each once, catalogue it."""
+    data = ctx.read_source()
+    jobs = {name: ctx.runtime.renders.submit(_rendition, ctx, name, query, data)
+            for name, query in params.renditions.items()}
+    return {name: job.result() for name, job in jobs.items()}
+
+
+def _rendition(ctx: StepContext, name: str, query: str, data: bytes) -> dict:
+    source, runtime = ctx.source, ctx.runtime
+    plan = native.parse(source.key, parse_qsl(query, keep_blank_values=True))
+    fmt = choose_format(plan.output.format, probe(data), frozenset(),
+                        plan.output.opaque_png_as_jpeg)
+    key = (f"{RENDITIONS_PREFIX}{source.image_id}/{source.sha256[:16]}-"
+           f"{plan.recipe_hash[:16]}.{EXTENSION.get(fmt, fmt)}")
+    try:
+        existing = runtime.call(runtime.storage.get(key))
+        header = probe(existing)
+        size, width, height, written = len(existing), header.width, header.height, False
+    except NotFound:
+        out = render(plan, data, runtime.limits)
+        runtime.put(key, out.data, MIME[out.format])
+        size, width, height, written = len(out.data), out.width, out.height, True
+        log.info("rendition_written", key=key, job=ctx.job_id, bytes=size)
+    row = dict(version_id=source.version_id, plan_hash=plan.recipe_hash, name=name,
+               storage_key=key, format=fmt, bytes=size, width=width, height=height)
+    if not store.run(runtime.engine, lambda s: store.add_rendition(s, row)):
+        runtime.call(runtime.storage.delete(key))  # the image went while this step ran
+        raise NotFound(f"image {source.image_id} version {source.version} is gone",
+                       "image_gone")
+    return {"key": key, "format": fmt, "bytes": size, "width": width, "height": height,
+            "plan_hash": plan.recipe_hash, "written": written}
+
+
+class CopyParams(_Params):
+    prefix: str = Field(min_length=1, max_length=512, pattern=r"^[^_].*/$",
+                        description="destination prefix, ending in '/'")
+    renditions: bool = Field(False, description="also copy the renditions made so far")
+
+
+@register("copy", CopyParams)
+def copy(ctx: StepContext, params: CopyParams) -> dict:
+    """Copy the source (and optionally its renditions) under another storage prefix."""
+    runtime, source = ctx.runtime, ctx.source
+    target = params.prefix + source.key
+    runtime.put(target, ctx.read_source(), MIME[source.format])
+    copied = {"source": target}
+    if params.renditions:
+        stem = target.rsplit(".", 1)[0]
+        for output in ctx.outputs.values():
+            for name, made in output.items():
+                if isinstance(made, dict) and str(made.get("key", "")).startswith(
+                        RENDITIONS_PREFIX):
+                    key = f"{stem}/{name}.{EXTENSION.get(made['format'], made['format'])}"
+                    data = runtime.call(runtime.storage.get(made["key"]))
+                    runtime.put(key, data, MIME[made["format"]])
+                    copied[name] = key
+    return copied
+
+
+def processed_event(ctx: StepContext) -> Event:
+    """The `image.processed` event of this step, its id fixed by job and step."""
+    event_id = hashlib.sha256(f"{ctx.job_id}/{ctx.step}".encode()).hexdigest()[:32]
+    source = ctx.source
+    return Event(id=event_id, type="image.processed", subject=source.image_id, data={
+        "job_id": ctx.job_id, "pipeline": ctx.pipeline, "step": ctx.step,
+        "image_id": source.image_id, "key": source.key, "version": source.version,
+        "sha256": source.sha256, "outputs": ctx.outputs})
+
+
+@register("notify", NoParams)
+def notify(ctx: StepContext, _params: NoParams) -> dict:
+    """Put an `image.processed` event with the outputs so far in the outbox (every sink)."""
+    event = processed_event(ctx)
+    store.run(ctx.runtime.engine, lambda s: store.add_event_once(s, event))
+    return {"event_id": event.id}
+
+
+class WebhookParams(WebhookSink):
+    type: Literal["webhook"] = "webhook"
+
+
+@register("webhook", WebhookParams)
+def webhook(ctx: StepContext, params: WebhookParams) -> dict:
+    """POST the `image.processed` event to a URL now, signed like the events' webhooks."""
+    event = processed_event(ctx)
+
+    async def post() -> None:
+        notifier = WebhookNotifier(params)
+        try:
+            await notifier.deliver(event)
+        finally:
+            await notifier.aclose()
+
+    ctx.runtime.call(post())
+    return {"event_id": event.id, "url": params.url}
+
+
+class FailParams(_Params):
+    error: str = Field("pipeline_failed", pattern=r"^[A-Za-z0-9_.]{1,64}$")
+    cause: str = Field("", max_length=1024)
+
+
+@register("fail", FailParams)
+def fail(ctx: StepContext, params: FailParams) -> dict:
+    """End the run as failed with `error` and `cause` (Step Functions' Fail state)."""
+    cause = params.cause or (ctx.error or {}).get("message", "")
+    raise DarkroomError(cause or params.error, params.error)

@@ -1,0 +1,147 @@
+"""The pipelines' catalog writes, as functions over a `Session` (one transaction each).
+
+Every write here may run twice (a step is retried after a crash), so each is written to
+be harmless the second time: inserts ignore a row already there, job events have ids
+fixed by job, run and state, and a finished or cancelled job is never changed again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import TypeVar
+
+from sqlalchemy import Engine, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from darkroom.catalog import repository
+from darkroom.catalog.models import Image, ImageVersion, Job, OutboxEvent, Rendition, utcnow
+from darkroom.catalog.pipeline_models import JobStep
+from darkroom.errors import NotFound
+from darkroom.events.model import Event
+from darkroom.pipelines.context import Source
+from darkroom.pipelines.definition import Pipeline
+
+T = TypeVar("T")
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+def run(engine: Engine, work: Callable[[Session], T]) -> T:
+    """`work` in one transaction on `engine`, committed when it returns."""
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        return work(session)
+
+
+def new_job(session: Session, pipeline: Pipeline, image: Image, version: ImageVersion,
+            trigger: str) -> Job:
+    """A queued job of `pipeline` over `version`, with a pending row per step."""
+    job = Job(id=uuid.uuid4().hex, image_id=image.id, version=version.number,
+              pipeline=pipeline.name, status="queued", trigger=trigger, run=1,
+              definition=pipeline.model_dump(mode="json"))
+    session.add(job)
+    session.add_all(JobStep(job_id=job.id, name=step.name, position=i, kind=step.type,
+                            state="pending", attempts=0)
+                    for i, step in enumerate(pipeline.steps))
+    session.flush()
+    return job
+
+
+def load(session: Session, job_id: str) -> dict | None:
+    """What a run needs: the pipeline, the source version and the outputs of the steps
+    that already succeeded (a retried job goes on from where it failed); None if gone."""
+    job = session.get(Job, job_id)
+    if job is None:
+        return None
+    version = session.scalars(select(ImageVersion).where(
+        ImageVersion.image_id == job.image_id, ImageVersion.number == job.version)).one()
+    image = session.get(Image, job.image_id)
+    steps = session.scalars(select(JobStep).where(JobStep.job_id == job_id)).all()
+    source = Source(image.id, image.key, version.number, version.id, version.sha256,
+                    version.format, version.width, version.height, version.bytes,
+                    version.storage_key)
+    return {"definition": job.definition, "source": source.__dict__,
+            "done": {s.name: s.output for s in steps if s.state == "succeeded"}}
+
+
+def begin_job(session: Session, job_id: str, run_number: int) -> bool:
+    """Mark the job running (with a `job.started` event); False if it is no longer this
+    run's to do (cancelled, finished, or retried as a newer run)."""
+    job = session.get(Job, job_id, with_for_update=True)
+    if job is None or job.run != run_number or job.status in FINISHED:
+        return False
+    if job.status != "running":
+        now = utcnow()
+        job.status, job.started_at, job.updated_at, job.finished_at = "running", now, now, None
+        _job_event(session, job, "job.started")
+    return True
+
+
+def finish_job(session: Session, job_id: str, run_number: int, error: dict | None) -> None:
+    """Mark the run succeeded (error None) or failed, with its event; once only."""
+    job = session.get(Job, job_id, with_for_update=True)
+    if job is None or job.run != run_number or job.status in FINISHED:
+        return
+    now = utcnow()
+    job.status = "failed" if error else "succeeded"
+    job.error = f"{error['error']}: {error['message']}" if error else None
+    job.finished_at = job.updated_at = now
+    _job_event(session, job, f"job.{job.status}", error)
+
+
+def _job_event(session: Session, job: Job, kind: str, error: dict | None = None) -> None:
+    event_id = hashlib.sha256(f"{job.id}/{job.run}/{kind}".encode()).hexdigest()[:32]
+    if session.get(OutboxEvent, event_id) is not None:
+        return
+    payload = {"job_id": job.id, "pipeline": job.pipeline, "image_id": job.image_id,
+               "version": job.version, "run": job.run, "status": job.status}
+    if error:
+        payload["error"] = error
+    repository.add_event(session, kind, job.image_id, payload, event_id)
+
+
+def begin_step(session: Session, job_id: str, name: str, now: datetime) -> None:
+    session.execute(update(JobStep).where(JobStep.job_id == job_id, JobStep.name == name)
+                    .values(state="running", attempts=JobStep.attempts + 1, started_at=now,
+                            finished_at=None, duration_ms=None, error=None))
+
+
+def end_step(session: Session, job_id: str, name: str, state: str, started: datetime,
+             output: dict | None = None, error: str | None = None) -> None:
+    now = utcnow()
+    session.execute(update(JobStep).where(JobStep.job_id == job_id, JobStep.name == name)
+                    .values(state=state, finished_at=now, output=output, error=error,
+                            duration_ms=int((now - started).total_seconds() * 1000)))
+
+
+def mark_step(session: Session, job_id: str, name: str, state: str) -> None:
+    session.execute(update(JobStep).where(JobStep.job_id == job_id, JobStep.name == name)
+                    .values(state=state))
+
+
+def add_rendition(session: Session, row: dict) -> bool:
+    """Catalogue a rendition; one row per (version, plan) however often it is added.
+    False when the version is gone (deleted or replaced since the job began)."""
+    if session.get(ImageVersion, row["version_id"], with_for_update=True) is None:
+        return False
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    session.execute(dialect.insert(Rendition).values(created_at=utcnow(), **row)
+                    .on_conflict_do_nothing(index_elements=["version_id", "plan_hash"]))
+    return True
+
+
+def add_event_once(session: Session, event: Event) -> None:
+    if session.get(OutboxEvent, event.id) is None:
+        repository.add_event(session, event.type, event.subject, event.data, event.id)
+
+
+def version_facts(session: Session, version_id: int) -> dict:
+    version = session.get(ImageVersion, version_id)
+    if version is None:
+        raise NotFound(f"no image version {version_id}", "image_not_found")
+    return {"width": version.width, "height": version.height, "format": version.format,
+            "pages": version.pages, "bytes": version.bytes, "sha256": version.sha256,
+            "exif": version.exif, "colours": version.colours, "blurhash": version.blurhash,
+            "phash": version.phash}

@@ -1,0 +1,103 @@
+"""Pipeline definitions: YAML, validation errors that name the fault, Step Functions rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from darkroom.errors import BadRequest
+from darkroom.pipelines.definition import Retrier, Trigger, load_yaml, matches, parse
+
+YAML = """
+pipelines:
+  - name: web
+    trigger: {prefix: "shop/", content_types: ["image/jpeg", "image/png"]}
+    steps:
+      - name: meta
+        type: metadata
+      - name: sizes
+        type: renditions
+        params: {renditions: {thumb: "w=160&fm=webp", large: "w=1600"}}
+        retry: [{errors: [States.ALL], interval_s: 2, max_attempts: 4, jitter: full}]
+        catch: [{errors: [States.ALL], next: alert}]
+        timeout_s: 60
+      - name: export
+        type: copy
+        params: {prefix: "exports/"}
+        end: true
+      - name: alert
+        type: notify
+"""
+
+
+def test_yaml_declares_pipelines_with_their_flow():
+    (web,) = load_yaml(YAML)
+    assert web.trigger.prefix == "shop/" and [s.name for s in web.steps] == [
+        "meta", "sizes", "export", "alert"]
+    sizes = web.step("sizes")
+    assert sizes.retry[0].max_attempts == 4 and sizes.catch[0].next == "alert"
+    assert web.after(web.step("meta")) == "sizes"
+    assert web.after(web.step("export")) is None  # end: true, the fallback is not run
+    assert web.after(web.step("alert")) is None
+
+
+@pytest.mark.parametrize("change, fault", [
+    ({"steps": [{"name": "a", "type": "nope"}]}, "unknown step type 'nope'"),
+    ({"steps": [{"name": "a", "type": "metadata", "next": "b"}]}, "unknown step 'b'"),
+    ({"steps": [{"name": "a", "type": "metadata"}, {"name": "a", "type": "notify"}]},
+     "step names must be unique"),
+    ({"steps": [{"name": "a", "type": "metadata", "retry": [
+        {"errors": ["States.ALL"]}, {"errors": ["corrupt_image"]}]}]},
+     "States.ALL must be in the last retrier"),
+    ({"steps": [{"name": "a", "type": "metadata", "catch": [
+        {"errors": ["States.ALL", "corrupt_image"], "next": "a"}]}]},
+     "States.ALL must be alone"),
+    ({"steps": [{"name": "a", "type": "renditions", "params": {"renditions": {
+        "x": "w=abc"}}}]}, "renditions params"),
+    ({"steps": [{"name": "a", "type": "renditions", "params": {"renditions": {
+        "x": "w=10", "y": "w=10"}}}]}, "repeats another's plan"),
+    ({"steps": [{"name": "a", "type": "copy", "params": {"prefix": "_renditions/"}}]},
+     "copy params"),
+    ({"steps": [{"name": "a", "type": "webhook", "params": {"url": "ftp://x/"}}]},
+     "webhook params"),
+    ({"steps": [{"name": "a", "type": "metadata", "end": True, "next": "a"}]},
+     "both next and end"),
+    ({"steps": []}, "steps"),
+    ({"name": "Bad Name"}, "name"),
+])
+def test_a_bad_definition_is_a_400_naming_the_fault(change, fault):
+    definition = {"name": "p", "steps": [{"name": "a", "type": "metadata"}], **change}
+    with pytest.raises(BadRequest) as error:
+        parse(definition)
+    assert error.value.code == "bad_pipeline" and fault in error.value.message
+
+
+def test_bad_yaml_is_a_400():
+    with pytest.raises(BadRequest, match="bad pipeline YAML"):
+        load_yaml("pipelines: [")
+    with pytest.raises(BadRequest, match="mapping"):
+        load_yaml("- 3")
+
+
+def test_error_names_match_as_in_step_functions():
+    assert matches(["States.ALL"], "States.Timeout")
+    assert matches(["States.TaskFailed"], "corrupt_image")
+    assert not matches(["States.TaskFailed"], "States.Timeout")  # timeouts are apart
+    assert matches(["corrupt_image", "States.Timeout"], "States.Timeout")
+    assert not matches(["corrupt_image"], "storage_unavailable")
+
+
+def test_retry_delays_back_off_cap_and_jitter():
+    retrier = Retrier(interval_s=1, backoff_rate=2, max_delay_s=5)
+    assert [retrier.delay(n, 0.5) for n in range(1, 6)] == [1, 2, 4, 5, 5]
+    full = Retrier(interval_s=1, backoff_rate=2, jitter="full")
+    assert full.delay(3, 0.25) == 1.0 and full.delay(3, 0.0) == 0.0
+
+
+def test_triggers_match_event_prefix_and_content_type():
+    trigger = Trigger(prefix="shop/", content_types=["image/jpeg", "image/png"],
+                      events=["uploaded"])
+    assert trigger.fires("uploaded", "shop/a.jpg", "image/jpeg")
+    assert not trigger.fires("replaced", "shop/a.jpg", "image/jpeg")
+    assert not trigger.fires("uploaded", "blog/a.jpg", "image/jpeg")
+    assert not trigger.fires("uploaded", "shop/a.gif", "image/gif")
+    assert Trigger().fires("replaced", "any/key.webp", "image/webp")

@@ -1,0 +1,264 @@
+"""Pipeline runs through the HTTP API with the server's in-process worker: retry, catch,
+timeout and fail as in Step Functions; the jobs API (show, retry, cancel); replace and
+delete; webhook steps; a step kind plugged in through the registry."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+from sqlalchemy import text
+
+from darkroom.catalog import make_engine
+from darkroom.config import Settings
+from darkroom.errors import DarkroomError
+from darkroom.pipelines.registry import register
+from darkroom.server.app import create_app
+
+from corpus_files import CORPUS
+from events.conftest import serve_receiver
+from server.helpers import PHOTO, TestClient
+
+RAW = {"content-type": "application/octet-stream"}
+ATTEMPTS: Counter = Counter()  # (job id, step) -> attempts seen by the `flaky` kind
+
+
+class FlakyParams(BaseModel):
+    fail_times: int = 0
+    error: str = "storage_unavailable"
+    sleep_s: float = 0.0
+
+
+@register("flaky", FlakyParams)
+def flaky(ctx, params: FlakyParams) -> dict:
+    """Fails its first `fail_times` attempts of a job with `error`, sleeping first."""
+    ATTEMPTS[(ctx.job_id, ctx.step)] += 1
+    time.sleep(params.sleep_s)
+    if ATTEMPTS[(ctx.job_id, ctx.step)] <= params.fail_times:
+        raise DarkroomError(f"planned failure {ATTEMPTS[(ctx.job_id, ctx.step)]}",
+                            params.error)
+    return {"attempt": ATTEMPTS[(ctx.job_id, ctx.step)], "caught": ctx.error}
+
+
+@pytest.fixture
+def client(tmp_path: Path):
+    settings = Settings(data_dir=tmp_path / "data", allow_unsigned=True, access_log=False,
+                        pipelines={"poll_s": 0.05})
+    with TestClient(create_app(settings)) as client:
+        client.settings = settings
+        yield client
+
+
+def _upload(client, key: str = "shop/a.jpg") -> dict:
+    response = client.post(f"/v1/images?key={key}", headers=RAW,
+                           content=(CORPUS / PHOTO["path"]).read_bytes())
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def _finished(client, job_id: str, timeout_s: float = 60) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.05)
+    pytest.fail(f"job {job_id} still {job['status']}")
+
+
+def _pipeline(client, steps: list[dict], **extra) -> None:
+    response = client.put("/v1/pipelines/p", json={"steps": steps, **extra})
+    assert response.status_code in (200, 201), response.text
+
+
+def _events(client) -> list:
+    engine = make_engine(client.settings.database_url)
+    with engine.connect() as connection:
+        rows = list(connection.execute(text("SELECT type, payload FROM outbox")))
+    engine.dispose()
+    return rows
+
+
+def _steps(job: dict) -> dict:
+    return {s["name"]: s for s in job["steps"]}
+
+
+def test_an_upload_runs_its_pipeline_and_catalogues_the_renditions(client):
+    _pipeline(client, [
+        {"name": "meta", "type": "metadata"},
+        {"name": "sizes", "type": "renditions", "params": {"renditions": {
+            "thumb": "w=100&fm=webp", "square": "w=64&h=64&fit=cover&fm=png"}}},
+        {"name": "tell", "type": "notify"}], trigger={"prefix": "shop/"})
+    image = _upload(client)
+    assert _upload(client, "blog/b.jpg")["jobs"] == []  # outside the trigger's prefix
+    (queued,) = image["jobs"]
+    job = _finished(client, queued["id"])
+    assert job["status"] == "succeeded" and job["trigger"] == "uploaded"
+    steps = _steps(job)
+    assert steps["meta"]["output"]["width"] == PHOTO["width"]
+    thumb = steps["sizes"]["output"]["thumb"]
+    assert (thumb["format"], thumb["width"]) == ("webp", 100)
+    assert steps["sizes"]["output"]["square"]["height"] == 64
+    detail = client.get(f"/v1/images/{image['id']}").json()
+    assert {r["name"]: (r["width"], r["height"]) for r in detail["renditions"]} == {
+        "thumb": (100, thumb["height"]), "square": (64, 64)}
+    served = client.get(f"/img/{thumb['key']}")  # renditions are objects like any other
+    assert served.status_code == 200 and served.headers["content-type"] == "image/webp"
+    kinds = Counter(e.type for e in _events(client))
+    assert kinds["job.started"] == kinds["job.succeeded"] == kinds["image.processed"] == 1
+
+
+def test_retries_back_off_then_succeed(client):
+    _pipeline(client, [{"name": "f", "type": "flaky", "params": {"fail_times": 2},
+                        "retry": [{"errors": ["storage_unavailable"], "interval_s": 0.05,
+                                   "max_attempts": 3}]}])
+    job = _finished(client, _upload(client)["jobs"][0]["id"])
+    assert job["status"] == "succeeded"
+    assert _steps(job)["f"]["attempts"] == 3 and _steps(job)["f"]["output"]["attempt"] == 3
+
+
+def test_an_exhausted_retry_goes_to_the_catcher_with_the_error(client):
+    _pipeline(client, [
+        {"name": "f", "type": "flaky", "params": {"fail_times": 9},
+         "retry": [{"errors": ["States.ALL"], "interval_s": 0.01, "max_attempts": 1}],
+         "catch": [{"errors": ["corrupt_image"], "next": "never"},
+                   {"errors": ["States.TaskFailed"], "next": "fallback"}]},
+        {"name": "never", "type": "flaky", "end": True},
+        {"name": "fallback", "type": "flaky"}])
+    job = _finished(client, _upload(client)["jobs"][0]["id"])
+    steps = _steps(job)
+    assert job["status"] == "succeeded"
+    assert (steps["f"]["state"], steps["f"]["attempts"]) == ("caught", 2)
+    assert steps["never"]["state"] == "pending"
+    caught = steps["fallback"]["output"]["caught"]
+    assert caught == {"error": "storage_unavailable", "message": "planned failure 2",
+                      "step": "f"}
+
+
+def test_an_error_no_rule_covers_fails_the_run_at_once(client):
+    _pipeline(client, [
+        {"name": "f", "type": "flaky", "params": {"fail_times": 1, "error": "corrupt_image"},
+         "retry": [{"errors": ["storage_unavailable"], "max_attempts": 5}]},
+        {"name": "after", "type": "flaky"}])
+    job = _finished(client, _upload(client)["jobs"][0]["id"])
+    assert job["status"] == "failed"
+    assert job["error"] == "corrupt_image: planned failure 1"
+    assert _steps(job)["f"]["attempts"] == 1 and _steps(job)["after"]["state"] == "pending"
+    (failed,) = [e for e in _events(client) if e.type == "job.failed"]
+    assert json.loads(failed.payload)["error"]["step"] == "f"
+
+
+def test_a_timeout_is_states_timeout_which_task_failed_does_not_cover(client):
+    _pipeline(client, [
+        {"name": "slow", "type": "flaky", "params": {"sleep_s": 1.0}, "timeout_s": 0.1,
+         "retry": [{"errors": ["States.TaskFailed"], "max_attempts": 3}],
+         "catch": [{"errors": ["States.Timeout"], "next": "fallback"}]},
+        {"name": "fallback", "type": "flaky"}])
+    job = _finished(client, _upload(client)["jobs"][0]["id"])
+    steps = _steps(job)
+    assert steps["slow"]["attempts"] == 1 and "States.Timeout" in steps["slow"]["error"]
+    assert steps["fallback"]["output"]["caught"]["error"] == "States.Timeout"
+
+
+def test_a_fail_step_ends_the_run_with_its_error(client):
+    _pipeline(client, [
+        {"name": "f", "type": "flaky", "params": {"fail_times": 1},
+         "catch": [{"next": "stop"}]},
+        {"name": "stop", "type": "fail", "params": {"error": "giving_up"}}])
+    job = _finished(client, _upload(client)["jobs"][0]["id"])
+    assert job["status"] == "failed"
+    assert job["error"] == "giving_up: planned failure 1"
+
+
+def test_retry_runs_a_failed_job_again_keeping_what_succeeded(client):
+    _pipeline(client, [
+        {"name": "first", "type": "flaky"},
+        {"name": "second", "type": "flaky", "params": {"fail_times": 1}}])
+    job = _finished(client, _upload(client)["jobs"][0]["id"])
+    assert job["status"] == "failed"
+    retried = client.post(f"/v1/jobs/{job['id']}/retry")
+    assert retried.status_code == 202 and retried.json()["run"] == 2
+    again = _finished(client, job["id"])
+    assert (again["status"], again["run"]) == ("succeeded", 2)
+    assert _steps(again)["first"]["attempts"] == 1  # not run again
+    assert _steps(again)["second"]["attempts"] == 2
+    conflict = client.post(f"/v1/jobs/{job['id']}/retry")
+    assert conflict.status_code == 409
+    assert conflict.json()["error"]["code"] == "job_not_retryable"
+
+
+def test_cancel_stops_a_running_job_before_its_next_step(client):
+    _pipeline(client, [{"name": "slow", "type": "flaky", "params": {"sleep_s": 1.0}},
+                       {"name": "next", "type": "flaky"}])
+    job_id = _upload(client)["jobs"][0]["id"]
+    deadline = time.monotonic() + 30
+    while client.get(f"/v1/jobs/{job_id}").json()["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    cancelled = client.post(f"/v1/jobs/{job_id}/cancel")
+    assert cancelled.status_code == 202 and cancelled.json()["status"] == "cancelled"
+    time.sleep(1.5)
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "cancelled" and _steps(job)["next"]["state"] == "pending"
+    assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 409
+
+
+def test_replace_reruns_the_pipeline_and_drops_the_old_renditions(client):
+    _pipeline(client, [{"name": "sizes", "type": "renditions",
+                        "params": {"renditions": {"t": "w=50"}}}])
+    image = _upload(client)
+    first = _finished(client, image["jobs"][0]["id"])
+    old_key = _steps(first)["sizes"]["output"]["t"]["key"]
+    other = next(p for p in sorted((CORPUS / "photos").glob("*.jpg"))
+                 if p.name != Path(PHOTO["path"]).name)
+    replaced = client.put(f"/v1/images/{image['id']}", content=other.read_bytes(),
+                          headers=RAW).json()
+    (new_job,) = [j for j in replaced["jobs"] if j["version"] == 2]
+    second = _finished(client, new_job["id"])
+    new_key = _steps(second)["sizes"]["output"]["t"]["key"]
+    assert second["trigger"] == "replaced" and new_key != old_key
+    storage = client.settings.storage_dir
+    assert not (storage / old_key).exists() and (storage / new_key).exists()
+    detail = client.get(f"/v1/images/{image['id']}").json()
+    assert [r["key"] for r in detail["renditions"]] == [new_key]
+    client.delete(f"/v1/images/{image['id']}")
+    assert not (storage / new_key).exists()
+    assert client.get(f"/v1/jobs/{new_job['id']}").status_code == 404
+
+
+def test_a_webhook_step_posts_a_signed_event_with_the_outputs(client):
+    with serve_receiver() as receiver:
+        _pipeline(client, [
+            {"name": "meta", "type": "metadata"},
+            {"name": "hook", "type": "webhook",
+             "params": {"url": receiver.url, "signing_keys": receiver.keys}}])
+        job = _finished(client, _upload(client)["jobs"][0]["id"])
+    assert job["status"] == "succeeded"
+    (request,) = receiver.requests
+    assert request["verdict"] == "ok"
+    assert request["headers"]["Darkroom-Event-Type"] == "image.processed"
+    shown = client.get("/v1/pipelines/p").json()
+    assert shown["steps"][1]["params"]["signing_keys"] == "**********"
+
+
+def test_pipeline_api_validates_and_lists(client):
+    bad = client.put("/v1/pipelines/p", json={"steps": [{"name": "a", "type": "nope"}]})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_pipeline"
+    yaml_body = "steps:\n  - {name: a, type: metadata}\n"
+    created = client.put("/v1/pipelines/y", content=yaml_body,
+                         headers={"content-type": "application/yaml"})
+    assert created.status_code == 201 and created.json()["name"] == "y"
+    assert client.put("/v1/pipelines/y", content=yaml_body,
+                      headers={"content-type": "application/yaml"}).status_code == 200
+    mismatch = client.put("/v1/pipelines/z", json={"name": "y", "steps": []})
+    assert mismatch.status_code == 400
+    assert [p["name"] for p in client.get("/v1/pipelines").json()["items"]] == ["y"]
+    types = {t["type"] for t in client.get("/v1/step-types").json()["items"]}
+    assert {"metadata", "renditions", "copy", "notify", "webhook", "fail"} <= types
+    assert client.delete("/v1/pipelines/y").status_code == 204
+    assert client.get("/v1/pipelines/y").status_code == 404
+    assert client.get("/v1/jobs?status=bogus").status_code == 400
