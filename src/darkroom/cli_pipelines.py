@@ -56,6 +56,8 @@ def worker_command(
         "--id", help="Executor id, stable across restarts [default: <host>-worker]. Give "
         "each worker on a host its own.")] = None,
     concurrency: Annotated[Optional[int], typer.Option(help="Runs at once.")] = None,
+    metrics_port: Annotated[Optional[int], typer.Option(
+        help="Serve Prometheus metrics on 127.0.0.1 at this port.")] = None,
 ) -> None:
     """Run pipeline jobs, and deliver events to the configured sinks, until SIGINT/SIGTERM
     (no HTTP server)."""
@@ -82,6 +84,10 @@ def worker_command(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr="127.0.0.1")
     worker.start()
     stop.wait()
     worker.stop()

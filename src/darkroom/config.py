@@ -116,11 +116,12 @@ class Pipelines(BaseModel):
 
     file: Path | None = Field(None, description="YAML pipelines applied at start")
     in_process: bool = Field(True, description="serve runs a worker once a pipeline exists")
-    concurrency: int = Field(4, ge=1, le=256, description="runs at once per worker")
+    concurrency: int = Field(8, ge=1, le=256, description="runs at once per worker (the "
+                             "queue is polled every poll_s, so this over poll_s bounds jobs/s)")
     heartbeat_s: float = Field(2.0, gt=0, le=300)
     dead_after_s: float = Field(30.0, gt=0, le=86400, description="a worker silent this "
                                 "long is dead: another worker resumes its runs")
-    poll_s: float = Field(0.2, gt=0, le=60, description="queue polling interval")
+    poll_s: float = Field(0.1, gt=0, le=60, description="queue polling interval")
 
 
 class Settings(BaseSettings):

@@ -9,6 +9,7 @@ every event reached the webhook, and no object, temporary file or row is left ov
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from collections import Counter
@@ -21,7 +22,9 @@ from corpus_files import CORPUS, OK_FILES
 from .conftest import Deployment, log_events
 from events.conftest import serve_receiver
 
-KILLS = {"sqlite": 20, "postgresql": 10}
+# bench/soak-pipelines sets DARKROOM_SOAK_KILLS for a longer run of the same test.
+SOAK = int(os.environ.get("DARKROOM_SOAK_KILLS", "0"))
+KILLS = {"sqlite": SOAK or 20, "postgresql": SOAK or 10}
 RENDITIONS = {"thumb": "w=160&fm=webp", "card": "w=480&h=320&fit=cover", "gray": "w=320&gray=1&fm=png"}
 PHOTOS = [f for f in OK_FILES if f["container"] == "jpeg" and f["frames"] == 1
           and f["width"] * f["height"] >= 400_000][:6]

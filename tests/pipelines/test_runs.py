@@ -21,7 +21,7 @@ from darkroom.server.app import create_app
 
 from corpus_files import CORPUS
 from events.conftest import serve_receiver
-from server.helpers import PHOTO, TestClient
+from server.helpers import PHOTO, TestClient, metric
 
 RAW = {"content-type": "application/octet-stream"}
 ATTEMPTS: Counter = Counter()  # (job id, step) -> attempts seen by the `flaky` kind
@@ -110,6 +110,9 @@ def test_an_upload_runs_its_pipeline_and_catalogues_the_renditions(client):
     assert served.status_code == 200 and served.headers["content-type"] == "image/webp"
     kinds = Counter(e.type for e in _events(client))
     assert kinds["job.started"] == kinds["job.succeeded"] == kinds["image.processed"] == 1
+    assert metric(client, "darkroom_jobs_total", pipeline="p", status="succeeded") >= 1
+    assert metric(client, "darkroom_step_seconds_count", type="renditions",
+                  outcome="succeeded") >= 1
 
 
 def test_retries_back_off_then_succeed(client):
@@ -262,3 +265,15 @@ def test_pipeline_api_validates_and_lists(client):
     assert client.delete("/v1/pipelines/y").status_code == 204
     assert client.get("/v1/pipelines/y").status_code == 404
     assert client.get("/v1/jobs?status=bogus").status_code == 400
+
+
+def test_a_pipeline_runs_on_demand_on_an_image_its_trigger_skipped(client):
+    _pipeline(client, [{"name": "meta", "type": "metadata"}], trigger={"prefix": "other/"})
+    image = _upload(client)
+    assert image["jobs"] == []
+    started = client.post(f"/v1/pipelines/p/runs?image_id={image['id']}")
+    assert started.status_code == 202 and started.json()["trigger"] == "manual"
+    job = _finished(client, started.json()["id"])
+    assert job["status"] == "succeeded" and job["version"] == 1
+    assert client.post(f"/v1/pipelines/p/runs?image_id={'0' * 32}").status_code == 404
+    assert client.post(f"/v1/pipelines/x/runs?image_id={image['id']}").status_code == 404

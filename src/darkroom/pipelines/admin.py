@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from darkroom.catalog import repository
 from darkroom.catalog.models import Job, utcnow
 from darkroom.catalog.pipeline_models import JobStep, PipelineRow
 from darkroom.errors import BadRequest, Conflict, NotFound
+from darkroom.pipelines import store
 from darkroom.pipelines.definition import Pipeline
 from darkroom.pipelines.queue import JobQueue
 
@@ -115,6 +117,17 @@ def job_detail(session: Session, job_id: str) -> dict:
          "started_at": _iso(s.started_at), "finished_at": _iso(s.finished_at),
          "duration_ms": s.duration_ms, "error": s.error, "output": s.output}
         for s in steps]}
+
+
+def run_pipeline(session: Session, queue: JobQueue, name: str, image_id: str) -> dict:
+    """Start pipeline `name` on the image's current version now, whatever its trigger
+    (a backfill, or a run again after the pipeline changed); the job's summary."""
+    pipeline = Pipeline.model_validate(_pipeline_row(session, name).definition)
+    image = repository.claim_existing(session, image_id)
+    _image, version = repository.get_image(session, image.id)
+    job = store.new_job(session, pipeline, image, version, "manual")
+    queue.enqueue(session, job)
+    return job_summary(job)
 
 
 def retry_job(session: Session, queue: JobQueue, job_id: str) -> dict:

@@ -9,7 +9,7 @@ a worker, in this process or another, dequeues it. The DBOS tables live in the s
 from __future__ import annotations
 
 from dbos import DBOS, DBOSClient
-from sqlalchemy import select
+from sqlalchemy import Engine, create_engine, event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -33,6 +33,25 @@ def dbos_url(database_url: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
+def system_engine(database_url: str) -> Engine | None:
+    """For SQLite, DBOS's engine as DBOS makes it (IMMEDIATE transactions, busy timeout,
+    foreign keys) plus the catalog's `synchronous=NORMAL`: in WAL mode a commit then
+    survives a killed process without an fsync each, which writers would queue behind.
+    None for PostgreSQL (DBOS makes its own)."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite":
+        return None
+    engine = create_engine(url)
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = "IMMEDIATE"
+        for pragma in ("busy_timeout=30000", "foreign_keys=ON", "synchronous=NORMAL"):
+            dbapi_connection.execute(f"PRAGMA {pragma}")
+
+    return engine
+
+
 def migrate(database_url: str) -> None:
     """Create or upgrade DBOS's tables beside the catalog's."""
     DBOS.migrate(dbos_url(database_url))
@@ -42,7 +61,9 @@ class JobQueue:
     """Enqueues and cancels job workflows from any process (no DBOS runtime needed)."""
 
     def __init__(self, database_url: str) -> None:
-        self._client = DBOSClient(system_database_url=dbos_url(database_url), lazy=True)
+        self._engine = system_engine(database_url)
+        self._client = DBOSClient(system_database_url=dbos_url(database_url), lazy=True,
+                                  system_database_engine=self._engine)
 
     def enqueue(self, session: Session, job: Job) -> None:
         """Enqueue `job`'s current run inside `session`'s transaction."""
@@ -59,6 +80,8 @@ class JobQueue:
 
     def close(self) -> None:
         self._client.destroy()
+        if self._engine is not None:
+            self._engine.dispose()
 
 
 def fire(session: Session, queue: JobQueue, image: Image, version: ImageVersion,

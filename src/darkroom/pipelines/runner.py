@@ -21,6 +21,7 @@ from darkroom.errors import DarkroomError
 from darkroom.pipelines import registry, store
 from darkroom.pipelines.context import Runtime, Source, StepContext
 from darkroom.pipelines.definition import TIMEOUT, Pipeline, Step, matches, parse
+from darkroom.server.observability import JOBS, STEPS
 
 log = structlog.get_logger("darkroom.pipelines")
 WORKFLOW = "darkroom.pipeline"
@@ -43,8 +44,8 @@ def _rt() -> Runtime:
 @DBOS.workflow(name=WORKFLOW, max_recovery_attempts=1000)
 def run_pipeline(job_id: str, run: int) -> str:
     """Run job `job_id` (its run number `run`); the job's final status."""
-    loaded = DBOS.run_step({"name": "load"}, _load, job_id)
-    if loaded is None or not DBOS.run_step({"name": "begin"}, _begin, job_id, run):
+    loaded = DBOS.run_step({"name": "begin"}, _begin, job_id, run)
+    if loaded is None:
         return "skipped"
     pipeline = parse(loaded["definition"])
     outputs: dict[str, dict] = dict(loaded["done"])
@@ -53,6 +54,7 @@ def run_pipeline(job_id: str, run: int) -> str:
     for _ in range(MAX_TRANSITIONS):
         if name is None:
             DBOS.run_step({"name": "finish"}, _finish, job_id, run, None)
+            JOBS.labels(pipeline.name, "succeeded").inc()
             return "succeeded"
         step = pipeline.step(name)
         if name in loaded["done"]:  # a retried job keeps what its earlier runs did
@@ -74,6 +76,7 @@ def run_pipeline(job_id: str, run: int) -> str:
                    "message": f"more than {MAX_TRANSITIONS} steps ran", "step": name}
     error = {"error": outcome["error"], "message": outcome["message"], "step": name}
     DBOS.run_step({"name": "finish"}, _finish, job_id, run, error)
+    JOBS.labels(pipeline.name, "failed").inc()
     return "failed"
 
 
@@ -118,20 +121,18 @@ def _attempt(job_id: str, pipeline: str, step_json: dict, source: dict, outputs:
     else:
         store.run(runtime.engine, lambda s: store.end_step(
             s, job_id, step.name, "succeeded", started, output=output))
+        STEPS.labels(step.type, "succeeded").observe(time.perf_counter() - clock)
         log.info("step_succeeded", job=job_id, step=step.name,
                  ms=round((time.perf_counter() - clock) * 1000, 1))
         return {"ok": True, "output": output}
+    STEPS.labels(step.type, code).observe(time.perf_counter() - clock)
     store.run(runtime.engine, lambda s: store.end_step(
         s, job_id, step.name, "failed", started, error=f"{code}: {message}"))
     log.warning("step_failed", job=job_id, step=step.name, error=code, message=message)
     return {"ok": False, "error": code, "message": message}
 
 
-def _load(job_id: str) -> dict | None:
-    return store.run(_rt().engine, lambda s: store.load(s, job_id))
-
-
-def _begin(job_id: str, run: int) -> bool:
+def _begin(job_id: str, run: int) -> dict | None:
     return store.run(_rt().engine, lambda s: store.begin_job(s, job_id, run))
 
 

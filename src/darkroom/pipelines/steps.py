@@ -69,37 +69,44 @@ class RenditionsParams(_Params):
 
 @register("renditions", RenditionsParams)
 def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
-    """Render each named plan of the source in parallel; store each once, catalogue it."""
-    data = ctx.read_source()
-    jobs = {name: ctx.runtime.renders.submit(_rendition, ctx, name, query, data)
-            for name, query in params.renditions.items()}
-    return {name: job.result() for name, job in jobs.items()}
+    """Render each named plan of the source in parallel; store each once, catalogue them.
 
-
-def _rendition(ctx: StepContext, name: str, query: str, data: bytes) -> dict:
+    Only the renders run on the render threads; the writes (each fsynced) happen here, so
+    a thread never waits on a disk while renders queue behind it."""
     source, runtime = ctx.source, ctx.runtime
-    plan = native.parse(source.key, parse_qsl(query, keep_blank_values=True))
-    fmt = choose_format(plan.output.format, probe(data), frozenset(),
-                        plan.output.opaque_png_as_jpeg)
-    key = (f"{RENDITIONS_PREFIX}{source.image_id}/{source.sha256[:16]}-"
-           f"{plan.recipe_hash[:16]}.{EXTENSION.get(fmt, fmt)}")
-    try:
-        existing = runtime.call(runtime.storage.get(key))
-        header = probe(existing)
-        size, width, height, written = len(existing), header.width, header.height, False
-    except NotFound:
-        out = render(plan, data, runtime.limits)
-        runtime.put(key, out.data, MIME[out.format])
-        size, width, height, written = len(out.data), out.width, out.height, True
-        log.info("rendition_written", key=key, job=ctx.job_id, bytes=size)
-    row = dict(version_id=source.version_id, plan_hash=plan.recipe_hash, name=name,
-               storage_key=key, format=fmt, bytes=size, width=width, height=height)
-    if not store.run(runtime.engine, lambda s: store.add_rendition(s, row)):
-        runtime.call(runtime.storage.delete(key))  # the image went while this step ran
+    data = ctx.read_source()
+    header = probe(data)
+    made: dict[str, dict] = {}
+    rendering = {}
+    for name, query in params.renditions.items():
+        plan = native.parse(source.key, parse_qsl(query, keep_blank_values=True))
+        fmt = choose_format(plan.output.format, header, frozenset(),
+                            plan.output.opaque_png_as_jpeg)
+        key = (f"{RENDITIONS_PREFIX}{source.image_id}/{source.sha256[:16]}-"
+               f"{plan.recipe_hash[:16]}.{EXTENSION.get(fmt, fmt)}")
+        made[name] = {"key": key, "format": fmt, "plan_hash": plan.recipe_hash}
+        try:
+            existing = probe(runtime.call(runtime.storage.get(key)))
+            made[name].update(bytes=existing.bytes, width=existing.width,
+                              height=existing.height, written=False)
+        except NotFound:
+            rendering[name] = runtime.renders.submit(render, plan, data, runtime.limits)
+    for name, future in rendering.items():
+        out = future.result()
+        runtime.put(made[name]["key"], out.data, MIME[out.format])
+        made[name].update(bytes=len(out.data), width=out.width, height=out.height,
+                          written=True)
+        log.info("rendition_written", key=made[name]["key"], job=ctx.job_id,
+                 bytes=len(out.data))
+    rows = [dict(version_id=source.version_id, name=name, storage_key=m["key"],
+                 **{k: m[k] for k in ("plan_hash", "format", "bytes", "width", "height")})
+            for name, m in made.items()]
+    if not store.run(runtime.engine, lambda s: store.add_renditions(s, rows)):
+        for m in made.values():  # the image went while this step ran
+            runtime.call(runtime.storage.delete(m["key"]))
         raise NotFound(f"image {source.image_id} version {source.version} is gone",
                        "image_gone")
-    return {"key": key, "format": fmt, "bytes": size, "width": width, "height": height,
-            "plan_hash": plan.recipe_hash, "written": written}
+    return made
 
 
 class CopyParams(_Params):

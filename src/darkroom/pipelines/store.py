@@ -49,12 +49,18 @@ def new_job(session: Session, pipeline: Pipeline, image: Image, version: ImageVe
     return job
 
 
-def load(session: Session, job_id: str) -> dict | None:
-    """What a run needs: the pipeline, the source version and the outputs of the steps
-    that already succeeded (a retried job goes on from where it failed); None if gone."""
-    job = session.get(Job, job_id)
-    if job is None:
+def begin_job(session: Session, job_id: str, run_number: int) -> dict | None:
+    """Mark the job running (with a `job.started` event) and return what the run needs:
+    the pipeline, the source version and the outputs of the steps that already succeeded
+    (a retried job goes on from where it failed). None if the job is no longer this run's
+    to do (gone, cancelled, finished, or retried as a newer run)."""
+    job = session.get(Job, job_id, with_for_update=True)
+    if job is None or job.run != run_number or job.status in FINISHED:
         return None
+    if job.status != "running":
+        now = utcnow()
+        job.status, job.started_at, job.updated_at, job.finished_at = "running", now, now, None
+        _job_event(session, job, "job.started")
     version = session.scalars(select(ImageVersion).where(
         ImageVersion.image_id == job.image_id, ImageVersion.number == job.version)).one()
     image = session.get(Image, job.image_id)
@@ -64,19 +70,6 @@ def load(session: Session, job_id: str) -> dict | None:
                     version.storage_key)
     return {"definition": job.definition, "source": source.__dict__,
             "done": {s.name: s.output for s in steps if s.state == "succeeded"}}
-
-
-def begin_job(session: Session, job_id: str, run_number: int) -> bool:
-    """Mark the job running (with a `job.started` event); False if it is no longer this
-    run's to do (cancelled, finished, or retried as a newer run)."""
-    job = session.get(Job, job_id, with_for_update=True)
-    if job is None or job.run != run_number or job.status in FINISHED:
-        return False
-    if job.status != "running":
-        now = utcnow()
-        job.status, job.started_at, job.updated_at, job.finished_at = "running", now, now, None
-        _job_event(session, job, "job.started")
-    return True
 
 
 def finish_job(session: Session, job_id: str, run_number: int, error: dict | None) -> None:
@@ -121,13 +114,15 @@ def mark_step(session: Session, job_id: str, name: str, state: str) -> None:
                     .values(state=state))
 
 
-def add_rendition(session: Session, row: dict) -> bool:
-    """Catalogue a rendition; one row per (version, plan) however often it is added.
-    False when the version is gone (deleted or replaced since the job began)."""
-    if session.get(ImageVersion, row["version_id"], with_for_update=True) is None:
+def add_renditions(session: Session, rows: list[dict]) -> bool:
+    """Catalogue renditions of one version; one row per (version, plan) however often they
+    are added. False when the version is gone (deleted or replaced since the job began)."""
+    if session.get(ImageVersion, rows[0]["version_id"], with_for_update=True) is None:
         return False
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    session.execute(dialect.insert(Rendition).values(created_at=utcnow(), **row)
+    now = utcnow()
+    session.execute(dialect.insert(Rendition).values([{**row, "created_at": now}
+                                                      for row in rows])
                     .on_conflict_do_nothing(index_elements=["version_id", "plan_hash"]))
     return True
 

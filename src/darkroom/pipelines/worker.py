@@ -30,7 +30,7 @@ from darkroom.pipelines import admin, runner
 from darkroom.pipelines.definition import load_yaml
 from darkroom.pipelines.store import run
 from darkroom.pipelines.context import Runtime
-from darkroom.pipelines.queue import APP_VERSION, QUEUE, dbos_url
+from darkroom.pipelines.queue import APP_VERSION, QUEUE, dbos_url, system_engine
 
 log = structlog.get_logger("darkroom.pipelines")
 _lock = threading.Lock()
@@ -55,6 +55,7 @@ class Worker:
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
         self._dispatching: Future | None = None
+        self._system_engine: Engine | None = None
 
     def start(self) -> None:
         global _active
@@ -65,9 +66,11 @@ class Worker:
         self.runtime = Runtime(self.settings, self.engine)
         runner.use_runtime(self.runtime)
         self._heartbeat()
+        self._system_engine = system_engine(self.settings.database_url)
         DBOS(config={"name": "darkroom", "system_database_url": dbos_url(
-            self.settings.database_url), "executor_id": self.executor_id,
-            "application_version": APP_VERSION, "log_level": "WARNING"})
+            self.settings.database_url), "system_database_engine": self._system_engine,
+            "executor_id": self.executor_id, "application_version": APP_VERSION,
+            "log_level": "WARNING"})
         DBOS.listen_queues([QUEUE])
         DBOS.launch()
         DBOS.register_queue(QUEUE, worker_concurrency=self.config.concurrency,
@@ -86,6 +89,8 @@ class Worker:
         if self._dispatching is not None:
             self._dispatching.result(timeout=30)
         DBOS.destroy(workflow_completion_timeout_sec=5)
+        if self._system_engine is not None:
+            self._system_engine.dispose()
         runner.use_runtime(None)
         if self.runtime is not None:
             self.runtime.close()

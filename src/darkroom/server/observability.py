@@ -25,6 +25,9 @@ ENGINE = Histogram("darkroom_engine_seconds", "Engine time per render", ["format
                    buckets=_LATENCY)
 QUEUE = Gauge("darkroom_queue_depth", "Renders running or waiting", multiprocess_mode="livesum")
 REJECTIONS = Counter("darkroom_rejections_total", "Error answers by code", ["code"])
+JOBS = Counter("darkroom_jobs_total", "Pipeline runs finished", ["pipeline", "status"])
+STEPS = Histogram("darkroom_step_seconds", "Pipeline step attempts by outcome",
+                  ["type", "outcome"], buckets=_LATENCY)
 
 log = structlog.get_logger("darkroom")
 

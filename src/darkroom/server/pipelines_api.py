@@ -63,6 +63,14 @@ def pipelines_router(catalog: Catalog, queue: JobQueue, authorize: Callable[[Req
         await catalog.transact(lambda s: admin.delete_pipeline(s, name))
         return Response(status_code=204)
 
+    @router.post("/pipelines/{name}/runs", status_code=202)
+    async def run_pipeline(name: Annotated[str, _NAME], request: Request,
+                           image_id: Annotated[str, Query(pattern=r"^[0-9a-f]{32}$")]) -> dict:
+        """Run the pipeline on an image's current version now, whatever its trigger says
+        (backfills; a run again after the pipeline changed). Answers the queued job."""
+        authorize(request)
+        return await catalog.transact(lambda s: admin.run_pipeline(s, queue, name, image_id))
+
     @router.get("/jobs")
     async def list_jobs(
         request: Request,
