@@ -12,8 +12,10 @@ after it in the list, unless it has `end: true`.
 from __future__ import annotations
 
 import fnmatch
+import functools
+import json
 import re
-from typing import Literal
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -22,6 +24,7 @@ from darkroom.errors import BadRequest
 from darkroom.pipelines import registry
 
 ALL, TIMEOUT, TASK_FAILED = "States.ALL", "States.Timeout", "States.TaskFailed"
+T = TypeVar("T", bound=BaseModel)
 _NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 
@@ -138,6 +141,17 @@ def parse(data: dict) -> Pipeline:
         message = re.sub(r"^Value error, ", "", first["msg"])
         raise BadRequest(f"bad pipeline: {where + ': ' if where else ''}{message}",
                          "bad_pipeline") from None
+
+
+def cached(model: type[T], data: dict) -> T:
+    """`model` validated from `data`, remembered: runs and uploads read the same stored
+    definitions over and over, and validating one compiles every rendition's plan."""
+    return _validated(model, json.dumps(data, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=512)
+def _validated(model: type[T], text: str) -> T:
+    return model.model_validate_json(text)
 
 
 def read_yaml(text: str) -> object:

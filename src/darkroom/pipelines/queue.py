@@ -18,7 +18,7 @@ from darkroom.catalog.models import Image, ImageVersion, Job
 from darkroom.catalog.pipeline_models import PipelineRow
 from darkroom.engine.formats import MIME
 from darkroom.pipelines import store
-from darkroom.pipelines.definition import Pipeline
+from darkroom.pipelines.definition import Pipeline, cached
 
 QUEUE = "darkroom-pipelines"
 APP_VERSION = f"darkroom-{__version__}-pipelines-1"  # bump when the workflow's steps change
@@ -91,7 +91,7 @@ def fire(session: Session, queue: JobQueue, image: Image, version: ImageVersion,
     jobs = []
     content_type = MIME.get(version.format, "application/octet-stream")
     for row in session.scalars(select(PipelineRow).order_by(PipelineRow.name)):
-        pipeline = Pipeline.model_validate(row.definition)
+        pipeline = cached(Pipeline, row.definition)
         if pipeline.enabled and pipeline.trigger.fires(event, image.key, content_type):
             job = store.new_job(session, pipeline, image, version, event)
             queue.enqueue(session, job)

@@ -20,7 +20,7 @@ from darkroom.catalog.models import utcnow
 from darkroom.errors import DarkroomError
 from darkroom.pipelines import registry, store
 from darkroom.pipelines.context import Runtime, Source, StepContext
-from darkroom.pipelines.definition import TIMEOUT, Pipeline, Step, matches, parse
+from darkroom.pipelines.definition import TIMEOUT, Pipeline, Step, cached, matches
 from darkroom.server.observability import JOBS, STEPS
 
 log = structlog.get_logger("darkroom.pipelines")
@@ -47,7 +47,7 @@ def run_pipeline(job_id: str, run: int) -> str:
     loaded = DBOS.run_step({"name": "begin"}, _begin, job_id, run)
     if loaded is None:
         return "skipped"
-    pipeline = parse(loaded["definition"])
+    pipeline = cached(Pipeline, loaded["definition"])
     outputs: dict[str, dict] = dict(loaded["done"])
     caught: dict | None = None
     name: str | None = pipeline.steps[0].name
@@ -101,7 +101,7 @@ def _attempts(job_id: str, pipeline: Pipeline, step: Step, source: dict,
 
 def _attempt(job_id: str, pipeline: str, step_json: dict, source: dict, outputs: dict,
              caught: dict | None) -> dict:
-    step = Step.model_validate(step_json)
+    step = cached(Step, step_json)
     kind = registry.get(step.type)
     runtime = _rt()
     ctx = StepContext(runtime, job_id, pipeline, step.name, Source(**source), outputs, caught)
@@ -109,7 +109,7 @@ def _attempt(job_id: str, pipeline: str, step_json: dict, source: dict, outputs:
     store.run(runtime.engine, lambda s: store.begin_step(s, job_id, step.name, started))
     clock = time.perf_counter()
     try:
-        future = _steps.submit(kind.run, ctx, kind.validate(step.params))
+        future = _steps.submit(kind.run, ctx, cached(kind.params, step.params))
         output = future.result(timeout=step.timeout_s)
     except FutureTimeout:
         code, message = TIMEOUT, f"step {step.name!r} ran past {step.timeout_s} s"
