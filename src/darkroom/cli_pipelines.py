@@ -88,7 +88,11 @@ def worker_command(
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port, addr="127.0.0.1")
-    worker.start()
+    try:
+        worker.start()
+    except DarkroomError as error:
+        console.print(f"{error.code}: {error.message}", style="red", markup=False)
+        raise typer.Exit(1) from None
     stop.wait()
     worker.stop()
 

@@ -122,6 +122,9 @@ class Pipelines(BaseModel):
     dead_after_s: float = Field(30.0, gt=0, le=86400, description="a worker silent this "
                                 "long is dead: another worker resumes its runs")
     poll_s: float = Field(0.1, gt=0, le=60, description="queue polling interval")
+    webhook_hosts: list[str] = Field(default_factory=list, description="hosts a webhook "
+                                     "step may reach on private, loopback or link-local "
+                                     "addresses (others must be public)")
 
 
 class Settings(BaseSettings):

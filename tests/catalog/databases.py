@@ -19,7 +19,8 @@ from sqlalchemy.exc import OperationalError
 from darkroom.catalog import make_engine, migrate
 
 PG_SERVER = os.environ.get("DARKROOM_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
-TABLES = "outbox_deliveries, outbox, idempotency_keys, jobs, renditions, image_versions, image_tags, images"
+TABLES = ("outbox_deliveries, outbox, idempotency_keys, job_steps, jobs, renditions, "
+          "image_versions, image_tags, images, pipelines, workers")
 
 
 @contextmanager
@@ -63,6 +64,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     engine = make_engine(url)
     with engine.begin() as connection:
         connection.execute(text(f"TRUNCATE {TABLES} CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture
+def engine(database_url):
+    """A migrated engine on each backend (see `database_url`)."""
+    engine = make_engine(database_url)
+    migrate(engine)
+    yield engine
     engine.dispose()
 
 

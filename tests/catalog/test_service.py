@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from darkroom.catalog import Catalog, Staged, make_engine, migrate
+from darkroom.catalog import Catalog, Staged, make_engine, migrate, repository
 from darkroom.config import Limits
-from darkroom.errors import Conflict, StorageError
+from darkroom.errors import CatalogError, Conflict, StorageError
 from darkroom.server.pool import RenderPool
 from darkroom.storage import LocalStorage
 
@@ -80,6 +80,24 @@ async def test_a_storage_failure_on_delete_changes_nothing(
     monkeypatch.undo()
     assert (await catalog.get(body["id"]))["key"] == "kept.img"
     assert (catalog.storage.root / "kept.img").is_file()
+    assert count_rows(database_url, "outbox") == 1
+
+
+async def test_a_replace_that_fails_puts_the_old_bytes_back(
+        catalog: Catalog, database_url, monkeypatch):  # noqa: F811
+    body, _ = await catalog.upload(staged(SMALL[0]), "swap.img", [])
+    original = (catalog.storage.root / "swap.img").read_bytes()
+
+    def fail(*_args, **_kwargs):
+        raise CatalogError("injected after the new bytes were stored")
+
+    monkeypatch.setattr(repository, "add_event", fail)
+    with pytest.raises(CatalogError):
+        await catalog.replace(body["id"], staged(SMALL[1]))
+    monkeypatch.undo()
+    assert (catalog.storage.root / "swap.img").read_bytes() == original
+    detail = await catalog.get(body["id"])
+    assert (detail["version"], detail["sha256"]) == (1, body["sha256"])
     assert count_rows(database_url, "outbox") == 1
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session
 
-from darkroom.catalog import Catalog, Staged, make_engine, migrate, repository
+from darkroom.catalog import Catalog, Staged, make_engine, repository
 from darkroom.catalog.models import utcnow
 from darkroom.catalog.outbox import Claim
 from darkroom.config import Limits, Settings
@@ -25,7 +25,7 @@ from darkroom.server.app import create_app
 from darkroom.server.pool import RenderPool
 from darkroom.storage import LocalStorage
 
-from catalog.databases import database_url, pg_url, rows  # noqa: F401
+from catalog.databases import database_url, engine, pg_url, rows  # noqa: F401
 from corpus_files import CORPUS, OK_FILES
 from server.helpers import TestClient
 
@@ -33,14 +33,6 @@ pytestmark = pytest.mark.anyio
 POLICY = RetryPolicy(max_attempts=3, base_delay_s=1, max_delay_s=1)
 SMALL = min((f for f in OK_FILES if f["container"] == "png"), key=lambda f: f["bytes"])
 LATER = timedelta(seconds=10)  # past any retry delay of POLICY
-
-
-@pytest.fixture
-def engine(database_url):  # noqa: F811
-    engine = make_engine(database_url)
-    migrate(engine)
-    yield engine
-    engine.dispose()
 
 
 def webhook(receiver, name: str = "hook") -> WebhookNotifier:

@@ -47,7 +47,7 @@ def flaky(ctx, params: FlakyParams) -> dict:
 @pytest.fixture
 def client(tmp_path: Path):
     settings = Settings(data_dir=tmp_path / "data", allow_unsigned=True, access_log=False,
-                        pipelines={"poll_s": 0.05})
+                        pipelines={"poll_s": 0.05, "webhook_hosts": ["127.0.0.1"]})
     with TestClient(create_app(settings)) as client:
         client.settings = settings
         yield client
@@ -246,6 +246,17 @@ def test_a_webhook_step_posts_a_signed_event_with_the_outputs(client):
     assert request["headers"]["Darkroom-Event-Type"] == "image.processed"
     shown = client.get("/v1/pipelines/p").json()
     assert shown["steps"][1]["params"]["signing_keys"] == "**********"
+
+
+def test_a_webhook_step_may_not_reach_private_addresses_unless_allowed(client):
+    _pipeline(client, [{"name": "hook", "type": "webhook", "params": {
+        "url": "http://localhost:9/internal", "signing_keys": ["k"]}}])
+    job = _finished(client, _upload(client)["jobs"][0]["id"])
+    assert job["status"] == "failed" and job["error"].startswith("webhook_blocked")
+    _pipeline(client, [{"name": "hook", "type": "webhook", "params": {
+        "url": "http://169.254.169.254/latest/meta-data/", "signing_keys": ["k"]}}])
+    job = _finished(client, _upload(client, "shop/b.jpg")["jobs"][0]["id"])
+    assert "169.254.169.254" in job["error"] and "webhook_blocked" in job["error"]
 
 
 def test_pipeline_api_validates_and_lists(client):

@@ -109,12 +109,12 @@ def add_event(session: Session, kind: str, subject: str, payload: dict,
 
 def stop_jobs(session: Session, image_id: str, reason: str) -> list[str]:
     """Cancel the image's unfinished jobs; the workflow ids to cancel after the commit."""
-    jobs = session.scalars(select(Job).where(
-        Job.image_id == image_id, Job.status.in_(("queued", "running")))).all()
     now = utcnow()
-    for job in jobs:
-        job.status, job.error, job.finished_at, job.updated_at = "cancelled", reason, now, now
-    return [job.workflow_id for job in jobs]
+    stopped = session.execute(
+        update(Job).where(Job.image_id == image_id, Job.status.in_(("queued", "running")))
+        .values(status="cancelled", error=reason, finished_at=now, updated_at=now)
+        .returning(Job.id, Job.run).execution_options(synchronize_session=False))
+    return [f"{job_id}.{run}" for job_id, run in stopped]
 
 
 def get_image(session: Session, image_id: str) -> tuple[Image, ImageVersion]:

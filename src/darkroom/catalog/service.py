@@ -27,7 +27,7 @@ from darkroom.catalog.metadata import Facts, describe
 from darkroom.catalog.models import Image, ImageVersion, Rendition
 from darkroom.config import Limits
 from darkroom.engine.formats import EXTENSION, MIME
-from darkroom.errors import BadRequest, CatalogError, Conflict, DarkroomError
+from darkroom.errors import BadRequest, CatalogError, Conflict, DarkroomError, NotFound
 from darkroom.pipelines import queue
 from darkroom.pipelines.queue import JobQueue
 from darkroom.pipelines.steps import RENDITIONS_PREFIX
@@ -112,13 +112,23 @@ class Catalog:
             return replay, True
 
     async def replace(self, image_id: str, staged: Staged) -> dict:
-        """Store new bytes for an image as its next version; old derivatives are dropped."""
+        """Store new bytes for an image as its next version; old derivatives are dropped.
+        If the new version cannot be recorded, the old bytes are put back (they are read
+        first, within the size limit)."""
         facts = await self._describe(staged)
         loop = asyncio.get_running_loop()
         superseded: list[str] = []
 
-        def write(session: Session, _undo: Undo) -> dict:
+        def write(session: Session, undo: Undo) -> dict:
             image = repository.claim_existing(session, image_id)
+            key = image.key
+            try:  # the current bytes, put back if the new version cannot be recorded
+                previous: bytes | None = self._call(loop, self.storage.get(key))
+            except NotFound:
+                previous = None
+            undo.append(lambda: self._call(loop, self.storage.put(key, previous)
+                                           if previous is not None
+                                           else self.storage.delete(key)))
             _drop_renditions(session, image)
             superseded.extend(repository.stop_jobs(session, image.id, "superseded by a "
                                                    f"new version ({image.version + 1})"))
@@ -193,7 +203,10 @@ class Catalog:
         swept, so a rendition a stopped run stored just before the commit goes too; one
         stored after it is deleted by its own step, which finds the version gone."""
         for workflow in workflows if self.queue is not None else []:
-            await asyncio.to_thread(self.queue.cancel, workflow)
+            try:
+                await asyncio.to_thread(self.queue.cancel, workflow)
+            except Exception as error:  # the job row says cancelled: its run stops anyway
+                log.warning("workflow_cancel_failed", workflow=workflow, error=str(error))
         try:
             folder = f"{RENDITIONS_PREFIX}{image_id}/"
             async for info in self.storage.list(folder):

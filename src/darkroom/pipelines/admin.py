@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from darkroom.catalog import repository
@@ -17,11 +18,16 @@ from darkroom.pipelines.queue import JobQueue
 
 MAX_LIMIT = 100
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-_SECRET_PARAMS = {"signing_keys", "password", "secret"}
+_SECRET_PARAMS = {"signing_keys", "password", "secret", "token"}
+MASK = "**********"
 
 
 def save_pipeline(session: Session, pipeline: Pipeline) -> tuple[dict, bool]:
-    """Create or replace a pipeline; its public form and whether it is new."""
+    """Create or replace a pipeline; its public form and whether it is new. A definition
+    copied from a masked answer is refused rather than saved with the mask as its key."""
+    if MASK in json.dumps(pipeline.model_dump(mode="json")):
+        raise BadRequest("the definition holds a masked secret ('**********'); send the "
+                         "real value", "bad_pipeline")
     row = session.get(PipelineRow, pipeline.name)
     created = row is None
     if row is None:
@@ -52,12 +58,17 @@ def any_pipeline(session: Session) -> bool:
 
 def public_pipeline(row: PipelineRow) -> dict:
     """The definition with secrets masked, and its timestamps."""
-    definition = dict(row.definition)
-    definition["steps"] = [{**step, "params": {k: ("**********" if k in _SECRET_PARAMS else v)
-                                               for k, v in step["params"].items()}}
-                           for step in definition["steps"]]
-    return {**definition, "created_at": row.created_at.isoformat(),
+    return {**_masked(row.definition), "created_at": row.created_at.isoformat(),
             "updated_at": row.updated_at.isoformat()}
+
+
+def _masked(value: object) -> object:
+    """`value` with every secret-named field, at any depth, replaced by the mask."""
+    if isinstance(value, dict):
+        return {k: MASK if k in _SECRET_PARAMS else _masked(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v) for v in value]
+    return value
 
 
 def _pipeline_row(session: Session, name: str) -> PipelineRow:
@@ -132,32 +143,32 @@ def run_pipeline(session: Session, queue: JobQueue, name: str, image_id: str) ->
 
 def retry_job(session: Session, queue: JobQueue, job_id: str) -> dict:
     """Run a failed or cancelled job again as its next run; steps that succeeded are kept."""
-    job = _job(session, job_id, lock=True)
-    if job.status not in ("failed", "cancelled"):
-        raise Conflict(f"job {job_id} is {job.status}; only failed or cancelled jobs are "
-                       "retried", "job_not_retryable")
-    job.run += 1
-    job.status, job.error, job.finished_at, job.updated_at = "queued", None, None, utcnow()
-    for step in session.scalars(select(JobStep).where(JobStep.job_id == job_id,
-                                                      JobStep.state != "succeeded")):
-        step.state = "pending"
+    current = _job(session, job_id)
+    job = store.set_job(session, job_id, ("failed", "cancelled"), current.run,
+                        run=current.run + 1, status="queued", error=None, finished_at=None)
+    if job is None:
+        raise Conflict(f"job {job_id} is {current.status}; only failed or cancelled jobs "
+                       "are retried", "job_not_retryable")
+    session.execute(update(JobStep).where(JobStep.job_id == job_id,
+                                          JobStep.state != "succeeded")
+                    .values(state="pending"))
     queue.enqueue(session, job)
     return job_summary(job)
 
 
 def cancel_job(session: Session, job_id: str) -> tuple[dict, str]:
     """Mark a queued or running job cancelled; its summary and workflow id to cancel."""
-    job = _job(session, job_id, lock=True)
-    if job.status not in ("queued", "running"):
-        raise Conflict(f"job {job_id} is {job.status}; only queued or running jobs are "
+    current = _job(session, job_id)
+    job = store.set_job(session, job_id, ("queued", "running"), None, status="cancelled",
+                        error="cancelled", finished_at=utcnow())
+    if job is None:
+        raise Conflict(f"job {job_id} is {current.status}; only queued or running jobs are "
                        "cancelled", "job_not_cancellable")
-    now = utcnow()
-    job.status, job.error, job.finished_at, job.updated_at = "cancelled", "cancelled", now, now
     return job_summary(job), job.workflow_id
 
 
-def _job(session: Session, job_id: str, lock: bool = False) -> Job:
-    job = session.get(Job, job_id, with_for_update=lock)
+def _job(session: Session, job_id: str) -> Job:
+    job = session.get(Job, job_id)
     if job is None:
         raise NotFound(f"no job {job_id!r}", "job_not_found")
     return job

@@ -33,6 +33,9 @@ class Runtime:
         self.limits = settings.limits
         self.storage: Storage = open_storage(settings)
         self.renders = ThreadPoolExecutor(settings.threads, thread_name_prefix="render")
+        # Two per run: its attempt, and one that ran past its timeout and is finishing.
+        self.steps = ThreadPoolExecutor(2 * settings.pipelines.concurrency,
+                                        thread_name_prefix="step")
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
                                         name="pipeline-io")
@@ -53,9 +56,13 @@ class Runtime:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
 
     def close(self) -> None:
+        """Let the steps under way end, then stop the renders and the loop."""
+        self.steps.shutdown(wait=True)
         self.renders.shutdown(wait=True)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self._loop.close()
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,7 @@ class Source:
 class StepContext:
     runtime: Runtime
     job_id: str
+    run: int
     pipeline: str
     step: str
     source: Source

@@ -25,6 +25,7 @@ from darkroom.pipelines import registry
 
 ALL, TIMEOUT, TASK_FAILED = "States.ALL", "States.Timeout", "States.TaskFailed"
 T = TypeVar("T", bound=BaseModel)
+MAX_DELAY_S = 86400.0  # a retry waits at most a day, whatever the backoff says
 _NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 
@@ -57,9 +58,8 @@ class Retrier(_Strict):
 
     def delay(self, retry: int, fraction: float) -> float:
         """Seconds before retry number `retry` (from 1); `fraction` in [0, 1) for jitter."""
-        delay = self.interval_s * self.backoff_rate ** (retry - 1)
-        if self.max_delay_s is not None:
-            delay = min(delay, self.max_delay_s)
+        delay = min(self.interval_s * self.backoff_rate ** (retry - 1),
+                    self.max_delay_s or MAX_DELAY_S)
         return delay * fraction if self.jitter == "full" else delay
 
 

@@ -8,20 +8,25 @@ a worker, in this process or another, dequeues it. The DBOS tables live in the s
 
 from __future__ import annotations
 
+import structlog
 from dbos import DBOS, DBOSClient
+from pydantic import ValidationError
 from sqlalchemy import Engine, create_engine, event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from darkroom import __version__
 from darkroom.catalog.models import Image, ImageVersion, Job
 from darkroom.catalog.pipeline_models import PipelineRow
 from darkroom.engine.formats import MIME
 from darkroom.pipelines import store
 from darkroom.pipelines.definition import Pipeline, cached
 
+log = structlog.get_logger("darkroom.pipelines")
 QUEUE = "darkroom-pipelines"
-APP_VERSION = f"darkroom-{__version__}-pipelines-1"  # bump when the workflow's steps change
+# DBOS runs and resumes only workflows of its own application version: this names the
+# workflow's shape (its steps and their names), not darkroom's release, so an upgrade that
+# keeps the shape still runs the jobs queued before it. Bump it only with the shape.
+APP_VERSION = "darkroom-pipelines-1"
 WORKFLOW_NAME = "darkroom.pipeline"
 
 
@@ -91,7 +96,12 @@ def fire(session: Session, queue: JobQueue, image: Image, version: ImageVersion,
     jobs = []
     content_type = MIME.get(version.format, "application/octet-stream")
     for row in session.scalars(select(PipelineRow).order_by(PipelineRow.name)):
-        pipeline = cached(Pipeline, row.definition)
+        try:
+            pipeline = cached(Pipeline, row.definition)
+        except ValidationError as error:  # e.g. a step kind this process does not know
+            log.error("pipeline_unusable", pipeline=row.name,
+                      error=str(error).splitlines()[0])
+            continue
         if pipeline.enabled and pipeline.trigger.fires(event, image.key, content_type):
             job = store.new_job(session, pipeline, image, version, event)
             queue.enqueue(session, job)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import random
 import time
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import Future, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 
 import structlog
@@ -26,8 +27,12 @@ from darkroom.server.observability import JOBS, STEPS
 log = structlog.get_logger("darkroom.pipelines")
 WORKFLOW = "darkroom.pipeline"
 MAX_TRANSITIONS = 200  # a catch loop cannot run forever
+# The job's own bookkeeping rides out a database hiccup; after that the run fails cleanly.
+BOOKKEEPING = {"retries_allowed": True, "max_attempts": 8, "interval_seconds": 0.5,
+               "backoff_rate": 2.0}
 _runtime: Runtime | None = None
-_steps = ThreadPoolExecutor(64, thread_name_prefix="step")
+_inflight: dict[tuple[str, str], Future] = {}  # (job, step) -> its latest attempt
+_inflight_lock = threading.Lock()
 
 
 def use_runtime(runtime: Runtime | None) -> None:
@@ -44,50 +49,57 @@ def _rt() -> Runtime:
 @DBOS.workflow(name=WORKFLOW, max_recovery_attempts=1000)
 def run_pipeline(job_id: str, run: int) -> str:
     """Run job `job_id` (its run number `run`); the job's final status."""
-    loaded = DBOS.run_step({"name": "begin"}, _begin, job_id, run)
+    loaded = DBOS.run_step({"name": "begin", **BOOKKEEPING}, _begin, job_id, run)
     if loaded is None:
         return "skipped"
     pipeline = cached(Pipeline, loaded["definition"])
+    try:
+        error = _run_steps(job_id, run, pipeline, loaded)
+    except Exception as failure:  # a bug, or a database gone for good: never left running
+        log.exception("run_crashed", job=job_id, run=run)
+        error = {"error": "internal", "message": f"{type(failure).__name__}: {failure}",
+                 "step": None}
+    DBOS.run_step({"name": "finish", **BOOKKEEPING}, _finish, job_id, run, pipeline.name,
+                  error)
+    return "failed" if error else "succeeded"
+
+
+def _run_steps(job_id: str, run: int, pipeline: Pipeline, loaded: dict) -> dict | None:
+    """Walk the steps from the first; None when the run ends well, else its error."""
     outputs: dict[str, dict] = dict(loaded["done"])
     caught: dict | None = None
     name: str | None = pipeline.steps[0].name
     for _ in range(MAX_TRANSITIONS):
         if name is None:
-            DBOS.run_step({"name": "finish"}, _finish, job_id, run, None)
-            JOBS.labels(pipeline.name, "succeeded").inc()
-            return "succeeded"
+            return None
         step = pipeline.step(name)
         if name in loaded["done"]:  # a retried job keeps what its earlier runs did
             name = pipeline.after(step)
             continue
-        outcome = _attempts(job_id, pipeline, step, loaded["source"], outputs, caught)
+        context = {"job_id": job_id, "run": run, "pipeline": pipeline.name,
+                   "source": loaded["source"], "outputs": outputs, "caught": caught}
+        outcome = _attempts(step, context)
         if outcome["ok"]:
             outputs[name], caught = outcome["output"], None
             name = pipeline.after(step)
             continue
         catcher = next((c for c in step.catch if matches(c.errors, outcome["error"])), None)
         if catcher is None:
-            break
+            return {"error": outcome["error"], "message": outcome["message"], "step": name}
         caught = {"error": outcome["error"], "message": outcome["message"], "step": name}
-        DBOS.run_step({"name": f"caught:{name}"}, _mark, job_id, name, "caught")
+        DBOS.run_step({"name": f"caught:{name}", **BOOKKEEPING}, _mark, job_id, name,
+                      "caught")
         name = catcher.next
-    else:
-        outcome = {"error": "too_many_transitions",
-                   "message": f"more than {MAX_TRANSITIONS} steps ran", "step": name}
-    error = {"error": outcome["error"], "message": outcome["message"], "step": name}
-    DBOS.run_step({"name": "finish"}, _finish, job_id, run, error)
-    JOBS.labels(pipeline.name, "failed").inc()
-    return "failed"
+    return {"error": "too_many_transitions", "message": f"more than {MAX_TRANSITIONS} "
+            "steps ran", "step": name}
 
 
-def _attempts(job_id: str, pipeline: Pipeline, step: Step, source: dict,
-              outputs: dict, caught: dict | None) -> dict:
+def _attempts(step: Step, context: dict) -> dict:
     """Try `step` until it succeeds or no retrier applies; the last outcome."""
     used = [0] * len(step.retry)
     while True:
-        outcome = DBOS.run_step({"name": f"step:{step.name}"}, _attempt, job_id,
-                                pipeline.name, step.model_dump(mode="json"), source,
-                                outputs, caught)
+        outcome = DBOS.run_step({"name": f"step:{step.name}", **BOOKKEEPING}, _attempt,
+                                step.model_dump(mode="json"), context)
         if outcome["ok"]:
             return outcome
         index = next((i for i, r in enumerate(step.retry)
@@ -99,19 +111,29 @@ def _attempts(job_id: str, pipeline: Pipeline, step: Step, source: dict,
         DBOS.sleep(step.retry[index].delay(used[index], fraction))
 
 
-def _attempt(job_id: str, pipeline: str, step_json: dict, source: dict, outputs: dict,
-             caught: dict | None) -> dict:
+def _attempt(step_json: dict, context: dict) -> dict:
+    """One attempt of a step, its outcome as data. Attempts of one step never overlap: one
+    that ran past its timeout is waited for before the next starts (its thread cannot be
+    stopped; renders, storage and webhooks have their own time limits)."""
     step = cached(Step, step_json)
     kind = registry.get(step.type)
     runtime = _rt()
-    ctx = StepContext(runtime, job_id, pipeline, step.name, Source(**source), outputs, caught)
+    job_id = context["job_id"]
+    ctx = StepContext(runtime, job_id, context["run"], context["pipeline"], step.name,
+                      Source(**context["source"]), context["outputs"], context["caught"])
+    with _inflight_lock:
+        previous = _inflight.pop((job_id, step.name), None)
+    if previous is not None:
+        wait([previous])
     started = utcnow()
     store.run(runtime.engine, lambda s: store.begin_step(s, job_id, step.name, started))
     clock = time.perf_counter()
+    future = runtime.steps.submit(kind.run, ctx, cached(kind.params, step.params))
     try:
-        future = _steps.submit(kind.run, ctx, cached(kind.params, step.params))
         output = future.result(timeout=step.timeout_s)
     except FutureTimeout:
+        with _inflight_lock:
+            _inflight[(job_id, step.name)] = future
         code, message = TIMEOUT, f"step {step.name!r} ran past {step.timeout_s} s"
     except DarkroomError as error:
         code, message = error.code, error.message
@@ -136,8 +158,9 @@ def _begin(job_id: str, run: int) -> dict | None:
     return store.run(_rt().engine, lambda s: store.begin_job(s, job_id, run))
 
 
-def _finish(job_id: str, run: int, error: dict | None) -> None:
-    store.run(_rt().engine, lambda s: store.finish_job(s, job_id, run, error))
+def _finish(job_id: str, run: int, pipeline: str, error: dict | None) -> None:
+    if store.run(_rt().engine, lambda s: store.finish_job(s, job_id, run, error)):
+        JOBS.labels(pipeline, "failed" if error else "succeeded").inc()
     log.info("job_finished", job=job_id, run=run, error=(error or {}).get("error"))
 
 

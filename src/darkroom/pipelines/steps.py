@@ -9,6 +9,7 @@ so receivers drop a redelivery.
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import re
 from typing import Literal
 from urllib.parse import parse_qsl
@@ -18,14 +19,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from darkroom.engine import choose_format, probe, render
 from darkroom.engine.formats import EXTENSION, MIME
-from darkroom.errors import BadRequest, DarkroomError, NotFound
+from darkroom.errors import BadRequest, Conflict, DarkroomError, NotFound
 from darkroom.events.model import Event
 from darkroom.events.settings import WebhookSink
 from darkroom.events.webhook import WebhookNotifier
 from darkroom.grammars import native
 from darkroom.pipelines import store
+from darkroom.pipelines.egress import check_public
 from darkroom.pipelines.context import StepContext
 from darkroom.pipelines.registry import register
+from darkroom.storage import check_key
 
 log = structlog.get_logger("darkroom.pipelines")
 RENDITIONS_PREFIX = "_renditions/"
@@ -101,11 +104,13 @@ def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
     rows = [dict(version_id=source.version_id, name=name, storage_key=m["key"],
                  **{k: m[k] for k in ("plan_hash", "format", "bytes", "width", "height")})
             for name, m in made.items()]
-    if not store.run(runtime.engine, lambda s: store.add_renditions(s, rows)):
-        for m in made.values():  # the image went while this step ran
+    if not store.run(runtime.engine, lambda s: store.add_renditions(s, ctx.job_id, ctx.run,
+                                                                    rows)):
+        for m in made.values():  # the job was stopped (replace, delete, cancel) meanwhile
             runtime.call(runtime.storage.delete(m["key"]))
-        raise NotFound(f"image {source.image_id} version {source.version} is gone",
-                       "image_gone")
+        raise NotFound(f"job {ctx.job_id} stopped while its renditions were made: image "
+                       f"{source.image_id} version {source.version} replaced, deleted or "
+                       "the job cancelled", "image_gone")
     return made
 
 
@@ -114,33 +119,48 @@ class CopyParams(_Params):
                         description="destination prefix, ending in '/'")
     renditions: bool = Field(False, description="also copy the renditions made so far")
 
+    @field_validator("prefix")
+    @classmethod
+    def _safe(cls, value: str) -> str:
+        try:
+            check_key(value + "x")
+        except BadRequest as error:
+            raise ValueError(error.message) from None
+        return value
+
 
 @register("copy", CopyParams)
 def copy(ctx: StepContext, params: CopyParams) -> dict:
-    """Copy the source (and optionally its renditions) under another storage prefix."""
-    runtime, source = ctx.runtime, ctx.source
+    """Copy the source (and optionally its renditions) under another storage prefix; never
+    over a catalogued image, and only while the job runs."""
+    source = ctx.source
     target = params.prefix + source.key
-    runtime.put(target, ctx.read_source(), MIME[source.format])
-    copied = {"source": target}
+    copies = {"source": (target, source.format, None)}
     if params.renditions:
-        stem = target.rsplit(".", 1)[0]
+        stem = posixpath.splitext(target)[0]
         for output in ctx.outputs.values():
             for name, made in output.items():
                 if isinstance(made, dict) and str(made.get("key", "")).startswith(
                         RENDITIONS_PREFIX):
                     key = f"{stem}/{name}.{EXTENSION.get(made['format'], made['format'])}"
-                    data = runtime.call(runtime.storage.get(made["key"]))
-                    runtime.put(key, data, MIME[made["format"]])
-                    copied[name] = key
-    return copied
+                    copies[name] = (key, made["format"], made["key"])
+    data = ctx.read_source()
+    for name, (key, fmt, origin) in copies.items():
+        if not store.run(ctx.runtime.engine, lambda s: store.may_write_copy(
+                s, ctx.job_id, ctx.run, key)):
+            raise Conflict(f"{key!r} is a catalogued image, or the job stopped: not "
+                           "overwritten", "copy_refused")
+        body = data if origin is None else ctx.runtime.call(ctx.runtime.storage.get(origin))
+        ctx.runtime.put(key, body, MIME[fmt])
+    return {name: key for name, (key, _fmt, _origin) in copies.items()}
 
 
 def processed_event(ctx: StepContext) -> Event:
-    """The `image.processed` event of this step, its id fixed by job and step."""
-    event_id = hashlib.sha256(f"{ctx.job_id}/{ctx.step}".encode()).hexdigest()[:32]
+    """The `image.processed` event of this step, its id fixed by job, run and step."""
+    event_id = hashlib.sha256(f"{ctx.job_id}/{ctx.run}/{ctx.step}".encode()).hexdigest()[:32]
     source = ctx.source
     return Event(id=event_id, type="image.processed", subject=source.image_id, data={
-        "job_id": ctx.job_id, "pipeline": ctx.pipeline, "step": ctx.step,
+        "job_id": ctx.job_id, "run": ctx.run, "pipeline": ctx.pipeline, "step": ctx.step,
         "image_id": source.image_id, "key": source.key, "version": source.version,
         "sha256": source.sha256, "outputs": ctx.outputs})
 
@@ -159,7 +179,9 @@ class WebhookParams(WebhookSink):
 
 @register("webhook", WebhookParams)
 def webhook(ctx: StepContext, params: WebhookParams) -> dict:
-    """POST the `image.processed` event to a URL now, signed like the events' webhooks."""
+    """POST the `image.processed` event to a URL now, signed like the events' webhooks
+    (public addresses only, unless the host is in `pipelines.webhook_hosts`)."""
+    check_public(params.url, ctx.runtime.settings.pipelines.webhook_hosts)
     event = processed_event(ctx)
 
     async def post() -> None:

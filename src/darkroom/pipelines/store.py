@@ -26,7 +26,6 @@ from darkroom.pipelines.context import Source
 from darkroom.pipelines.definition import Pipeline
 
 T = TypeVar("T")
-FINISHED = ("succeeded", "failed", "cancelled")
 
 
 def run(engine: Engine, work: Callable[[Session], T]) -> T:
@@ -49,18 +48,36 @@ def new_job(session: Session, pipeline: Pipeline, image: Image, version: ImageVe
     return job
 
 
+def set_job(session: Session, job_id: str, statuses: tuple[str, ...], run_number: int | None,
+             **values) -> Job | None:
+    """Change the job's row only while its status is one of `statuses` (and its run is
+    `run_number`, when given): one conditional UPDATE, so two writers never both win
+    (SQLite ignores row locks; the UPDATE also takes its write lock first). The job as
+    changed, or None when the condition did not hold."""
+    condition = [Job.id == job_id, Job.status.in_(statuses)]
+    if run_number is not None:
+        condition.append(Job.run == run_number)
+    changed = session.execute(update(Job).where(*condition).values(updated_at=utcnow(),
+                                                                 **values)
+                              .execution_options(synchronize_session=False))
+    if changed.rowcount != 1:
+        return None
+    return session.get_one(Job, job_id, populate_existing=True)
+
+
 def begin_job(session: Session, job_id: str, run_number: int) -> dict | None:
     """Mark the job running (with a `job.started` event) and return what the run needs:
     the pipeline, the source version and the outputs of the steps that already succeeded
     (a retried job goes on from where it failed). None if the job is no longer this run's
     to do (gone, cancelled, finished, or retried as a newer run)."""
-    job = session.get(Job, job_id, with_for_update=True)
-    if job is None or job.run != run_number or job.status in FINISHED:
-        return None
-    if job.status != "running":
-        now = utcnow()
-        job.status, job.started_at, job.updated_at, job.finished_at = "running", now, now, None
+    job = set_job(session, job_id, ("queued",), run_number, status="running",
+                   started_at=utcnow(), finished_at=None)
+    if job is not None:
         _job_event(session, job, "job.started")
+    else:  # a run resumed after a crash finds its job running already
+        job = set_job(session, job_id, ("running",), run_number)
+        if job is None:
+            return None
     version = session.scalars(select(ImageVersion).where(
         ImageVersion.image_id == job.image_id, ImageVersion.number == job.version)).one()
     image = session.get(Image, job.image_id)
@@ -72,16 +89,24 @@ def begin_job(session: Session, job_id: str, run_number: int) -> dict | None:
             "done": {s.name: s.output for s in steps if s.state == "succeeded"}}
 
 
-def finish_job(session: Session, job_id: str, run_number: int, error: dict | None) -> None:
-    """Mark the run succeeded (error None) or failed, with its event; once only."""
-    job = session.get(Job, job_id, with_for_update=True)
-    if job is None or job.run != run_number or job.status in FINISHED:
-        return
-    now = utcnow()
-    job.status = "failed" if error else "succeeded"
-    job.error = f"{error['error']}: {error['message']}" if error else None
-    job.finished_at = job.updated_at = now
-    _job_event(session, job, f"job.{job.status}", error)
+def finish_job(session: Session, job_id: str, run_number: int, error: dict | None) -> bool:
+    """Mark the run succeeded (error None) or failed, with its event, if it is still
+    running; whether it was (False: cancelled, retried, gone, or finished before)."""
+    status = "failed" if error else "succeeded"
+    job = set_job(session, job_id, ("running",), run_number, status=status,
+                   error=f"{error['error']}: {error['message']}" if error else None,
+                   finished_at=utcnow())
+    if job is None:
+        return False
+    _job_event(session, job, f"job.{status}", error)
+    return True
+
+
+def still_running(session: Session, job_id: str, run_number: int) -> bool:
+    """Whether the run may still write (its job is running this run), holding the write
+    lock of the job's row until the transaction ends, so a cancel, replace or delete
+    waits for the caller's writes or comes first."""
+    return set_job(session, job_id, ("running",), run_number) is not None
 
 
 def _job_event(session: Session, job: Job, kind: str, error: dict | None = None) -> None:
@@ -114,10 +139,13 @@ def mark_step(session: Session, job_id: str, name: str, state: str) -> None:
                     .values(state=state))
 
 
-def add_renditions(session: Session, rows: list[dict]) -> bool:
+def add_renditions(session: Session, job_id: str, run_number: int, rows: list[dict]) -> bool:
     """Catalogue renditions of one version; one row per (version, plan) however often they
-    are added. False when the version is gone (deleted or replaced since the job began)."""
-    if session.get(ImageVersion, rows[0]["version_id"], with_for_update=True) is None:
+    are added. False, adding nothing, once the job stopped (cancelled by a replace or a
+    delete of its image, or by a user) or its version is gone."""
+    if not still_running(session, job_id, run_number):
+        return False
+    if session.get(ImageVersion, rows[0]["version_id"]) is None:
         return False
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     now = utcnow()
@@ -125,6 +153,12 @@ def add_renditions(session: Session, rows: list[dict]) -> bool:
                                                       for row in rows])
                     .on_conflict_do_nothing(index_elements=["version_id", "plan_hash"]))
     return True
+
+
+def may_write_copy(session: Session, job_id: str, run_number: int, key: str) -> bool:
+    """Whether a copy may be written at `key`: the run goes on, and no image is there."""
+    return (still_running(session, job_id, run_number)
+            and session.scalars(select(Image.id).where(Image.key == key)).first() is None)
 
 
 def add_event_once(session: Session, event: Event) -> None:

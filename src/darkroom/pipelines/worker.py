@@ -63,9 +63,14 @@ class Worker:
             if _active is not None:
                 raise RuntimeError("a pipeline worker already runs in this process")
             _active = self
+        try:
+            self._heartbeat(first=True)
+        except BaseException:
+            with _lock:
+                _active = None
+            raise
         self.runtime = Runtime(self.settings, self.engine)
         runner.use_runtime(self.runtime)
-        self._heartbeat()
         self._system_engine = system_engine(self.settings.database_url)
         DBOS(config={"name": "darkroom", "system_database_url": dbos_url(
             self.settings.database_url), "system_database_engine": self._system_engine,
@@ -112,16 +117,24 @@ class Worker:
             except Exception:  # a database hiccup must not end the heartbeats
                 log.exception("heartbeat_failed", executor=self.executor_id)
 
-    def _heartbeat(self) -> None:
-        now = utcnow()
+    def _heartbeat(self, first: bool = False) -> None:
+        now, host, pid = utcnow(), socket.gethostname(), os.getpid()
         with Session(self.engine) as session, session.begin():
-            row = session.get(WorkerRow, self.executor_id)
+            row = session.get(WorkerRow, self.executor_id, with_for_update=True)
             if row is None:
-                session.add(WorkerRow(executor_id=self.executor_id, pid=os.getpid(),
-                                      hostname=socket.gethostname(), started_at=now,
-                                      heartbeat_at=now))
-            else:
-                row.heartbeat_at, row.pid, row.recovered_at = now, os.getpid(), None
+                session.add(WorkerRow(executor_id=self.executor_id, pid=pid, hostname=host,
+                                      started_at=now, heartbeat_at=now))
+                return
+            if first and _alive_elsewhere(row, now, self.config.dead_after_s):
+                raise DarkroomError(f"executor id {self.executor_id!r} is in use by pid "
+                                    f"{row.pid} on {row.hostname}: give each worker its "
+                                    "own --id", "bad_config")
+            if row.recovered_at is not None and not first:
+                log.error("worker_presumed_dead", executor=self.executor_id,
+                          claimed_at=row.recovered_at.isoformat())
+            row.heartbeat_at, row.pid, row.hostname, row.recovered_at = now, pid, host, None
+            if first:
+                row.started_at = now
 
     def _claim_dead(self) -> list[str]:
         """Executors silent past `dead_after_s` that this worker won the claim on."""
@@ -144,6 +157,24 @@ class Worker:
             DBOS.resume_workflow(workflow.workflow_id)
         log.warning("dead_worker_recovered", dead=executor, by=self.executor_id,
                     runs=len(pending))
+
+
+def _alive_elsewhere(row: WorkerRow, now, dead_after_s: float) -> bool:
+    """Whether another live process holds this executor id: a fresh heartbeat from another
+    host, or a running process with the recorded pid on this one."""
+    if (now - row.heartbeat_at).total_seconds() > dead_after_s:
+        return False
+    if row.hostname != socket.gethostname():
+        return True
+    if row.pid == os.getpid():
+        return False
+    try:
+        os.kill(row.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class InProcess:

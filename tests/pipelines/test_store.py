@@ -1,0 +1,85 @@
+"""Job state changes on both databases: a cancel and a finishing run never both win, a
+stopped run writes no rendition and no copy, masked secrets are never saved."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from darkroom.catalog.metadata import describe
+from darkroom.catalog.models import Job
+from darkroom.catalog import repository
+from darkroom.config import Limits
+from darkroom.errors import BadRequest, Conflict
+from darkroom.pipelines import admin, store
+from darkroom.pipelines.definition import parse
+
+from catalog.databases import database_url, engine, pg_url  # noqa: F401
+from corpus_files import CORPUS
+
+from .test_kill_worker import PHOTOS
+
+PIPELINE = parse({"name": "p", "steps": [{"name": "meta", "type": "metadata"}]})
+
+
+def _job(engine) -> str:
+    path = CORPUS / PHOTOS[0]["path"]
+    facts = describe(path, Limits())
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+
+    def make(session):
+        image = repository.claim_new(session, "a.jpg", [])
+        version = repository.add_version(session, image, facts, digest, 1, "etag")
+        return store.new_job(session, PIPELINE, image, version, "uploaded").id
+
+    return store.run(engine, make)
+
+
+def test_a_cancelled_run_neither_starts_nor_finishes(engine):
+    job_id = _job(engine)
+    store.run(engine, lambda s: admin.cancel_job(s, job_id))
+    assert store.run(engine, lambda s: store.begin_job(s, job_id, 1)) is None
+    assert store.run(engine, lambda s: store.finish_job(s, job_id, 1, None)) is False
+    with pytest.raises(Conflict):
+        store.run(engine, lambda s: admin.cancel_job(s, job_id))
+    status = store.run(engine, lambda s: s.get(Job, job_id).status)
+    assert status == "cancelled"
+
+
+def test_a_run_finishes_once_and_a_cancel_after_it_is_refused(engine):
+    job_id = _job(engine)
+    loaded = store.run(engine, lambda s: store.begin_job(s, job_id, 1))
+    assert loaded["definition"]["name"] == "p"
+    again = store.run(engine, lambda s: store.begin_job(s, job_id, 1))  # resumed run
+    assert again["source"] == loaded["source"]
+    assert store.run(engine, lambda s: store.begin_job(s, job_id, 2)) is None  # not its run
+    assert store.run(engine, lambda s: store.finish_job(s, job_id, 1, None)) is True
+    assert store.run(engine, lambda s: store.finish_job(s, job_id, 1, None)) is False
+    with pytest.raises(Conflict) as refused:
+        store.run(engine, lambda s: admin.cancel_job(s, job_id))
+    assert refused.value.code == "job_not_cancellable"
+
+
+def test_a_stopped_run_may_not_catalogue_renditions_or_write_copies(engine):
+    job_id = _job(engine)
+    loaded = store.run(engine, lambda s: store.begin_job(s, job_id, 1))
+    row = {"version_id": loaded["source"]["version_id"], "plan_hash": "h", "name": "t",
+           "storage_key": "_renditions/x", "format": "png", "bytes": 1, "width": 1,
+           "height": 1}
+    assert store.run(engine, lambda s: store.may_write_copy(s, job_id, 1, "cdn/a.jpg"))
+    assert not store.run(engine, lambda s: store.may_write_copy(s, job_id, 1, "a.jpg"))
+    store.run(engine, lambda s: repository.stop_jobs(s, loaded["source"]["image_id"], "x"))
+    assert store.run(engine, lambda s: store.add_renditions(s, job_id, 1, [row])) is False
+    assert not store.run(engine, lambda s: store.may_write_copy(s, job_id, 1, "cdn/a.jpg"))
+
+
+def test_a_masked_secret_is_never_saved(engine):
+    hook = {"name": "h", "steps": [{"name": "w", "type": "webhook", "params": {
+        "url": "https://hooks.example.org/", "signing_keys": ["real"]}}]}
+    shown, _ = store.run(engine, lambda s: admin.save_pipeline(s, parse(hook)))
+    assert shown["steps"][0]["params"]["signing_keys"] == admin.MASK
+    shown.pop("created_at"), shown.pop("updated_at")
+    shown["steps"][0]["params"]["signing_keys"] = [admin.MASK]
+    with pytest.raises(BadRequest, match="masked secret"):
+        store.run(engine, lambda s: admin.save_pipeline(s, parse(shown)))
