@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -189,6 +190,27 @@ async def test_local_list_skips_temp_files(tmp_path: Path) -> None:
     await storage.put("d/k", b"1")
     (tmp_path / "d" / f".k.{'0' * 32}.tmp").write_bytes(b"partial")
     assert await keys(storage) == {"d/k"}
+
+
+async def test_local_discard_partial_removes_only_dead_writers_temp_files(tmp_path: Path
+                                                                          ) -> None:
+    storage = LocalStorage(tmp_path)
+    await storage.put("d/k", b"done")
+    dead = _finished_pid()
+    (tmp_path / "d" / f".k.{dead}.{'1' * 32}.tmp").write_bytes(b"cut short")
+    (tmp_path / "d" / f".k.{os.getpid()}.{'2' * 32}.tmp").write_bytes(b"being written")
+    (tmp_path / "d" / f".other.{dead}.{'3' * 32}.tmp").write_bytes(b"another key's")
+    assert await storage.discard_partial("d/k") == 1
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == [
+        f".k.{os.getpid()}.{'2' * 32}.tmp", f".other.{dead}.{'3' * 32}.tmp", "k"]
+    assert await storage.discard_partial("never/written") == 0
+
+
+def _finished_pid() -> int:
+    """The id of a process that has ended (and was reaped)."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
 
 
 async def test_local_symlinks_escaping_root_are_refused(tmp_path: Path) -> None:

@@ -42,8 +42,8 @@ class Storage(Protocol):
         (never the whole file in memory); the file itself is left in place."""
 
     async def discard_partial(self, key: str) -> int:
-        """Remove what writes of `key` cut short by a crash left behind (temporary files);
-        how many. Only for a writer that owns `key`: a write under way is cut short too."""
+        """Remove what writes of `key` cut short by a crash left behind (temporary files of
+        writers that are gone); how many. A write under way is left alone."""
 
     async def delete(self, key: str) -> None:
         """Remove the object; a missing key is not an error."""

@@ -113,17 +113,20 @@ class LocalStorage:
             raise StorageError(f"cannot delete {key!r}: {e.strerror or e}") from e
 
     async def discard_partial(self, key: str) -> int:
+        """Temporary files of `key` whose writer is gone: their name holds the writing
+        process's id, so one still writing (this host) is left alone."""
         path = self.path_for(key)
-        leftovers = re.compile(rf"^\.{re.escape(path.name)}\.[0-9a-f]{{32}}\.tmp$")
+        leftovers = re.compile(rf"^\.{re.escape(path.name)}\.([0-9]+)\.[0-9a-f]{{32}}\.tmp$")
 
         def sweep() -> int:
             try:
-                names = [n for n in os.listdir(path.parent) if leftovers.match(n)]
+                names = os.listdir(path.parent)
             except FileNotFoundError:
                 return 0
-            for name in names:
+            gone = [n for n in names if (m := leftovers.match(n)) and not _alive(int(m[1]))]
+            for name in gone:
                 (path.parent / name).unlink(missing_ok=True)
-            return len(names)
+            return len(gone)
 
         try:
             return await asyncio.to_thread(sweep)
@@ -170,7 +173,7 @@ def _write_atomic(path: Path, data: bytes | Path) -> os.stat_result:
     """Write `data` (bytes, or a file's content) to a unique temp file beside `path`,
     fsync it, rename it over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -190,6 +193,17 @@ def _write_atomic(path: Path, data: bytes | Path) -> os.stat_result:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id runs on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _info(key: str, st: os.stat_result) -> ObjectInfo:
