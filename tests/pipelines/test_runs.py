@@ -16,7 +16,10 @@ from sqlalchemy import text
 from darkroom.catalog import make_engine
 from darkroom.config import Settings
 from darkroom.errors import DarkroomError
+from darkroom.pipelines import admin
+from darkroom.pipelines.definition import parse
 from darkroom.pipelines.registry import register
+from darkroom.pipelines.store import run
 from darkroom.server.app import create_app
 
 from corpus_files import CORPUS
@@ -288,3 +291,12 @@ def test_a_pipeline_runs_on_demand_on_an_image_its_trigger_skipped(client):
     assert job["status"] == "succeeded" and job["version"] == 1
     assert client.post(f"/v1/pipelines/p/runs?image_id={'0' * 32}").status_code == 404
     assert client.post(f"/v1/pipelines/x/runs?image_id={image['id']}").status_code == 404
+
+
+def test_a_pipeline_declared_elsewhere_starts_the_servers_worker(client):
+    engine = make_engine(client.settings.database_url)
+    run(engine, lambda s: admin.save_pipeline(s, parse(  # as `darkroom pipelines apply`
+        {"name": "cli", "steps": [{"name": "meta", "type": "metadata"}]})))
+    engine.dispose()
+    job = _finished(client, _upload(client)["jobs"][0]["id"])
+    assert job["status"] == "succeeded" and job["pipeline"] == "cli"

@@ -59,7 +59,7 @@ def migrate(engine: Engine) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     try:
-        with _migration_lock(engine), engine.begin() as connection:
+        with migration_lock(engine), engine.begin() as connection:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
     except SQLAlchemyError as error:
@@ -67,8 +67,9 @@ def migrate(engine: Engine) -> None:
 
 
 @contextmanager
-def _migration_lock(engine: Engine) -> Iterator[None]:
-    """A file lock beside a SQLite database, an advisory lock on PostgreSQL."""
+def migration_lock(engine: Engine) -> Iterator[None]:
+    """A file lock beside a SQLite database, an advisory lock on PostgreSQL: one process
+    at a time changes the schema (server processes start together)."""
     if engine.dialect.name == "sqlite":
         database = engine.url.database
         if not database or database == ":memory:":
@@ -78,13 +79,14 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
         return
-    with engine.connect() as connection:
+    # A session lock taken outside any transaction: an open one would make the migration's
+    # CREATE INDEX CONCURRENTLY (DBOS uses it) wait for this very connection.
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _PG_MIGRATION_LOCK})
         try:
             yield
         finally:
             connection.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": _PG_MIGRATION_LOCK})
-            connection.commit()
 
 
 def _first_line(error: Exception) -> str:

@@ -15,6 +15,7 @@ from sqlalchemy import Engine, create_engine, event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from darkroom.catalog.db import make_engine, migration_lock
 from darkroom.catalog.models import Image, ImageVersion, Job
 from darkroom.catalog.pipeline_models import PipelineRow
 from darkroom.engine.formats import MIME
@@ -58,8 +59,14 @@ def system_engine(database_url: str) -> Engine | None:
 
 
 def migrate(database_url: str) -> None:
-    """Create or upgrade DBOS's tables beside the catalog's."""
-    DBOS.migrate(dbos_url(database_url))
+    """Create or upgrade DBOS's tables beside the catalog's, under the catalog's migration
+    lock (DBOS's own migrations do not expect company)."""
+    engine = make_engine(database_url)
+    try:
+        with migration_lock(engine):
+            DBOS.migrate(dbos_url(database_url))
+    finally:
+        engine.dispose()
 
 
 class JobQueue:

@@ -26,6 +26,7 @@ from darkroom.storage import LocalStorage, open_storage
 
 
 API_PREFIXES = ("/v1/",)
+PIPELINE_CHECK_S = 3.0
 API_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect",
                        "/redoc", "/openapi.json"})
 
@@ -92,13 +93,21 @@ def create_app(settings: Settings | None = None, index: int = 0) -> ASGIApp:
     catalog = Catalog(engine, storage, pool, settings.limits, invalidate, jobs)
     api = build_api(settings, renderer, catalog, on_pipeline)
 
+    async def watch_for_pipelines() -> None:
+        """Start this process's worker once a pipeline exists, wherever it was declared
+        (another server process, the CLI): checked every few seconds until then."""
+        while settings.pipelines.in_process and workers.worker is None:
+            await on_pipeline()
+            await asyncio.sleep(PIPELINE_CHECK_S)
+
     @asynccontextmanager
     async def lifespan(_app):
-        await on_pipeline()
+        watcher = asyncio.create_task(watch_for_pipelines())
         try:
             async with dispatching(engine, settings.events):
                 yield
         finally:
+            watcher.cancel()
             await asyncio.to_thread(workers.stop)
             pool.close()
             catalog.close()
