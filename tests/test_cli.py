@@ -324,6 +324,9 @@ def test_upload_and_images_through_a_server(tmp_path, monkeypatch):
         result = runner.invoke(app, ["upload", path, "--server", "http://testserver",
                                      "--prefix", "remote/", "--tag", "t1"])
         assert result.exit_code == 0, result.output
+        rerun = runner.invoke(app, ["upload", path, "--server", "http://testserver",
+                                    "--prefix", "remote/", "--tag", "t1"])
+        assert rerun.exit_code == 0, rerun.output  # same Idempotency-Key: the first answer
         again = runner.invoke(app, ["upload", path, "--server", "http://testserver",
                                     "--prefix", "remote/"])
         assert again.exit_code == 1 and "409 image_exists" in flat(again.stderr)
