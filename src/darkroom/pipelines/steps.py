@@ -2,13 +2,12 @@
 
 Every kind is idempotent. A rendition's key derives from the image, the source checksum
 and the plan hash, and an object already there is reused, never written again; copies put
-the same bytes at the same key; notify and webhook events have an id fixed by job and step,
-so receivers drop a redelivery.
+the same bytes at the same key; notify and webhook events have an id fixed by job, run and
+step, so receivers drop a redelivery.
 """
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
 import re
 from typing import Literal
@@ -157,9 +156,8 @@ def copy(ctx: StepContext, params: CopyParams) -> dict:
 
 def processed_event(ctx: StepContext) -> Event:
     """The `image.processed` event of this step, its id fixed by job, run and step."""
-    event_id = hashlib.sha256(f"{ctx.job_id}/{ctx.run}/{ctx.step}".encode()).hexdigest()[:32]
     source = ctx.source
-    return Event(id=event_id, type="image.processed", subject=source.image_id, data={
+    return Event(id=store.event_id(ctx.job_id, ctx.run, ctx.step), type="image.processed", subject=source.image_id, data={
         "job_id": ctx.job_id, "run": ctx.run, "pipeline": ctx.pipeline, "step": ctx.step,
         "image_id": source.image_id, "key": source.key, "version": source.version,
         "sha256": source.sha256, "outputs": ctx.outputs})
@@ -169,7 +167,8 @@ def processed_event(ctx: StepContext) -> Event:
 def notify(ctx: StepContext, _params: NoParams) -> dict:
     """Put an `image.processed` event with the outputs so far in the outbox (every sink)."""
     event = processed_event(ctx)
-    store.run(ctx.runtime.engine, lambda s: store.add_event_once(s, event))
+    store.run(ctx.runtime.engine, lambda s: store.add_event_once(
+        s, event.type, event.subject, event.data, event.id))
     return {"event_id": event.id}
 
 

@@ -21,7 +21,6 @@ from darkroom.catalog import repository
 from darkroom.catalog.models import Image, ImageVersion, Job, OutboxEvent, Rendition, utcnow
 from darkroom.catalog.pipeline_models import JobStep
 from darkroom.errors import NotFound
-from darkroom.events.model import Event
 from darkroom.pipelines.context import Source
 from darkroom.pipelines.definition import Pipeline
 
@@ -109,15 +108,17 @@ def still_running(session: Session, job_id: str, run_number: int) -> bool:
     return set_job(session, job_id, ("running",), run_number) is not None
 
 
+def event_id(*parts: object) -> str:
+    """An event id fixed by what the event is about, so writing it again is a no-op."""
+    return hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()[:32]
+
+
 def _job_event(session: Session, job: Job, kind: str, error: dict | None = None) -> None:
-    event_id = hashlib.sha256(f"{job.id}/{job.run}/{kind}".encode()).hexdigest()[:32]
-    if session.get(OutboxEvent, event_id) is not None:
-        return
     payload = {"job_id": job.id, "pipeline": job.pipeline, "image_id": job.image_id,
                "version": job.version, "run": job.run, "status": job.status}
     if error:
         payload["error"] = error
-    repository.add_event(session, kind, job.image_id, payload, event_id)
+    add_event_once(session, kind, job.image_id, payload, event_id(job.id, job.run, kind))
 
 
 def begin_step(session: Session, job_id: str, name: str, now: datetime) -> None:
@@ -161,9 +162,11 @@ def may_write_copy(session: Session, job_id: str, run_number: int, key: str) -> 
             and session.scalars(select(Image.id).where(Image.key == key)).first() is None)
 
 
-def add_event_once(session: Session, event: Event) -> None:
-    if session.get(OutboxEvent, event.id) is None:
-        repository.add_event(session, event.type, event.subject, event.data, event.id)
+def add_event_once(session: Session, kind: str, subject: str, payload: dict,
+                   fixed_id: str) -> None:
+    """Put the event `fixed_id` in the outbox unless an earlier attempt already did."""
+    if session.get(OutboxEvent, fixed_id) is None:
+        repository.add_event(session, kind, subject, payload, fixed_id)
 
 
 def version_facts(session: Session, version_id: int) -> dict:
