@@ -11,7 +11,7 @@ from __future__ import annotations
 import structlog
 from dbos import DBOS, DBOSClient
 from pydantic import ValidationError
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -40,22 +40,19 @@ def dbos_url(database_url: str) -> str:
 
 
 def system_engine(database_url: str) -> Engine | None:
-    """For SQLite, DBOS's engine as DBOS makes it (IMMEDIATE transactions, busy timeout,
-    foreign keys) plus the catalog's `synchronous=NORMAL`: in WAL mode a commit then
-    survives a killed process without an fsync each, which writers would queue behind.
-    None for PostgreSQL (DBOS makes its own)."""
-    url = make_url(database_url)
-    if url.get_backend_name() != "sqlite":
+    """For SQLite, the catalog's own engine for the same file (WAL, busy timeout, foreign
+    keys, `synchronous=NORMAL`: a commit survives a killed process without an fsync each,
+    which writers would queue behind) with DBOS's IMMEDIATE transactions. None for
+    PostgreSQL (DBOS makes its own)."""
+    if make_url(database_url).get_backend_name() != "sqlite":
         return None
-    engine = create_engine(url)
-
-    @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_connection, _record) -> None:
-        dbapi_connection.isolation_level = "IMMEDIATE"
-        for pragma in ("busy_timeout=30000", "foreign_keys=ON", "synchronous=NORMAL"):
-            dbapi_connection.execute(f"PRAGMA {pragma}")
-
+    engine = make_engine(database_url)
+    event.listen(engine, "connect", _immediate)
     return engine
+
+
+def _immediate(dbapi_connection, _record) -> None:
+    dbapi_connection.isolation_level = "IMMEDIATE"  # as DBOS sets it on its own engines
 
 
 def migrate(database_url: str) -> None:
