@@ -35,7 +35,7 @@ class Receiver:
 
     It answers `status` to a well-signed request and 400 to any other; with `hold` set it
     keeps the request waiting until the test ends (for timeouts). `arrived` is set by the
-    first request."""
+    first request. `peak` is the most requests it was answering at once."""
 
     url: str
     keys: list[str]
@@ -44,6 +44,9 @@ class Receiver:
     requests: list[dict] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
     arrived: threading.Event = field(default_factory=threading.Event)
+    in_flight: int = 0
+    peak: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 @pytest.fixture
@@ -65,6 +68,16 @@ def serve_receiver() -> Iterator[Receiver]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            with state.lock:
+                state.in_flight += 1
+                state.peak = max(state.peak, state.in_flight)
+            try:
+                self._answer()
+            finally:
+                with state.lock:
+                    state.in_flight -= 1
+
+        def _answer(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             try:
                 verify_webhook(state.keys, self.headers[SIGNATURE_HEADER] or "", body)
@@ -83,8 +96,11 @@ def serve_receiver() -> Iterator[Receiver]:
         def log_message(self, *args: object) -> None:
             """Quiet."""
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
+    class Server(ThreadingHTTPServer):
+        request_queue_size = 128  # a real endpoint's backlog, not socketserver's 5
+        daemon_threads = True
+
+    server = Server(("127.0.0.1", 0), Handler)
     state = Receiver(url=f"http://127.0.0.1:{server.server_port}/hooks/darkroom",
                      keys=["whsec-current"])
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)

@@ -190,6 +190,24 @@ async def test_dispatchers_side_by_side_send_each_event_once(engine, database_ur
         run.engine.dispose()
 
 
+async def test_a_sink_gets_at_most_its_concurrency_at_once(engine, database_url,  # noqa: F811
+                                                            receiver):
+    sent = sorted(add_event(engine, subject=f"img-{n}") for n in range(12))
+    receiver.hold = True
+    hook = webhook(receiver)
+    run = Dispatcher(engine, [hook], POLICY, concurrency={hook.name: 3})
+    round_ = asyncio.create_task(run.run_once(utcnow()))
+    while len(receiver.requests) < 3:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.3)  # time for a fourth request, were it sent
+    assert len(receiver.requests) == 3
+    receiver.release.set()
+    assert await round_ == 12
+    assert sorted(ids(receiver)) == sent and receiver.peak == 3
+    assert rows(database_url, "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL") == [(0,)]
+    await run.aclose()
+
+
 async def test_no_sinks_leaves_the_outbox_alone(engine, database_url):  # noqa: F811
     add_event(engine)
     assert await Dispatcher(engine, [], POLICY).run_once(utcnow()) == 0

@@ -53,10 +53,11 @@ def test_kill_9_mid_run_loses_and_doubles_nothing(deployment: Deployment, tmp_pa
         deployment.env.update({
             "DARKROOM_EVENTS__SINKS": json.dumps([{"type": "webhook", "url": receiver.url,
                                                    "signing_keys": receiver.keys,
-                                                   "timeout_s": 1}]),
+                                                   "timeout_s": 5}]),
             "DARKROOM_EVENTS__LEASE_S": "2",
             "DARKROOM_EVENTS__DISPATCH_INTERVAL_S": "0.1",
             "DARKROOM_EVENTS__RETRY__BASE_DELAY_S": "0.1",
+            "DARKROOM_EVENTS__RETRY__MAX_DELAY_S": "1",
             # a claim cut short by a kill counts as an attempt: let none go dead here
             "DARKROOM_EVENTS__RETRY__MAX_ATTEMPTS": "100"})
         deployment.save_pipeline(_pipeline())

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime, timedelta
 
 import structlog
@@ -33,6 +33,7 @@ from darkroom.events.settings import Events, RetryPolicy
 log = structlog.get_logger("darkroom")
 LEASE_S = 300.0
 BATCH = 100
+CONCURRENCY = 8
 
 
 def to_event(claim: outbox.Claim) -> Event:
@@ -42,13 +43,15 @@ def to_event(claim: outbox.Claim) -> Event:
 
 
 class Dispatcher:
-    """Delivers the outbox through `notifiers` (by name) on the schedule of `policy`."""
+    """Delivers the outbox through `notifiers` (by name) on the schedule of `policy`, with
+    at most `concurrency[name]` (default `CONCURRENCY`) deliveries in flight per sink."""
 
     def __init__(self, engine: Engine, notifiers: Sequence[Notifier], policy: RetryPolicy,
                  rng: random.Random | None = None, lease_s: float = LEASE_S,
-                 batch: int = BATCH) -> None:
+                 batch: int = BATCH, concurrency: Mapping[str, int] | None = None) -> None:
         self.engine = engine
         self.notifiers = {n.name: n for n in notifiers}
+        self.concurrency = {n: (concurrency or {}).get(n, CONCURRENCY) for n in self.notifiers}
         self.policy = policy
         self.rng = rng or random.Random()
         self.lease_s = lease_s
@@ -60,7 +63,8 @@ class Dispatcher:
             return 0
         now = now or utcnow()
         claims = await asyncio.to_thread(self._claim, now)
-        outcomes = await asyncio.gather(*(self._attempt(c) for c in claims))
+        slots = {n: asyncio.Semaphore(k) for n, k in self.concurrency.items()}
+        outcomes = await asyncio.gather(*(self._attempt(c, slots[c.sink]) for c in claims))
         results = [outbox.Result(c, o.delivered, None if o.retry_in_s is None else
                                  now + timedelta(seconds=o.retry_in_s), o.error)
                    for c, o in zip(claims, outcomes)]
@@ -85,14 +89,15 @@ class Dispatcher:
         for notifier in self.notifiers.values():
             await notifier.aclose()
 
-    async def _attempt(self, claim: outbox.Claim) -> Outcome:
+    async def _attempt(self, claim: outbox.Claim, slot: asyncio.Semaphore) -> Outcome:
         try:
             event = to_event(claim)
         except ValidationError as error:
             return Outcome(delivered=False, error=f"not a valid event: {error}")
         notifier = self.notifiers[claim.sink]
         try:
-            return await deliver_once(notifier, event, claim.attempt, self.policy, self.rng)
+            async with slot:
+                return await deliver_once(notifier, event, claim.attempt, self.policy, self.rng)
         except Exception as error:  # a sink's bug is retried like a failure, not fatal
             log.error("event_delivery_crashed", sink=claim.sink, event_id=claim.event_id,
                       error=f"{type(error).__name__}: {error}")
@@ -120,7 +125,8 @@ async def dispatching(engine: Engine, settings: Events) -> AsyncIterator[Dispatc
         yield None
         return
     dispatcher = Dispatcher(engine, build_notifiers(settings), settings.retry,
-                            lease_s=settings.lease_s)
+                            lease_s=settings.lease_s,
+                            concurrency={s.name: s.concurrency for s in settings.sinks})
     stop = asyncio.Event()
     task = asyncio.create_task(dispatcher.run_forever(stop, settings.dispatch_interval_s))
     try:

@@ -22,6 +22,7 @@ class _Sink(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field("", description="unique name in logs and dead letters; default: type")
+    concurrency: int = Field(8, ge=1, le=100, description="deliveries in flight at once")
 
     @model_validator(mode="after")
     def _default_name(self) -> _Sink:
