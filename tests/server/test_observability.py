@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 
@@ -143,3 +144,18 @@ def test_an_unexpected_failure_is_a_json_500_with_the_request_id(client, monkeyp
         assert error["request_id"] == "trace-500"
         assert "fire" not in response.text  # the cause is logged, not sent
     assert metric(client, "darkroom_requests_total", route="/img", status="500") >= 1
+
+
+def test_a_forked_process_draws_other_request_ids():
+    from darkroom.server.observability import _new_request_id
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first id, then out without pytest's cleanup
+        os.write(write, _new_request_id().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.waitpid(pid, 0)
+    os.close(read)
+    assert _GENERATED.match(child) and child != _new_request_id()

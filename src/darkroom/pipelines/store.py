@@ -17,7 +17,6 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from darkroom.catalog import repository
 from darkroom.catalog.models import Image, ImageVersion, Job, OutboxEvent, Rendition, utcnow
 from darkroom.catalog.pipeline_models import JobStep
 from darkroom.errors import NotFound
@@ -56,12 +55,9 @@ def set_job(session: Session, job_id: str, statuses: tuple[str, ...], run_number
     condition = [Job.id == job_id, Job.status.in_(statuses)]
     if run_number is not None:
         condition.append(Job.run == run_number)
-    changed = session.execute(update(Job).where(*condition).values(updated_at=utcnow(),
-                                                                 **values)
-                              .execution_options(synchronize_session=False))
-    if changed.rowcount != 1:
-        return None
-    return session.get_one(Job, job_id, populate_existing=True)
+    return session.scalars(update(Job).where(*condition)
+                           .values(updated_at=utcnow(), **values).returning(Job),
+                           execution_options={"populate_existing": True}).one_or_none()
 
 
 def begin_job(session: Session, job_id: str, run_number: int) -> dict | None:
@@ -77,15 +73,15 @@ def begin_job(session: Session, job_id: str, run_number: int) -> dict | None:
         job = set_job(session, job_id, ("running",), run_number)
         if job is None:
             return None
-    version = session.scalars(select(ImageVersion).where(
-        ImageVersion.image_id == job.image_id, ImageVersion.number == job.version)).one()
-    image = session.get(Image, job.image_id)
-    steps = session.scalars(select(JobStep).where(JobStep.job_id == job_id)).all()
-    source = Source(image.id, image.key, version.number, version.id, version.sha256,
+    key, version = session.execute(
+        select(Image.key, ImageVersion).select_from(ImageVersion).join(Image)
+        .where(ImageVersion.image_id == job.image_id, ImageVersion.number == job.version)).one()
+    done = session.execute(select(JobStep.name, JobStep.output).where(
+        JobStep.job_id == job_id, JobStep.state == "succeeded"))
+    source = Source(job.image_id, key, version.number, version.id, version.sha256,
                     version.format, version.width, version.height, version.bytes,
                     version.storage_key)
-    return {"definition": job.definition, "source": source.__dict__,
-            "done": {s.name: s.output for s in steps if s.state == "succeeded"}}
+    return {"definition": job.definition, "source": source.__dict__, "done": dict(done.all())}
 
 
 def finish_job(session: Session, job_id: str, run_number: int, error: dict | None) -> bool:
@@ -148,9 +144,8 @@ def add_renditions(session: Session, job_id: str, run_number: int, rows: list[di
         return False
     if session.get(ImageVersion, rows[0]["version_id"]) is None:
         return False
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     now = utcnow()
-    session.execute(dialect.insert(Rendition).values([{**row, "created_at": now}
+    session.execute(_dialect(session).insert(Rendition).values([{**row, "created_at": now}
                                                       for row in rows])
                     .on_conflict_do_nothing(index_elements=["version_id", "plan_hash"]))
     return True
@@ -165,8 +160,14 @@ def may_write_copy(session: Session, job_id: str, run_number: int, key: str) -> 
 def add_event_once(session: Session, kind: str, subject: str, payload: dict,
                    fixed_id: str) -> None:
     """Put the event `fixed_id` in the outbox unless an earlier attempt already did."""
-    if session.get(OutboxEvent, fixed_id) is None:
-        repository.add_event(session, kind, subject, payload, fixed_id)
+    session.execute(_dialect(session).insert(OutboxEvent)
+                    .values(id=fixed_id, type=kind, subject=subject, payload=payload)
+                    .on_conflict_do_nothing(index_elements=["id"]))
+
+
+def _dialect(session: Session):
+    """The dialect module whose `insert` has `on_conflict_do_nothing` for this database."""
+    return postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
 
 
 def version_facts(session: Session, version_id: int) -> dict:

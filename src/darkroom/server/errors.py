@@ -7,12 +7,12 @@ import json
 from starlette.responses import Response
 
 from darkroom.errors import DarkroomError, Overloaded
-from darkroom.server.observability import REJECTIONS, request_id_var
+from darkroom.server.observability import REJECTIONS, labelled, request_id_var
 
 
 def error_response(error: DarkroomError, head: bool = False) -> Response:
     """`{"error": {"code", "message", "request_id"}}` with the error's status."""
-    REJECTIONS.labels(error.code).inc()
+    labelled(REJECTIONS, error.code).inc()
     body = {"error": {"code": error.code, "message": error.message,
                       "request_id": request_id_var.get()}}
     headers = {"Cache-Control": "no-store"}

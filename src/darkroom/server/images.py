@@ -121,6 +121,7 @@ def _matches(if_none_match: bytes | None, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
+@lru_cache(maxsize=4096)
 def _disposition(key: str, fmt: str, download: str | None) -> bytes:
     """`inline` with the key's name and the output's extension; `attachment` for `dl`."""
     stem = (download or key.rsplit("/", 1)[-1]).rsplit(".", 1)[0] or "image"

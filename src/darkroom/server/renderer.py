@@ -13,7 +13,7 @@ from darkroom.engine.formats import sniff
 from darkroom.engine.limits import check_source_bytes
 from darkroom.errors import NotFound, StorageError
 from darkroom.plan import EditPlan, Watermark
-from darkroom.server.observability import CACHE, ENGINE, log
+from darkroom.server.observability import CACHE, ENGINE, labelled, log
 from darkroom.server.pool import GRACE_S, RenderPool
 from darkroom.storage import Storage
 
@@ -64,9 +64,9 @@ class Renderer:
         if self.cache is not None:
             data = await self.cache.get(cache_key)
             if data is not None:
-                CACHE.labels("hit").inc()
+                labelled(CACHE, "hit").inc()
                 return Result(data, sniff(data), etag, True)
-            CACHE.labels("miss").inc()
+            labelled(CACHE, "miss").inc()
         source = await self.read(plan.source.key, "source_not_found")
         rendered = await self.run(plan, source, accept)
         if self.cache is not None:
@@ -104,5 +104,5 @@ def _timed_render(plan: EditPlan, data: bytes, limits: Limits, accept: frozenset
                   assets: dict[str, bytes]) -> Rendered:
     start = time.perf_counter()
     rendered = render(plan, data, limits, accept, assets)
-    ENGINE.labels(rendered.format).observe(time.perf_counter() - start)
+    labelled(ENGINE, rendered.format).observe(time.perf_counter() - start)
     return rendered

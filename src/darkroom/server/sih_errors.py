@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from darkroom.errors import DarkroomError, Overloaded
-from darkroom.server.observability import REJECTIONS, request_id_var
+from darkroom.server.observability import REJECTIONS, labelled, request_id_var
 
 _EDITS = (400, "ImageEdits::CannotParseEdits")
 _TOO_LARGE = (413, "TooLargeImageException")
@@ -43,7 +43,7 @@ SIH_CODES: dict[str, tuple[int | None, str]] = {
 
 def sih_error(error: DarkroomError, extra_headers: list) -> tuple[int, list, bytes]:
     """Status, headers and body of `error` as SIH answers it (no Cache-Control, as SIH)."""
-    REJECTIONS.labels(error.code).inc()
+    labelled(REJECTIONS, error.code).inc()
     status, code = SIH_CODES.get(error.code, (None, error.code))
     status = status or error.status
     body = json.dumps({"status": status, "code": code, "message": error.message,

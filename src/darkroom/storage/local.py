@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 import shutil
@@ -49,8 +50,7 @@ class LocalStorage:
         Resolving every component costs a syscall each, so a directory found to resolve
         inside the root is remembered; the last component is the caller's to check.
         """
-        path = os.path.join(self._root, check_key(key))
-        parent = os.path.dirname(path)
+        path, parent = _joined(self._root, key)
         if parent not in self._safe_dirs:
             self._check_inside(parent, key)
             if os.path.isdir(parent) and len(self._safe_dirs) < 4096:
@@ -193,6 +193,14 @@ def _write_atomic(path: Path, data: bytes | Path) -> os.stat_result:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@functools.lru_cache(maxsize=4096)
+def _joined(root: str, key: str) -> tuple[str, str]:
+    """The path of a checked `key` under `root`, and its directory (a cache hit's key comes
+    again and again)."""
+    path = os.path.join(root, check_key(key))
+    return path, os.path.dirname(path)
 
 
 def _alive(pid: int) -> bool:
