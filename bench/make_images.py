@@ -3,11 +3,14 @@
 
     python bench/make_images.py [--out /tmp/bench/images] [--force]
 
-All three start from a real photo of the shared corpus (upscaled, so there is
+All start from a real photo of the shared corpus (upscaled, so there is
 plenty of smooth area), plus seeded Gaussian noise so that the JPEG does not
 compress trivially and decode cost resembles a real camera file:
 
   12mp.jpg   4000x3000, Q90, 4:2:0 chroma subsampling, no metadata
+  12mp-srgb.jpg  the same pixels with a camera's sRGB profile embedded (the 3144-byte
+             "sRGB IEC61966-2.1" of the corpus's png/face_astronaut.png), as most
+             camera and web JPEGs carry one
   2mp.jpg    1920x1080, Q90, 4:2:0, no metadata
   alpha.png  1000x1000 RGBA, a feathered (soft) elliptical cut-out
 
@@ -59,6 +62,13 @@ def make_12mp(base: pyvips.Image) -> pyvips.Image:
     return _noisy(img, sigma=4.0, seed=1200)
 
 
+def make_12mp_srgb(base: pyvips.Image) -> pyvips.Image:
+    img = make_12mp(base).copy()
+    profile = pyvips.Image.new_from_file(str(CORPUS / "png" / "face_astronaut.png"))
+    img.set_type(pyvips.GValue.blob_type, "icc-profile-data", profile.get("icc-profile-data"))
+    return img
+
+
 def make_2mp(base: pyvips.Image) -> pyvips.Image:
     img = _scaled(base, 0, 850, 1200, 675, 1920, 1080)
     return _noisy(img, sigma=2.0, seed=200)
@@ -85,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     targets = {
         "12mp.jpg": (make_12mp, dict(Q=90, subsample_mode="on", keep="none", optimize_coding=False)),
+        "12mp-srgb.jpg": (make_12mp_srgb, dict(Q=90, subsample_mode="on", keep="icc",
+                                               optimize_coding=False)),
         "2mp.jpg": (make_2mp, dict(Q=90, subsample_mode="on", keep="none", optimize_coding=False)),
         "alpha.png": (make_alpha, dict(compression=6, keep="none")),
     }

@@ -22,6 +22,7 @@ from harness import (
 
 WORKLOADS = json.loads((HERE / "workloads.json").read_text())["workloads"]
 WL = {w["name"]: w for w in WORKLOADS}
+SOURCES = sorted({w["source"] for w in WORKLOADS})
 ENGINES = ["darkroom", "sharp", "pyvips", "pillow"]
 ENGINE_LABEL = {"darkroom": "darkroom", "sharp": "sharp", "pyvips": "pyvips t1", "pillow": "Pillow"}
 HTTP_SERVERS = ["darkroom", "ref-pyvips", "ref-darkroom", "thumbor-p2", "thumbor-2rp"]
@@ -295,7 +296,7 @@ def darkroom_server(ctx: Ctx, name: str, cache: bool, workers: int = 2) -> Serve
     if data.exists():
         shutil.rmtree(data)
     (data / "storage").mkdir(parents=True)
-    for f in ("12mp.jpg", "2mp.jpg", "alpha.png"):
+    for f in SOURCES:
         shutil.copy2(ctx.images / f, data / "storage" / f)
     env = {
         "DARKROOM_DATA_DIR": str(data), "DARKROOM_WORKERS": str(workers), "DARKROOM_ACCESS_LOG": "false",

@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import pyvips
 
-from darkroom.catalog import blurhash, colour
+from darkroom.catalog import blurhash
 from darkroom.catalog.metadata import describe, perceptual_hash
 from darkroom.config import Limits
-from darkroom.engine.prepare import to_srgb
 from darkroom.errors import DarkroomError
 
 from corpus_files import CORPUS, OK_FILES, REJECT_FILES
@@ -88,45 +87,3 @@ def test_perceptual_hash_is_64_bits():
     ramp = np.tile(np.arange(32, dtype=np.uint8) * 8, (32, 1))
     assert len(perceptual_hash(ramp)) == 16
 
-
-def _small(entry: dict) -> pyvips.Image:
-    return pyvips.Image.new_from_file(str(CORPUS / entry["path"]), shrink=8)
-
-
-MANAGED = [f for f in OK_FILES if f["container"] == "jpeg" and f["frames"] == 1
-           and ("icc-profile-data" in _small(f).get_fields()
-                or _small(f).interpretation == "cmyk")]
-
-
-@pytest.mark.parametrize("entry", MANAGED, ids=lambda e: e["path"])
-def test_cached_colour_transforms_match_the_engines(entry):
-    image = _small(entry)
-    cached, engine = colour.thumbnail_to_srgb(image), to_srgb(image)
-    assert (cached.width, cached.height, cached.bands, cached.format) == (
-        engine.width, engine.height, 3, "uchar")
-    assert (cached - engine).abs().max() <= 2  # the same lcms, the same profiles
-
-
-def test_the_corpus_has_a_cmyk_and_a_profiled_rgb_photo():
-    assert {_small(f).interpretation for f in MANAGED} >= {"cmyk", "srgb"}
-
-
-def test_a_profile_lcms_refuses_falls_back_to_the_engine():
-    image = pyvips.Image.black(8, 8, bands=3).copy(interpretation="srgb")
-    image.set_type(pyvips.GValue.blob_type, "icc-profile-data", b"not a profile" * 20)
-    converted = colour.thumbnail_to_srgb(image)
-    assert (converted.bands, converted.format, converted.max()) == (3, "uchar", 0)
-
-
-def test_transforms_are_built_once_per_profile_and_bounded():
-    srgb = pyvips.Operation.call("profile_load", "srgb")
-    image = pyvips.Image.black(8, 8, bands=3).copy(interpretation="srgb")
-    colour._transforms.clear()
-    for n in range(colour.CACHED + 4):
-        # the same profile with another byte in its (unused) reserved header field
-        profile = srgb[:100] + bytes([n]) + srgb[101:]
-        for _ in range(2):
-            tagged = image.copy()
-            tagged.set_type(pyvips.GValue.blob_type, "icc-profile-data", profile)
-            colour.thumbnail_to_srgb(tagged)
-        assert len(colour._transforms) == min(n + 1, colour.CACHED)

@@ -23,8 +23,7 @@ from darkroom.engine import probe
 from darkroom.engine.formats import ANIMATABLE
 from darkroom.engine.limits import check_header, check_source_bytes
 from darkroom.engine.load import Header, load
-from darkroom.catalog.colour import thumbnail_to_srgb
-from darkroom.engine.prepare import upright
+from darkroom.engine.prepare import to_srgb, upright
 from darkroom.errors import Unprocessable
 
 THUMB = 64  # colours and BlurHash
@@ -62,8 +61,7 @@ def _describe(data: bytes, limits: Limits) -> Facts:
     check_header(header.width, header.height, frames, limits)
     scale = min(1.0, THUMB / max(header.width, header.height, 1))
     try:
-        image = upright(thumbnail_to_srgb(load(data, header, 0, False, scale, False)),
-                        header.orientation)
+        image = upright(to_srgb(load(data, header, 0, False, scale, False)), header.orientation)
         if image.hasalpha():
             image = image.flatten(background=[255, 255, 255])
         if image.bands > 3:

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import pyvips
 
+from darkroom.engine.colour import cached_to_srgb
 from darkroom.engine.context import Image
 
 
-def to_srgb(image: Image) -> Image:
-    """Colour-manage to 8-bit sRGB: embedded ICC first, CMYK without one by a built-in profile."""
+def to_srgb(image: Image, may_drop_fields: bool = True) -> Image:
+    """Colour-manage to 8-bit sRGB: embedded ICC first, CMYK without one by a built-in
+    profile; through a kept transform (`engine.colour`) when one applies. The image's
+    metadata may go unless `may_drop_fields` is false (an output that keeps it)."""
+    cached = cached_to_srgb(image, may_drop_fields)
+    if cached is not None:
+        return cached
     cmyk = image.interpretation == "cmyk"
     if cmyk or "icc-profile-data" in image.get_fields():
         try:
