@@ -7,6 +7,7 @@ import pytest
 import pyvips
 
 from darkroom.engine import colour
+from darkroom.engine.budget import Budget
 from darkroom.engine.prepare import to_srgb
 
 from corpus_files import CORPUS, OK_FILES
@@ -101,3 +102,39 @@ def test_images_that_are_not_8_bit_rgb_or_cmyk_are_left_to_libvips():
     sixteen = _tagged(_photo(8, 8).cast("ushort").copy(interpretation="rgb16"), p3)
     for image in (rgba, sixteen):
         assert colour.cached_to_srgb(image, may_drop_fields=True) is None
+
+
+def _cmyk(entry_trait: str = "cmyk") -> pyvips.Image:
+    entry = next(f for f in OK_FILES if entry_trait in f["traits"])
+    return pyvips.Image.new_from_file(str(CORPUS / entry["path"]))
+
+
+def test_a_kept_transform_keeps_the_resolution():
+    image = _cmyk().copy(xres=300 / 25.4, yres=150 / 25.4)
+    converted = colour.cached_to_srgb(image, may_drop_fields=True)
+    assert converted is not None and (converted.xres, converted.yres) == (image.xres, image.yres)
+
+
+def test_no_cmyk_transform_is_built_when_it_would_not_be_used():
+    image = _cmyk()
+    colour._verdicts.clear()
+    assert colour.cached_to_srgb(image, may_drop_fields=False) is None
+    big = image.resize(3)
+    assert big.width * big.height > colour.MAX_PIXELS["CMYK"]
+    assert colour.cached_to_srgb(big, may_drop_fields=True) is None
+    assert len(colour._verdicts) == 0
+
+
+def test_an_empty_profile_blob_is_left_to_libvips():
+    image = _tagged(_photo(8, 8), b"")
+    assert colour.cached_to_srgb(image, may_drop_fields=True) is None
+    converted = to_srgb(image)
+    assert (converted.bands, converted.format) == (3, "uchar")
+
+
+def test_the_pixels_computed_here_are_under_the_time_budget():
+    budget = Budget(0.0)  # already past its deadline
+    with pytest.raises(pyvips.Error):
+        to_srgb(_cmyk(), True, budget)
+    assert budget.killed
+    budget.release()

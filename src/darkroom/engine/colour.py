@@ -19,6 +19,7 @@ import hashlib
 import io
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 
 import numpy as np
 import pyvips
@@ -36,38 +37,49 @@ _verdicts: OrderedDict[tuple[bytes, str], object] = OrderedDict()
 _lock = threading.Lock()
 
 
-def cached_to_srgb(image: pyvips.Image, may_drop_fields: bool) -> pyvips.Image | None:
+def cached_to_srgb(image: pyvips.Image, may_drop_fields: bool,
+                   watch: Callable[[pyvips.Image], pyvips.Image] | None = None
+                   ) -> pyvips.Image | None:
     """`image` in sRGB through a kept transform, or None when this does not apply (no
     profile to apply, not 8-bit RGB or CMYK, refused, or too large). `may_drop_fields`:
-    the result may lose the image's metadata (true unless the output keeps it)."""
+    the result may lose the image's metadata (true unless the output keeps it); `watch`
+    arms the time budget before the pixels are computed here."""
     mode = _MODES.get(image.bands) if image.format == "uchar" else None
     cmyk = image.interpretation == "cmyk"
     if mode is None or (mode == "CMYK") != cmyk:
         return None
-    embedded = "icc-profile-data" in image.get_fields()
-    if not (embedded or cmyk):
+    applies = may_drop_fields and image.width * image.height <= MAX_PIXELS[mode]
+    if cmyk and not applies:  # no CMYK profile is the identity: no build for nothing
         return None
-    profile = image.get("icc-profile-data") if embedded else _builtin("cmyk")
-    transform = _transform(profile, mode)
-    if transform is _IDENTITY:
-        return image.copy(interpretation="srgb")
-    if (transform is _REFUSED or not may_drop_fields
-            or image.width * image.height > MAX_PIXELS[mode]):
+    try:
+        if "icc-profile-data" in image.get_fields():
+            profile = image.get("icc-profile-data")
+            transform = _transform((hashlib.sha256(profile).digest(), mode), profile)
+        elif cmyk:
+            transform = _transform((b"libvips:cmyk", mode), _builtin("cmyk"))
+        else:
+            return None
+        if transform is _IDENTITY:
+            return image.copy(interpretation="srgb")
+        if transform is _REFUSED or not applies:
+            return None
+        pixels = PILImage.frombytes(mode, (image.width, image.height),
+                                    (watch(image) if watch else image).write_to_memory())
+        converted = transform.apply(pixels)  # type: ignore[union-attr]
+    except (RuntimeError, ValueError, OSError):  # an empty profile blob, a bad buffer
         return None
-    pixels = PILImage.frombytes(mode, (image.width, image.height), image.write_to_memory())
-    converted = transform.apply(pixels)  # type: ignore[union-attr]
     return pyvips.Image.new_from_memory(converted.tobytes(), image.width, image.height, 3,
-                                        "uchar").copy(interpretation="srgb")
+                                        "uchar").copy(interpretation="srgb", xres=image.xres,
+                                                      yres=image.yres)
 
 
-def _transform(profile: bytes, mode: str):
+def _transform(key: tuple[bytes, str], profile: bytes):
     """The kept transform for `profile`, or `_IDENTITY` / `_REFUSED`."""
-    key = (hashlib.sha256(profile).digest(), mode)
     with _lock:
         if key in _verdicts:
             _verdicts.move_to_end(key)
             return _verdicts[key]
-    verdict = _build(profile, mode)
+    verdict = _build(profile, key[1])
     with _lock:
         _verdicts[key] = verdict
         while len(_verdicts) > CACHED:
@@ -88,11 +100,17 @@ def _build(profile: bytes, mode: str):
 
 
 def _maps_to_itself(transform: ImageCms.ImageCmsTransform) -> bool:
-    """Whether every colour of a 17-level grid per channel comes out within one level."""
+    """Whether every colour comes out within one level: a 17-level grid per channel, and
+    every level of grey and of each channel alone."""
     levels = np.linspace(0, 255, 17).round().astype(np.uint8)
-    grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(1, -1, 3)
-    out = np.asarray(transform.apply(PILImage.fromarray(grid, "RGB")))
-    return int(np.abs(out.astype(int) - grid.astype(int)).max()) <= 1
+    grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(-1, 3)
+    ramp = np.arange(256, dtype=np.uint8)
+    zero = np.zeros(256, np.uint8)
+    ramps = [np.stack(c, -1) for c in ((ramp, ramp, ramp), (ramp, zero, zero),
+                                       (zero, ramp, zero), (zero, zero, ramp))]
+    probe = np.concatenate([grid, *ramps]).reshape(1, -1, 3)
+    out = np.asarray(transform.apply(PILImage.fromarray(probe, "RGB")))
+    return int(np.abs(out.astype(int) - probe.astype(int)).max()) <= 1
 
 
 @functools.cache

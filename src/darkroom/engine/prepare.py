@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import pyvips
 
+from darkroom.engine.budget import Budget
 from darkroom.engine.colour import cached_to_srgb
 from darkroom.engine.context import Image
 
 
-def to_srgb(image: Image, may_drop_fields: bool = True) -> Image:
+def to_srgb(image: Image, may_drop_fields: bool = True,
+            budget: Budget | None = None) -> Image:
     """Colour-manage to 8-bit sRGB: embedded ICC first, CMYK without one by a built-in
     profile; through a kept transform (`engine.colour`) when one applies. The image's
-    metadata may go unless `may_drop_fields` is false (an output that keeps it)."""
-    cached = cached_to_srgb(image, may_drop_fields)
+    metadata may go unless `may_drop_fields` is false (an output that keeps it); a kept
+    transform computes the pixels at once, under `budget` when given."""
+    cached = cached_to_srgb(image, may_drop_fields, budget.watch if budget else None)
     if cached is not None:
         return cached
     cmyk = image.interpretation == "cmyk"

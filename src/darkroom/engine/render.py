@@ -80,7 +80,7 @@ def _run(plan: EditPlan, data: bytes, header: Header, fmt: str, animated: bool, 
     if vector:
         check_header(loaded.width, loaded.height, 1, limits)
     frame_height = loaded.get("page-height") if animated else loaded.height
-    frames = [to_srgb(upright(f, orientation), not plan.output.keep_metadata)
+    frames = [to_srgb(upright(f, orientation), not plan.output.keep_metadata, budget)
               for f in split_frames(loaded, frame_height)]
     if fmt not in ALPHA_CAPABLE:  # flatten now: every later step then works on 3 bands
         background = list(plan.output.background[:3])
