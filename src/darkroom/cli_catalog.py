@@ -26,14 +26,13 @@ _CHUNK = 1024 * 1024
 
 def migrate_command() -> None:
     """Create or upgrade the catalog's tables (the server also does this at start)."""
-    from darkroom.catalog import make_engine, migrate
+    from darkroom.catalog import make_engine
     from darkroom.cli import _settings, console
     from darkroom.pipelines import queue
 
     settings = _settings()
     try:
-        migrate(make_engine(settings.database_url))
-        queue.migrate(settings.database_url)
+        queue.migrate(make_engine(settings.database_url))
     except DarkroomError as error:
         console.print(f"{error.code}: {error.message}", style="red", markup=False)
         raise typer.Exit(1) from None
@@ -190,13 +189,12 @@ def _local_list(settings: Settings, query: dict) -> dict:
 
 
 def _open_catalog(settings: Settings):
-    from darkroom.catalog import Catalog, make_engine, migrate
+    from darkroom.catalog import Catalog, make_engine
     from darkroom.pipelines import queue
     from darkroom.server.pool import RenderPool
     from darkroom.storage import open_storage
 
     engine = make_engine(settings.database_url)
-    migrate(engine)
-    queue.migrate(settings.database_url)
+    queue.migrate(engine)
     return Catalog(engine, open_storage(settings), RenderPool(settings.threads, 0),
                    settings.limits, queue=queue.JobQueue(settings.database_url))

@@ -25,7 +25,7 @@ jobs_app = typer.Typer(help="List, show, retry and cancel pipeline runs.", no_ar
 
 def _catalog(work: Callable, queue: bool = False) -> T:
     """Run `work(session[, queue])` in one transaction on the migrated catalog."""
-    from darkroom.catalog import make_engine, migrate
+    from darkroom.catalog import make_engine
     from darkroom.cli import _settings, console
     from darkroom.pipelines import queue as queues
     from darkroom.pipelines.store import run
@@ -33,8 +33,7 @@ def _catalog(work: Callable, queue: bool = False) -> T:
     settings = _settings()
     try:
         engine = make_engine(settings.database_url)
-        migrate(engine)
-        queues.migrate(settings.database_url)
+        queues.migrate(engine)
         jobs = queues.JobQueue(settings.database_url) if queue else None
         try:
             return run(engine, (lambda s: work(s, jobs)) if queue else work)
@@ -62,7 +61,7 @@ def worker_command(
     """Run pipeline jobs, and deliver events to the configured sinks, until SIGINT/SIGTERM
     (no HTTP server)."""
     from darkroom.cli import _settings, console
-    from darkroom.catalog import make_engine, migrate
+    from darkroom.catalog import make_engine
     from darkroom.pipelines import queue
     from darkroom.pipelines.worker import Worker, apply_file, default_executor_id
     from darkroom.server.observability import configure_logging
@@ -73,8 +72,7 @@ def worker_command(
     configure_logging(settings.log_level)
     engine = make_engine(settings.database_url)
     try:
-        migrate(engine)
-        queue.migrate(settings.database_url)
+        queue.migrate(engine)
         apply_file(settings, engine)
     except DarkroomError as error:
         console.print(f"{error.code}: {error.message}", style="red", markup=False)

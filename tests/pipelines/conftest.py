@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from darkroom.catalog import Catalog, Staged, make_engine, migrate
+from darkroom.catalog import Catalog, Staged, make_engine
 from darkroom.config import Settings
 from darkroom.pipelines import admin, queue
 from darkroom.pipelines.definition import parse
@@ -47,8 +47,7 @@ class Deployment:
     def open_catalog(self) -> Catalog:
         settings = self.settings
         engine = make_engine(self.database_url)
-        migrate(engine)
-        queue.migrate(self.database_url)
+        queue.migrate(engine)
         return Catalog(engine, open_storage(settings), RenderPool(2, 8), settings.limits,
                        queue=queue.JobQueue(self.database_url))
 

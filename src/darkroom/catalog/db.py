@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import fcntl
 from contextlib import contextmanager
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from alembic import command
@@ -54,16 +54,21 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision; safe to run from many processes at once."""
+def migrate(engine: Engine, then: Callable[[], None] | None = None) -> None:
+    """Bring the schema to the newest revision, then run `then` (another component's
+    migrations in the same database) under the same lock; safe to run from many processes
+    at once."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    try:
-        with migration_lock(engine), engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
-    except SQLAlchemyError as error:
-        raise CatalogError(f"cannot migrate the catalog: {_first_line(error)}") from error
+    with migration_lock(engine):
+        try:
+            with engine.begin() as connection:
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+        except SQLAlchemyError as error:
+            raise CatalogError(f"cannot migrate the catalog: {_first_line(error)}") from error
+        if then is not None:
+            then()
 
 
 @contextmanager

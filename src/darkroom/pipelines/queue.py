@@ -15,7 +15,8 @@ from sqlalchemy import Engine, event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from darkroom.catalog.db import make_engine, migration_lock
+from darkroom.catalog.db import make_engine
+from darkroom.catalog.db import migrate as catalog_migrate
 from darkroom.catalog.models import Image, ImageVersion, Job
 from darkroom.catalog.pipeline_models import PipelineRow
 from darkroom.engine.formats import MIME
@@ -55,15 +56,12 @@ def _immediate(dbapi_connection, _record) -> None:
     dbapi_connection.isolation_level = "IMMEDIATE"  # as DBOS sets it on its own engines
 
 
-def migrate(database_url: str) -> None:
-    """Create or upgrade DBOS's tables beside the catalog's, under the catalog's migration
-    lock (DBOS's own migrations do not expect company)."""
-    engine = make_engine(database_url)
-    try:
-        with migration_lock(engine):
-            DBOS.migrate(dbos_url(database_url))
-    finally:
-        engine.dispose()
+def migrate(engine: Engine) -> None:
+    """The catalog's tables, then DBOS's beside them, under the catalog's one migration
+    lock (DBOS's own migrations do not expect company): what every process that opens the
+    database runs first."""
+    url = engine.url.render_as_string(hide_password=False)
+    catalog_migrate(engine, then=lambda: DBOS.migrate(dbos_url(url)))
 
 
 class JobQueue:

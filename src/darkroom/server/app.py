@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from darkroom.cache import ResultCache
-from darkroom.catalog.db import make_engine, migrate
+from darkroom.catalog.db import make_engine
 from darkroom.catalog.service import Catalog
 from darkroom.config import Settings
 from darkroom.events.dispatcher import dispatching
@@ -77,8 +77,7 @@ def create_app(settings: Settings | None = None, index: int = 0) -> ASGIApp:
     pool = RenderPool(settings.threads, settings.queue_size)
     renderer = Renderer(storage, cache, pool, settings.limits)
     engine = make_engine(settings.database_url)
-    migrate(engine)
-    queue.migrate(settings.database_url)
+    queue.migrate(engine)
     apply_file(settings, engine)
     jobs = JobQueue(settings.database_url)
     workers = InProcess(settings, engine, index)
