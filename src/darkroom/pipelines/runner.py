@@ -126,7 +126,7 @@ def _attempt(step_json: dict, context: dict) -> dict:
     if previous is not None:
         wait([previous])
     started = utcnow()
-    store.run(runtime.engine, lambda s: store.begin_step(s, job_id, step.name, started))
+    store.run_plain(runtime.engine, lambda s: store.begin_step(s, job_id, step.name, started))
     clock = time.perf_counter()
     future = runtime.steps.submit(kind.run, ctx, cached(kind.params, step.params))
     try:
@@ -141,14 +141,14 @@ def _attempt(step_json: dict, context: dict) -> dict:
         log.exception("step_crashed", job=job_id, step=step.name)
         code, message = "internal", f"{type(error).__name__}: {error}"
     else:
-        store.run(runtime.engine, lambda s: store.end_step(
+        store.run_plain(runtime.engine, lambda s: store.end_step(
             s, job_id, step.name, "succeeded", started, output=output))
         STEPS.labels(step.type, "succeeded").observe(time.perf_counter() - clock)
         log.info("step_succeeded", job=job_id, step=step.name,
                  ms=round((time.perf_counter() - clock) * 1000, 1))
         return {"ok": True, "output": output}
     STEPS.labels(step.type, code).observe(time.perf_counter() - clock)
-    store.run(runtime.engine, lambda s: store.end_step(
+    store.run_plain(runtime.engine, lambda s: store.end_step(
         s, job_id, step.name, "failed", started, error=f"{code}: {message}"))
     log.warning("step_failed", job=job_id, step=step.name, error=code, message=message)
     return {"ok": False, "error": code, "message": message}
@@ -165,4 +165,4 @@ def _finish(job_id: str, run: int, pipeline: str, error: dict | None) -> None:
 
 
 def _mark(job_id: str, name: str, state: str) -> None:
-    store.run(_rt().engine, lambda s: store.mark_step(s, job_id, name, state))
+    store.run_plain(_rt().engine, lambda s: store.mark_step(s, job_id, name, state))
