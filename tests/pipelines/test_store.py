@@ -83,3 +83,18 @@ def test_a_masked_secret_is_never_saved(engine):
     shown["steps"][0]["params"]["signing_keys"] = [admin.MASK]
     with pytest.raises(BadRequest, match="masked secret"):
         store.run(engine, lambda s: admin.save_pipeline(s, parse(shown)))
+
+
+def test_a_change_that_does_not_happen_leaves_the_loaded_job_alone(engine):
+    job_id = _job(engine)
+
+    def refused_cancel(session):
+        loaded = session.get(Job, job_id)
+        assert loaded.status == "queued"
+        store.run(engine, lambda other: store.set_job(other, job_id, ("queued",), None,
+                                                      status="succeeded"))  # another writer
+        assert store.set_job(session, job_id, ("queued", "running"), None,
+                             status="cancelled") is None
+        return loaded.status
+
+    assert store.run(engine, refused_cancel) == "queued"  # not claimed "cancelled" in memory

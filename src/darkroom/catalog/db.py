@@ -7,6 +7,7 @@ goes through psycopg 3 (`postgresql://` URLs are read as `postgresql+psycopg://`
 from __future__ import annotations
 
 import fcntl
+import time
 from contextlib import contextmanager
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from darkroom.errors import CatalogError, DarkroomError
 MIGRATIONS = Path(__file__).with_name("migrations")
 BUSY_TIMEOUT_MS = 30_000
 _PG_MIGRATION_LOCK = 0x6461726B  # "dark": one migrating process at a time
+_PG_LOCK_POLL_S = 0.2
 
 
 def make_engine(url: str) -> Engine:
@@ -84,10 +86,14 @@ def migration_lock(engine: Engine) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
         return
-    # A session lock taken outside any transaction: an open one would make the migration's
-    # CREATE INDEX CONCURRENTLY (DBOS uses it) wait for this very connection.
+    # A session lock taken outside any transaction, by polling: CREATE INDEX CONCURRENTLY
+    # (DBOS's migrations use it) waits for every snapshot older than itself, and a process
+    # blocked inside pg_advisory_lock holds one until the lock is free: the holder and the
+    # waiters would wait on each other for ever, unseen by the deadlock detector.
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _PG_MIGRATION_LOCK})
+        while not connection.execute(text("SELECT pg_try_advisory_lock(:id)"),
+                                     {"id": _PG_MIGRATION_LOCK}).scalar():
+            time.sleep(_PG_LOCK_POLL_S)
         try:
             yield
         finally:

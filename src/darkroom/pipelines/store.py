@@ -64,7 +64,8 @@ def set_job(session: Session, job_id: str, statuses: tuple[str, ...], run_number
         condition.append(Job.run == run_number)
     return session.scalars(update(Job).where(*condition)
                            .values(updated_at=utcnow(), **values).returning(Job),
-                           execution_options={"populate_existing": True}).one_or_none()
+                           execution_options={"populate_existing": True,
+                                              "synchronize_session": False}).one_or_none()
 
 
 def begin_job(session: Session, job_id: str, run_number: int) -> dict | None:
