@@ -54,6 +54,16 @@ def pg_url() -> Iterator[str]:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
+def fresh_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
+    """A catalog URL on each backend, of a database nothing has migrated yet."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'sub' / 'catalog.sqlite'}"
+    else:
+        with pg_database("fresh") as url:
+            yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     """A catalog URL on each backend; the PostgreSQL one is emptied after the test."""
     if request.param == "sqlite":

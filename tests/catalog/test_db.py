@@ -11,22 +11,13 @@ from darkroom.catalog import make_engine, migrate
 from darkroom.catalog.models import Base
 from darkroom.errors import DarkroomError
 
-from .databases import pg_database
+from .databases import fresh_url  # noqa: F401
 
 TABLES = {"images", "image_tags", "image_versions", "renditions", "jobs", "idempotency_keys",
           "outbox", "outbox_deliveries", "alembic_version", "pipelines", "job_steps", "workers"}
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def fresh_url(request: pytest.FixtureRequest, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'sub' / 'catalog.sqlite'}"
-    else:
-        with pg_database("fresh") as url:
-            yield url
-
-
-def test_migrations_create_every_table_and_match_the_models(fresh_url):
+def test_migrations_create_every_table_and_match_the_models(fresh_url):  # noqa: F811
     engine = make_engine(fresh_url)
     migrate(engine)
     migrate(engine)  # a second run changes nothing

@@ -8,28 +8,18 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
 from sqlalchemy import inspect
 
 from darkroom.catalog import make_engine
 
-from catalog.databases import pg_database
+from catalog.databases import fresh_url  # noqa: F401
 
 MIGRATE = ("import sys; from darkroom.catalog import make_engine; "
            "from darkroom.pipelines import queue; queue.migrate(make_engine(sys.argv[1]))")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def new_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'catalog.sqlite'}"
-    else:
-        with pg_database("together") as url:
-            yield url
-
-
-def test_processes_migrating_a_new_database_together_all_finish(new_url):
-    processes = [subprocess.Popen([sys.executable, "-c", MIGRATE, new_url],
+def test_processes_migrating_a_new_database_together_all_finish(fresh_url):  # noqa: F811
+    processes = [subprocess.Popen([sys.executable, "-c", MIGRATE, fresh_url],
                                   stderr=subprocess.PIPE, text=True) for _ in range(3)]
     try:
         for process in processes:
@@ -39,7 +29,7 @@ def test_processes_migrating_a_new_database_together_all_finish(new_url):
         for process in processes:
             if process.poll() is None:
                 process.kill()
-    engine = make_engine(new_url)
+    engine = make_engine(fresh_url)
     try:
         tables = set(inspect(engine).get_table_names())
         if engine.dialect.name == "postgresql":
