@@ -31,6 +31,7 @@ from darkroom.pipelines.definition import load_yaml
 from darkroom.pipelines.store import run
 from darkroom.pipelines.context import Runtime
 from darkroom.pipelines.queue import APP_VERSION, QUEUE, dbos_url, system_engine
+from darkroom.storage.local import process_alive
 
 log = structlog.get_logger("darkroom.pipelines")
 _lock = threading.Lock()
@@ -166,15 +167,7 @@ def _alive_elsewhere(row: WorkerRow, now, dead_after_s: float) -> bool:
         return False
     if row.hostname != socket.gethostname():
         return True
-    if row.pid == os.getpid():
-        return False
-    try:
-        os.kill(row.pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return row.pid != os.getpid() and process_alive(row.pid)
 
 
 class InProcess:

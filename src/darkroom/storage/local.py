@@ -123,7 +123,7 @@ class LocalStorage:
                 names = os.listdir(path.parent)
             except FileNotFoundError:
                 return 0
-            gone = [n for n in names if (m := leftovers.match(n)) and not _alive(int(m[1]))]
+            gone = [n for n in names if (m := leftovers.match(n)) and not process_alive(int(m[1]))]
             for name in gone:
                 (path.parent / name).unlink(missing_ok=True)
             return len(gone)
@@ -203,7 +203,7 @@ def _joined(root: str, key: str) -> tuple[str, str]:
     return path, os.path.dirname(path)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     """Whether a process with this id runs on this host."""
     try:
         os.kill(pid, 0)
