@@ -11,6 +11,7 @@ import pytest
 import pyvips
 
 from darkroom.config import Limits
+from darkroom.engine import budget as watchdog_module
 from darkroom.engine.budget import Budget
 from darkroom.errors import DarkroomError, Unprocessable
 from darkroom.plan import Blur, Resize
@@ -76,9 +77,30 @@ SMART_CROPS_THEN_MORE_STEPS = textwrap.dedent("""
 
 
 def test_watched_images_outlive_the_step_that_armed_them():
-    # Steps arm a frame, then drop it while later images still signal progress on it. If
-    # its callback were freed, libvips would call into garbage: a fatal error that ends
-    # the whole process (a server, in production). So this runs in a child process.
+    # Steps arm a frame, then drop it while later images are still made from it; the
+    # budget holds every armed image until the render ends, so the watchdog never kills
+    # a freed one (which would end the whole process). So this runs in a child process.
     done = subprocess.run([sys.executable, "-c", SMART_CROPS_THEN_MORE_STEPS],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_the_watchdog_stops_an_evaluation_from_its_own_thread():
+    heavy = (pyvips.Image.black(3000, 3000, bands=3) + 128).gaussblur(80).gaussblur(80)
+    budget = Budget(0.2)
+    try:
+        with pytest.raises(pyvips.Error, match="killed"):
+            budget.watch(heavy).jpegsave_buffer()
+        assert budget.killed
+        with pytest.raises(Unprocessable):
+            budget.check()
+    finally:
+        budget.release()
+
+
+def test_a_released_budget_is_disarmed_and_lets_its_images_go():
+    budget = Budget(60)
+    budget.watch(pyvips.Image.black(10, 10))
+    assert budget in watchdog_module._WATCHDOG._armed
+    budget.release()
+    assert budget not in watchdog_module._WATCHDOG._armed and not budget._watched

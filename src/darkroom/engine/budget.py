@@ -1,7 +1,8 @@
-"""The time budget of one render, enforced inside libvips through progress signals."""
+"""The time budget of one render, enforced inside libvips by a watchdog thread."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pyvips
@@ -24,28 +25,70 @@ class Budget:
             raise self.error()
 
     def watch(self, image: pyvips.Image) -> pyvips.Image:
-        """Arm `image` so that computing it stops at the deadline; returns it.
+        """Arm `image`: at the deadline it is marked killed, and libvips stops computing
+        it, or any image made from it, at the next region it prepares. Returns it.
 
-        Images made from `image` signal on it too, and pyvips frees the callback with the
-        Python object: the budget keeps it alive, else a later step crashes the process.
-        """
-        image.set_progress(True)
-        image.signal_connect("eval", self._on_eval)
-        self._watched.append(image)
+        libvips's progress signals would do the same, but they call into Python for
+        every tile, from libvips's own threads, each time waiting for the GIL."""
+        with _WATCHDOG.lock:
+            if self.killed:
+                image.set_kill(True)
+            self._watched.append(image)
+        if len(self._watched) == 1:
+            _WATCHDOG.arm(self)
         return image
 
     def release(self) -> None:
-        """Forget the armed images once the render is over: they refer back to this
-        budget through their callback, and the cycle would hold their pixel buffers
-        until Python's cyclic collector happened to run."""
+        """The render is over: disarm, and drop the images (their pixel buffers go)."""
+        _WATCHDOG.disarm(self)
         self._watched.clear()
 
-    def _on_eval(self, image: pyvips.Image, _progress: object) -> None:
-        if time.monotonic() > self.deadline:
-            self.killed = True
+    def expire(self) -> None:
+        """Kill every watched image (the watchdog calls this, holding its lock)."""
+        self.killed = True
+        for image in self._watched:
             image.set_kill(True)
 
     def error(self) -> Unprocessable:
         return Unprocessable(
             f"rendering took longer than the {self.seconds:g} s budget", "time_budget_exceeded"
         )
+
+
+class _Watchdog:
+    """One thread per process that expires the armed budgets whose deadline has passed;
+    asleep while none is armed. Started on first use, and again if it ever ended."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._wake = threading.Condition(self.lock)
+        self._armed: set[Budget] = set()
+        self._next = float("inf")  # the deadline the thread sleeps towards
+        self._thread: threading.Thread | None = None
+
+    def arm(self, budget: Budget) -> None:
+        with self.lock:
+            self._armed.add(budget)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name="render-budget")
+                self._thread.start()
+            elif budget.deadline < self._next:
+                self._wake.notify()
+
+    def disarm(self, budget: Budget) -> None:
+        with self.lock:
+            self._armed.discard(budget)
+
+    def _run(self) -> None:
+        with self.lock:
+            while True:
+                now = time.monotonic()
+                for budget in [b for b in self._armed if b.deadline <= now]:
+                    self._armed.discard(budget)
+                    budget.expire()
+                self._next = min((b.deadline for b in self._armed), default=float("inf"))
+                self._wake.wait(None if self._next == float("inf") else self._next - now)
+
+
+_WATCHDOG = _Watchdog()

@@ -52,7 +52,7 @@ def cached_to_srgb(image: pyvips.Image, may_drop_fields: bool,
     if cmyk and not applies:  # no CMYK profile is the identity: no build for nothing
         return None
     try:
-        if "icc-profile-data" in image.get_fields():
+        if image.get_typeof("icc-profile-data"):
             profile = image.get("icc-profile-data")
             transform = _transform((hashlib.sha256(profile).digest(), mode), profile)
         elif cmyk:

@@ -56,17 +56,17 @@ def probe(data: bytes) -> Header:
             return Header(fmt, *declared, 1, False, 1, False, len(data))
     else:
         image = _vips_open(data)
-    fields = image.get_fields()
-    pages = image.get("n-pages") if "n-pages" in fields else 1
-    height = image.get("page-height") if "page-height" in fields else image.height
+    has = image.get_typeof  # one lookup per field (get_fields lists them all)
+    pages = image.get("n-pages") if has("n-pages") else 1
+    height = image.get("page-height") if has("page-height") else image.height
     return Header(
         format=fmt,
         width=image.width,
         height=height,
         pages=max(1, pages),
         alpha=bool(image.hasalpha()),
-        orientation=image.get("orientation") if "orientation" in fields else 1,
-        icc="icc-profile-data" in fields,
+        orientation=image.get("orientation") if has("orientation") else 1,
+        icc=bool(has("icc-profile-data")),
         bytes=len(data),
     )
 
@@ -114,8 +114,10 @@ def _gif_screen(data: bytes) -> tuple[int, int]:
 
 
 def _vips_open(data: bytes, **options) -> pyvips.Image:
+    """Open `data` where it lies: a buffer load would copy the whole source first (twice
+    a render, with the probe's open); pyvips keeps `data` alive with the image."""
     try:
-        return pyvips.Image.new_from_buffer(data, "", **options)
+        return pyvips.Image.new_from_source(pyvips.Source.new_from_memory(data), "", **options)
     except pyvips.Error as error:
         raise Unprocessable(f"cannot read image: {_first_line(error)}", "corrupt_image") from None
 

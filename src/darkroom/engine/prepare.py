@@ -19,7 +19,7 @@ def to_srgb(image: Image, may_drop_fields: bool = True,
     if cached is not None:
         return cached
     cmyk = image.interpretation == "cmyk"
-    if cmyk or "icc-profile-data" in image.get_fields():
+    if cmyk or image.get_typeof("icc-profile-data"):
         try:
             image = image.icc_transform("srgb", embedded=True, intent="perceptual",
                                         input_profile="cmyk" if cmyk else "srgb")
