@@ -4,6 +4,7 @@ against the bare engine making the same 3 renditions of the same images in one p
 and the same pipeline run on demand over the stored images (the pipeline's own overhead).
 
 usage: bench/pipeline.py [--images 48] [--rounds 3] [--concurrency 4] [--database URL]
+                         [--photos corpus|camera]
 
 The pipeline side is `darkroom serve` (1 process, 2 engine threads, its in-process worker)
 on a fresh data dir: uploads go over HTTP, `concurrency` at a time, and the clock stops when
@@ -11,6 +12,10 @@ the last job has succeeded. The reference renders each image's 3 plans on 2 thre
 machine's cores) and writes them to disk atomically, like the `renditions` step. Both run
 with VIPS_CONCURRENCY=1, alternately, `rounds` times; the figure is the median ratio.
 Load stays on 127.0.0.1. Raw figures go to bench/results/<time>-pipeline.json.
+
+--photos corpus (default): the corpus's JPEG photos of 0.4-2 MP. --photos camera: 12 MP
+JPEGs as a camera makes them, with and without an sRGB profile (bench/setup.sh makes them
+in /tmp/bench/images). The per-upload costs are the same; the renders are larger.
 """
 
 from __future__ import annotations
@@ -35,6 +40,14 @@ RENDITIONS = {"thumb": "w=160&h=160&fit=cover&fm=webp", "card": "w=480&fm=webp",
               "large": "w=1200&q=82"}
 PIPELINE = {"steps": [{"name": "sizes", "type": "renditions",
                        "params": {"renditions": RENDITIONS}}]}
+
+
+def camera_photos(folder: Path) -> list[Path]:
+    photos = [folder / "12mp.jpg", folder / "12mp-srgb.jpg"]
+    missing = [p for p in photos if not p.is_file()]
+    if missing:
+        raise SystemExit(f"{missing[0]} is missing: run bench/setup.sh first")
+    return photos
 
 
 def corpus_photos() -> list[Path]:
@@ -161,9 +174,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=4, help="uploads at once")
     parser.add_argument("--database", help="catalog URL (default: SQLite in the data dir)")
+    parser.add_argument("--photos", choices=("corpus", "camera"), default="corpus",
+                        help="corpus JPEGs of 0.4-2 MP, or 12 MP camera-size JPEGs")
+    parser.add_argument("--images-dir", type=Path, default=Path("/tmp/bench/images"),
+                        help="where bench/setup.sh put the 12 MP JPEGs")
     args = parser.parse_args()
     os.environ["VIPS_CONCURRENCY"] = "1"
-    photos = corpus_photos()
+    photos = corpus_photos() if args.photos == "corpus" else camera_photos(args.images_dir)
     images = [photos[i % len(photos)] for i in range(min(args.images, 100))]
     rows = []
     for round_ in range(args.rounds):
@@ -183,12 +200,14 @@ def main() -> int:
         "end_to_end_overhead", "pipeline_overhead", "uploads_per_s", "bare_per_s")}
     summary = {**{f"median_{k}": v for k, v in median.items()}, "renditions": RENDITIONS,
                "upload_concurrency": args.concurrency, "database": args.database or "sqlite",
+               "photos": args.photos,
                "rounds": rows}
     results = HERE / "results"
     results.mkdir(exist_ok=True)
     (results / f"{time.strftime('%Y%m%d-%H%M%S')}-pipeline.json").write_text(
         json.dumps(summary, indent=2))
-    print(f"median of {args.rounds} rounds, {len(images)} images, 3 renditions each: "
+    print(f"median of {args.rounds} rounds, {len(images)} {args.photos} images, "
+          "3 renditions each: "
           f"{median['uploads_per_s']} uploads/s end to end, bare engine "
           f"{median['bare_per_s']} images/s; overhead end to end (HTTP upload, catalog, "
           f"metadata, pipeline) {median['end_to_end_overhead']:+.1%}, pipeline alone "

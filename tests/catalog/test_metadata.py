@@ -29,6 +29,31 @@ def test_blurhash_layout_of_a_solid_colour():
     assert blurhash.encode(red, 1, 1) == "00TI:j"
 
 
+def _factors_by_definition(pixels: np.ndarray, xs: int, ys: int) -> np.ndarray:
+    """BlurHash's factors as its specification writes them: one weighted mean per
+    component, over sRGB levels made linear one pixel at a time."""
+    height, width = pixels.shape[:2]
+    c = pixels.astype(np.float64) / 255.0
+    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    out = []
+    for j in range(ys):
+        for i in range(xs):
+            basis = np.outer(np.cos(np.pi * j * np.arange(height) / height),
+                             np.cos(np.pi * i * np.arange(width) / width))
+            norm = 1.0 if i == j == 0 else 2.0
+            out.append(norm * (linear * basis[..., None]).sum(axis=(0, 1)) / (width * height))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_blurhash_factors_match_the_definition(seed):
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (int(rng.integers(1, 65)), int(rng.integers(1, 65)), 3),
+                          dtype=np.uint8)
+    expected = _factors_by_definition(pixels, 4, 3)
+    assert np.allclose(blurhash.factors(pixels, 4, 3), expected, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("entry", OK_FILES, ids=lambda e: e["path"])
 def test_every_accepted_corpus_file_is_described(entry):
     facts = describe(CORPUS / entry["path"], LIMITS)

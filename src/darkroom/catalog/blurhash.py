@@ -11,17 +11,8 @@ def encode(pixels: np.ndarray, x_components: int = 4, y_components: int = 3) -> 
     """The BlurHash of an RGB uint8 array shaped (height, width, 3)."""
     if not (1 <= x_components <= 9 and 1 <= y_components <= 9):
         raise ValueError("components must be 1-9")
-    height, width = pixels.shape[:2]
-    linear = _to_linear(pixels[..., :3].astype(np.float64) / 255.0)
-    xs = np.arange(width) * np.pi / width
-    ys = np.arange(height) * np.pi / height
-    factors = []
-    for j in range(y_components):
-        for i in range(x_components):
-            basis = np.outer(np.cos(ys * j), np.cos(xs * i))
-            scale = 1.0 if i == j == 0 else 2.0
-            factors.append(scale * (linear * basis[..., None]).sum(axis=(0, 1)) / (width * height))
-    dc, ac = factors[0], factors[1:]
+    found = list(factors(pixels, x_components, y_components))
+    dc, ac = found[0], found[1:]
     text = _base83((x_components - 1) + (y_components - 1) * 9, 1)
     if ac:
         largest = max(float(np.abs(f).max()) for f in ac)
@@ -38,8 +29,25 @@ def encode(pixels: np.ndarray, x_components: int = 4, y_components: int = 3) -> 
     return text
 
 
+def factors(pixels: np.ndarray, x_components: int, y_components: int) -> np.ndarray:
+    """The (y * x, 3) component factors: each the mean of the linear pixels weighted by
+    cos(pi*j*y/h) * cos(pi*i*x/w), doubled but for the DC term. Rows and columns are
+    weighted in two matrix products, not in one pass over the image per factor."""
+    height, width = pixels.shape[:2]
+    linear = _LINEAR[pixels[..., :3]]
+    rows = np.cos(np.outer(np.arange(y_components), np.arange(height)) * np.pi / height)
+    cols = np.cos(np.outer(np.arange(x_components), np.arange(width)) * np.pi / width)
+    sums = np.einsum("jy,yxc,ix->jic", rows, linear, cols, optimize=True)
+    scale = np.full((y_components, x_components, 1), 2.0)
+    scale[0, 0] = 1.0
+    return (scale * sums / (width * height)).reshape(-1, 3)
+
+
 def _to_linear(values: np.ndarray) -> np.ndarray:
     return np.where(values <= 0.04045, values / 12.92, ((values + 0.055) / 1.055) ** 2.4)
+
+
+_LINEAR = _to_linear(np.arange(256) / 255.0)  # every 8-bit level, computed once
 
 
 def _to_srgb(value: float) -> int:

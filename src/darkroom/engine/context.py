@@ -45,16 +45,21 @@ def with_alpha(image: Image) -> Image:
     return image if image.hasalpha() else image.bandjoin_const([255])
 
 
+def uchar(image: Image) -> Image:
+    """`image` in 8-bit bands (no operation when it already is)."""
+    return image if image.format == "uchar" else image.cast("uchar")
+
+
 def colour_only(image: Image, step: Callable[[Image], Image]) -> Image:
     """Apply `step` to the colour bands and carry the alpha band through untouched."""
     if not image.hasalpha():
-        return step(image).cast("uchar")
+        return uchar(step(image))
     colour, alpha = image.extract_band(0, n=image.bands - 1), image.extract_band(image.bands - 1)
-    return step(colour).cast("uchar").bandjoin(alpha)
+    return uchar(step(colour)).bandjoin(alpha)
 
 
 def premultiplied(image: Image, step: Callable[[Image], Image]) -> Image:
     """Apply a resampling `step` on premultiplied alpha so edges do not darken."""
     if not image.hasalpha():
-        return step(image).cast("uchar")
-    return step(image.premultiply()).unpremultiply().cast("uchar")
+        return uchar(step(image))
+    return uchar(step(image.premultiply()).unpremultiply())

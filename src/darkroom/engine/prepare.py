@@ -25,7 +25,9 @@ def to_srgb(image: Image, may_drop_fields: bool = True,
                                         input_profile="cmyk" if cmyk else "srgb")
         except pyvips.Error:
             image = image.colourspace("srgb")
-    elif image.interpretation != "srgb" or image.format != "uchar":
+    elif image.interpretation == "srgb" and image.format == "uchar":
+        return image  # already 8-bit sRGB: no operation
+    else:
         image = image.colourspace("srgb")
     if image.format != "uchar":
         image = image.cast("uchar")
