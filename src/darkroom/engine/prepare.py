@@ -6,7 +6,7 @@ import pyvips
 
 from darkroom.engine.budget import Budget
 from darkroom.engine.colour import cached_to_srgb
-from darkroom.engine.context import Image
+from darkroom.engine.context import Image, uchar
 
 
 def to_srgb(image: Image, may_drop_fields: bool = True,
@@ -29,9 +29,7 @@ def to_srgb(image: Image, may_drop_fields: bool = True,
         return image  # already 8-bit sRGB: no operation
     else:
         image = image.colourspace("srgb")
-    if image.format != "uchar":
-        image = image.cast("uchar")
-    return image.copy(interpretation="srgb")
+    return uchar(image).copy(interpretation="srgb")
 
 
 def upright(image: Image, orientation: int) -> Image:
