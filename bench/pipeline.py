@@ -11,7 +11,10 @@ on a fresh data dir: uploads go over HTTP, `concurrency` at a time, and the cloc
 the last job has succeeded. The reference renders each image's 3 plans on 2 threads (the
 machine's cores) and writes them to disk atomically, like the `renditions` step. Both run
 with VIPS_CONCURRENCY=1, alternately, `rounds` times; the figure is the median ratio.
-Load stays on 127.0.0.1. Raw figures go to bench/results/<time>-pipeline.json.
+Beside the wall-clock ratios, each round reports CPU per image: the bare run's own, and the
+server process's (every thread, from /proc) over each phase. On a shared, noisy machine the
+CPU ratio moves far less than the wall-clock one; the wall-clock one adds the cores left
+idle. Load stays on 127.0.0.1. Raw figures go to bench/results/<time>-pipeline.json.
 
 --photos corpus (default): the corpus's JPEG photos of 0.4-2 MP. --photos camera: 12 MP
 JPEGs as a camera makes them, with and without an sRGB profile (bench/setup.sh makes them
@@ -58,8 +61,9 @@ def corpus_photos() -> list[Path]:
             and f["width"] * f["height"] >= 300_000]
 
 
-def bare_engine(images: list[Path], out: Path) -> float:
-    """Seconds for the engine alone to make every image's renditions on 2 threads."""
+def bare_engine(images: list[Path], out: Path) -> tuple[float, float]:
+    """Seconds for the engine alone to make every image's renditions on 2 threads, and the
+    CPU seconds it used."""
     from darkroom.config import Limits
     from darkroom.engine import render
     from darkroom.grammars import native
@@ -76,10 +80,16 @@ def bare_engine(images: list[Path], out: Path) -> float:
             temp.write_bytes(result.data)
             os.replace(temp, target)
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(one, range(len(images))))
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system, every thread) that process `pid` used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -89,10 +99,12 @@ def free_port() -> int:
 
 
 def pipeline(images: list[Path], data_dir: Path, concurrency: int, database: str | None,
-             tag: str) -> tuple[float, float]:
+             tag: str) -> dict[str, float]:
     """Through `darkroom serve`: seconds from the first upload to the last job's success
     (end to end), and from the first on-demand run of the same pipeline over the stored
-    images to the last one's success (the pipeline alone)."""
+    images to the last one's success (the pipeline alone); with the CPU seconds the server
+    process used in each phase (every thread, read from /proc), and in uploading the stored
+    images (no pipeline)."""
     import httpx
 
     port = free_port()
@@ -118,41 +130,48 @@ def pipeline(images: list[Path], data_dir: Path, concurrency: int, database: str
                 answer.raise_for_status()
                 return answer.json()["id"]
 
-            start = time.time()
+            start, cpu = time.time(), cpu_seconds(server.pid)
             with ThreadPoolExecutor(concurrency) as pool:
                 list(pool.map(lambda i: upload(f"{tag}/{i}.jpg", i), range(len(images))))
             end_to_end = _finished(client, name, len(images)) - start
+            end_to_end_cpu = cpu_seconds(server.pid) - cpu
+            cpu = cpu_seconds(server.pid)
             with ThreadPoolExecutor(concurrency) as pool:  # stored, outside the trigger
                 ids = list(pool.map(lambda i: upload(f"stored-{tag}/{i}.jpg", i),
                                     range(len(images))))
-            start = time.time()
+            upload_cpu = cpu_seconds(server.pid) - cpu
+            start, cpu = time.time(), cpu_seconds(server.pid)
             with ThreadPoolExecutor(concurrency) as pool:
                 list(pool.map(lambda i: client.post(
                     f"/v1/pipelines/{name}/runs", params={"image_id": i}).raise_for_status(),
                     ids))
             alone = _finished(client, name, 2 * len(ids)) - start
-            return end_to_end, alone
+            return {"end_to_end": end_to_end, "end_to_end_cpu": end_to_end_cpu,
+                    "upload_cpu": upload_cpu,
+                    "alone": alone, "alone_cpu": cpu_seconds(server.pid) - cpu}
     finally:
         server.terminate()
         server.wait(timeout=30)
 
 
 def _finished(client, pipeline: str, count: int) -> float:
-    """When the `count`th job of `pipeline` succeeded (the jobs' own clock): slow polling."""
+    """When the `count`th job of `pipeline` succeeded (the jobs' own clock). The server is
+    polled cheaply (is any job still queued or running?) so that watching costs it little;
+    the jobs are listed once, at the end."""
+    while any(client.get("/v1/jobs", params={"pipeline": pipeline, "status": status,
+                                             "limit": 1}).json()["items"]
+              for status in ("queued", "running")):
+        time.sleep(0.25)
+    jobs, cursor = [], None
     while True:
-        time.sleep(0.5)
-        jobs, cursor = [], None
-        while True:
-            page = client.get("/v1/jobs", params={"pipeline": pipeline, "limit": 100,
-                                                  **({"cursor": cursor} if cursor else {})}
-                              ).json()
-            jobs += page["items"]
-            if not (cursor := page["next_cursor"]):
-                break
-        if any(j["status"] == "failed" for j in jobs):
-            raise SystemExit(f"a job failed: {jobs}")
-        if sum(j["status"] == "succeeded" for j in jobs) >= count:
-            return max(datetime.fromisoformat(j["finished_at"]).timestamp() for j in jobs)
+        page = client.get("/v1/jobs", params={"pipeline": pipeline, "limit": 100,
+                                              **({"cursor": cursor} if cursor else {})}).json()
+        jobs += page["items"]
+        if not (cursor := page["next_cursor"]):
+            break
+    if any(j["status"] != "succeeded" for j in jobs) or len(jobs) < count:
+        raise SystemExit(f"not every job succeeded: {jobs}")
+    return max(datetime.fromisoformat(j["finished_at"]).timestamp() for j in jobs)
 
 
 def _wait_ready(client) -> None:
@@ -185,19 +204,29 @@ def main() -> int:
     rows = []
     for round_ in range(args.rounds):
         with tempfile.TemporaryDirectory() as ref_dir, tempfile.TemporaryDirectory() as data:
-            bare = bare_engine(images, Path(ref_dir))
-            end_to_end, alone = pipeline(images, Path(data), args.concurrency, args.database,
-                                         f"r{round_}{os.getpid()}")
-        row = {"round": round_ + 1, "images": len(images), "bare_s": round(bare, 3),
-               "end_to_end_s": round(end_to_end, 3), "pipeline_alone_s": round(alone, 3),
-               "bare_per_s": round(len(images) / bare, 2),
-               "uploads_per_s": round(len(images) / end_to_end, 2),
-               "end_to_end_overhead": round(end_to_end / bare - 1, 3),
-               "pipeline_overhead": round(alone / bare - 1, 3)}
+            bare, bare_cpu = bare_engine(images, Path(ref_dir))
+            served = pipeline(images, Path(data), args.concurrency, args.database,
+                              f"r{round_}{os.getpid()}")
+        n = len(images)
+        row = {"round": round_ + 1, "images": n, "bare_s": round(bare, 3),
+               "end_to_end_s": round(served["end_to_end"], 3),
+               "pipeline_alone_s": round(served["alone"], 3),
+               "bare_per_s": round(n / bare, 2),
+               "uploads_per_s": round(n / served["end_to_end"], 2),
+               "end_to_end_overhead": round(served["end_to_end"] / bare - 1, 3),
+               "pipeline_overhead": round(served["alone"] / bare - 1, 3),
+               "bare_cpu_ms": round(1000 * bare_cpu / n, 1),
+               "end_to_end_cpu_ms": round(1000 * served["end_to_end_cpu"] / n, 1),
+               "alone_cpu_ms": round(1000 * served["alone_cpu"] / n, 1),
+               "upload_cpu_ms": round(1000 * served["upload_cpu"] / n, 1),
+               "end_to_end_cpu_overhead": round(served["end_to_end_cpu"] / bare_cpu - 1, 3),
+               "alone_cpu_overhead": round(served["alone_cpu"] / bare_cpu - 1, 3)}
         rows.append(row)
         print(json.dumps(row), flush=True)
     median = {key: statistics.median(r[key] for r in rows) for key in (
-        "end_to_end_overhead", "pipeline_overhead", "uploads_per_s", "bare_per_s")}
+        "end_to_end_overhead", "pipeline_overhead", "uploads_per_s", "bare_per_s",
+        "end_to_end_cpu_overhead", "alone_cpu_overhead", "bare_cpu_ms", "end_to_end_cpu_ms",
+        "alone_cpu_ms", "upload_cpu_ms")}
     summary = {**{f"median_{k}": v for k, v in median.items()}, "renditions": RENDITIONS,
                "upload_concurrency": args.concurrency, "database": args.database or "sqlite",
                "photos": args.photos,
@@ -211,7 +240,11 @@ def main() -> int:
           f"{median['uploads_per_s']} uploads/s end to end, bare engine "
           f"{median['bare_per_s']} images/s; overhead end to end (HTTP upload, catalog, "
           f"metadata, pipeline) {median['end_to_end_overhead']:+.1%}, pipeline alone "
-          f"(queue, workflow, steps) {median['pipeline_overhead']:+.1%}")
+          f"(queue, workflow, steps) {median['pipeline_overhead']:+.1%}; CPU per image: bare "
+          f"{median['bare_cpu_ms']} ms, end to end {median['end_to_end_cpu_ms']} ms "
+          f"({median['end_to_end_cpu_overhead']:+.1%}), pipeline alone "
+          f"{median['alone_cpu_ms']} ms ({median['alone_cpu_overhead']:+.1%}), an upload "
+          f"alone (no pipeline) {median['upload_cpu_ms']} ms")
     return 0
 
 

@@ -22,6 +22,7 @@ from darkroom.errors import CatalogError, DarkroomError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 BUSY_TIMEOUT_MS = 30_000
+SQLITE_POOL = 24
 _PG_MIGRATION_LOCK = 0x6461726B  # "dark": one migrating process at a time
 _PG_LOCK_POLL_S = 0.2
 
@@ -37,7 +38,10 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+        # Enough pooled connections for every thread that writes (requests, steps, the
+        # workflows' own bookkeeping), so none is opened, set up and dropped per use.
+        engine = create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000},
+                               pool_size=SQLITE_POOL, max_overflow=SQLITE_POOL)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     if parsed.get_backend_name() != "postgresql":

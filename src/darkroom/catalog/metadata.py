@@ -26,9 +26,7 @@ from darkroom.engine.load import Header, load
 from darkroom.engine.prepare import to_srgb, upright
 from darkroom.errors import Unprocessable
 
-THUMB = 64  # colours and BlurHash
-HASH_SIDE = 32  # perceptual hash (DCT)
-WORKING = 256  # the decoded image, at most this side, that both are drawn from
+THUMB = 64  # colours, BlurHash, and at half this side the perceptual hash (DCT)
 _EXIF_TEXT = {"make": 0x010F, "model": 0x0110, "datetime": 0x0132}
 _EXIF_IFD, _GPS_IFD, _DATETIME_ORIGINAL = 0x8769, 0x8825, 0x9003
 _EXIF_NUMBERS = {"exposure_time": 0x829A, "f_number": 0x829D, "iso": 0x8827,
@@ -66,16 +64,20 @@ def _describe(data: bytes, limits: Limits) -> Facts:
             image = image.flatten(background=[255, 255, 255])
         if image.bands > 3:
             image = image.extract_band(0, n=3)
-        # Decoded once, into a small image both descriptors are drawn from.
-        image = image.thumbnail_image(WORKING, height=WORKING, size="down").copy_memory()
+        # One decode, into one 64x64 thumbnail that every descriptor is drawn from.
         pixels = _array(image.thumbnail_image(THUMB, height=THUMB, size="force"))
-        grey = _array(image.colourspace("b-w").thumbnail_image(HASH_SIDE, height=HASH_SIDE,
-                                                               size="force"))
     except pyvips.Error as error:
         reason = str(error).strip().splitlines()[-1] if str(error).strip() else "decode failed"
         raise Unprocessable(f"cannot decode image: {reason}", "corrupt_image") from None
     return Facts(header, _exif(data), dominant_colours(pixels), blurhash.encode(pixels),
-                 perceptual_hash(grey[..., 0]))
+                 perceptual_hash(_grey_half(pixels)))
+
+
+def _grey_half(pixels: np.ndarray) -> np.ndarray:
+    """Rec. 709 luma of `pixels` at half the side (2x2 means): 64x64 RGB -> 32x32 grey."""
+    luma = pixels.astype(np.float32) @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+    h, w = luma.shape[0] // 2 * 2, luma.shape[1] // 2 * 2
+    return luma[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
 
 
 def _array(image) -> np.ndarray:

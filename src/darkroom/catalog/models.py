@@ -147,7 +147,12 @@ class Job(Base):
 
     @property
     def workflow_id(self) -> str:
-        return f"{self.id}.{self.run}"
+        return workflow_id(self.id, self.run)
+
+
+def workflow_id(job_id: str, run: int) -> str:
+    """The DBOS workflow id of a job's run."""
+    return f"{job_id}.{run}"
 
 
 class IdempotencyKey(Base):

@@ -9,7 +9,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from darkroom.catalog import repository
-from darkroom.catalog.models import Job, utcnow
+from darkroom.catalog.models import Job, utcnow, workflow_id
 from darkroom.catalog.pipeline_models import JobStep, PipelineRow
 from darkroom.errors import BadRequest, Conflict, NotFound
 from darkroom.pipelines import store
@@ -164,7 +164,7 @@ def cancel_job(session: Session, job_id: str) -> tuple[dict, str]:
     if job is None:
         raise Conflict(f"job {job_id} is {current.status}; only queued or running jobs are "
                        "cancelled", "job_not_cancellable")
-    return job_summary(job), job.workflow_id
+    return job_summary(job), workflow_id(job.id, job.run)
 
 
 def _job(session: Session, job_id: str) -> Job:

@@ -48,8 +48,12 @@ class Runtime:
     def put(self, key: str, data: bytes, content_type: str) -> None:
         """Write `key` (whose only writer is the calling step), first removing what an
         attempt killed mid-write left behind."""
-        self.call(self.storage.discard_partial(key))
-        self.call(self.storage.put(key, data, content_type))
+        self.call(self.write(key, data, content_type))
+
+    async def write(self, key: str, data: bytes, content_type: str) -> None:
+        """`put` as a coroutine, for steps that start several writes at once."""
+        await self.storage.discard_partial(key)
+        await self.storage.put(key, data, content_type)
 
     def start(self, coroutine: Awaitable[T]) -> Future:
         """Run a coroutine on the runtime's loop; its future."""

@@ -11,13 +11,13 @@ from __future__ import annotations
 import structlog
 from dbos import DBOS, DBOSClient
 from pydantic import ValidationError
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Engine, Row, event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from darkroom.catalog.db import make_engine
 from darkroom.catalog.db import migrate as catalog_migrate
-from darkroom.catalog.models import Image, ImageVersion, Job
+from darkroom.catalog.models import Image, ImageVersion, Job, workflow_id
 from darkroom.catalog.pipeline_models import PipelineRow
 from darkroom.engine.formats import MIME
 from darkroom.pipelines import store
@@ -72,11 +72,12 @@ class JobQueue:
         self._client = DBOSClient(system_database_url=dbos_url(database_url), lazy=True,
                                   system_database_engine=self._engine)
 
-    def enqueue(self, session: Session, job: Job) -> None:
-        """Enqueue `job`'s current run inside `session`'s transaction."""
+    def enqueue(self, session: Session, job: Job | Row) -> None:
+        """Enqueue `job`'s current run (an entity, or a row of its table) inside
+        `session`'s transaction."""
         self._client.enqueue_in_transaction(session, {
             "workflow_name": WORKFLOW_NAME, "queue_name": QUEUE,
-            "workflow_id": job.workflow_id, "app_version": APP_VERSION,
+            "workflow_id": workflow_id(job.id, job.run), "app_version": APP_VERSION,
         }, job.id, job.run)
 
     def cancel(self, workflow_id: str) -> None:

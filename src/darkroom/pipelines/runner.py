@@ -33,6 +33,7 @@ BOOKKEEPING = {"retries_allowed": True, "max_attempts": 8, "interval_seconds": 0
 _runtime: Runtime | None = None
 _inflight: dict[tuple[str, str], Future] = {}  # (job, step) -> its latest attempt
 _inflight_lock = threading.Lock()
+FINISHED = {"finished": True}  # _run_steps' answer when the last attempt ended the job
 
 
 def use_runtime(runtime: Runtime | None) -> None:
@@ -59,13 +60,15 @@ def run_pipeline(job_id: str, run: int) -> str:
         log.exception("run_crashed", job=job_id, run=run)
         error = {"error": "internal", "message": f"{type(failure).__name__}: {failure}",
                  "step": None}
-    DBOS.run_step({"name": "finish", **BOOKKEEPING}, _finish, job_id, run, pipeline.name,
-                  error)
-    return "failed" if error else "succeeded"
+    if error is not FINISHED:
+        DBOS.run_step({"name": "finish", **BOOKKEEPING}, _finish, job_id, run, pipeline.name,
+                      error)
+    return "succeeded" if error is None or error is FINISHED else "failed"
 
 
 def _run_steps(job_id: str, run: int, pipeline: Pipeline, loaded: dict) -> dict | None:
-    """Walk the steps from the first; None when the run ends well, else its error."""
+    """Walk the steps from the first: FINISHED when the last step's attempt also finished
+    the job, None when the run ended well otherwise, else its error."""
     outputs: dict[str, dict] = dict(loaded["done"])
     caught: dict | None = None
     name: str | None = pipeline.steps[0].name
@@ -77,9 +80,12 @@ def _run_steps(job_id: str, run: int, pipeline: Pipeline, loaded: dict) -> dict 
             name = pipeline.after(step)
             continue
         context = {"job_id": job_id, "run": run, "pipeline": pipeline.name,
-                   "source": loaded["source"], "outputs": outputs, "caught": caught}
+                   "source": loaded["source"], "outputs": outputs, "caught": caught,
+                   "last": pipeline.after(step) is None}
         outcome = _attempts(step, context)
         if outcome["ok"]:
+            if outcome.get("finished"):
+                return FINISHED
             outputs[name], caught = outcome["output"], None
             name = pipeline.after(step)
             continue
@@ -141,12 +147,19 @@ def _attempt(step_json: dict, context: dict) -> dict:
         log.exception("step_crashed", job=job_id, step=step.name)
         code, message = "internal", f"{type(error).__name__}: {error}"
     else:
-        store.run_plain(runtime.engine, lambda s: store.end_step(
-            s, job_id, step.name, "succeeded", started, output=output))
+        if context.get("last"):  # its end also ends the job, in the same transaction
+            ended = store.run(runtime.engine, lambda s: store.end_last_step(
+                s, job_id, step.name, context["run"], started, output))
+        else:
+            store.run_plain(runtime.engine, lambda s: store.end_step(
+                s, job_id, step.name, "succeeded", started, output=output))
         STEPS.labels(step.type, "succeeded").observe(time.perf_counter() - clock)
         log.info("step_succeeded", job=job_id, step=step.name,
                  ms=round((time.perf_counter() - clock) * 1000, 1))
-        return {"ok": True, "output": output}
+        if not context.get("last"):
+            return {"ok": True, "output": output}
+        _finished(context["pipeline"], job_id, context["run"], None, ended)
+        return {"ok": True, "output": output, "finished": True}
     STEPS.labels(step.type, code).observe(time.perf_counter() - clock)
     store.run_plain(runtime.engine, lambda s: store.end_step(
         s, job_id, step.name, "failed", started, error=f"{code}: {message}"))
@@ -159,7 +172,14 @@ def _begin(job_id: str, run: int) -> dict | None:
 
 
 def _finish(job_id: str, run: int, pipeline: str, error: dict | None) -> None:
-    if store.run(_rt().engine, lambda s: store.finish_job(s, job_id, run, error)):
+    _finished(pipeline, job_id, run, error,
+              store.run(_rt().engine, lambda s: store.finish_job(s, job_id, run, error)))
+
+
+def _finished(pipeline: str, job_id: str, run: int, error: dict | None, ended: bool) -> None:
+    """Count and log a job's end (`ended`: this call ended it; False if it was cancelled,
+    retried or finished before)."""
+    if ended:
         JOBS.labels(pipeline, "failed" if error else "succeeded").inc()
     log.info("job_finished", job=job_id, run=run, error=(error or {}).get("error"))
 

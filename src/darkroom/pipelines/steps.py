@@ -8,6 +8,7 @@ step, so receivers drop a redelivery.
 
 from __future__ import annotations
 
+import asyncio
 import posixpath
 import re
 from typing import Literal
@@ -73,13 +74,13 @@ class RenditionsParams(_Params):
 def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
     """Render each named plan of the source in parallel; store each once, catalogue them.
 
-    Only the renders run on the render threads; the writes (each fsynced) happen here, so
-    a thread never waits on a disk while renders queue behind it."""
+    Only the renders run on the render threads. Each output is written (fsynced) as soon
+    as its render ends, on the runtime's loop, while the other renders go on."""
     source, runtime = ctx.source, ctx.runtime
     data = ctx.read_source()
     header = probe(data)
     made: dict[str, dict] = {}
-    rendering = {}
+    plans = {}
     for name, query in params.renditions.items():
         plan = native.parse(source.key, parse_qsl(query, keep_blank_values=True))
         fmt = choose_format(plan.output.format, header, frozenset(),
@@ -87,19 +88,24 @@ def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
         key = (f"{RENDITIONS_PREFIX}{source.image_id}/{source.sha256[:16]}-"
                f"{plan.recipe_hash[:16]}.{EXTENSION.get(fmt, fmt)}")
         made[name] = {"key": key, "format": fmt, "plan_hash": plan.recipe_hash}
-        try:
-            existing = probe(runtime.call(runtime.storage.get(key)))
-            made[name].update(bytes=existing.bytes, width=existing.width,
-                              height=existing.height, written=False)
-        except NotFound:
-            rendering[name] = runtime.renders.submit(render, plan, data, runtime.limits)
+        plans[name] = plan
+    for name, existing in runtime.call(_existing(runtime, made)).items():
+        made[name].update(bytes=existing.bytes, width=existing.width, height=existing.height,
+                          written=False)
+        del plans[name]
+    rendering = {name: runtime.renders.submit(render, plan, data, runtime.limits)
+                 for name, plan in plans.items()}
+    writes = []
     for name, future in rendering.items():
         out = future.result()
-        runtime.put(made[name]["key"], out.data, MIME[out.format])
+        writes.append(runtime.start(runtime.write(made[name]["key"], out.data,
+                                                  MIME[out.format])))
         made[name].update(bytes=len(out.data), width=out.width, height=out.height,
                           written=True)
+    for name, write in zip(rendering, writes):
+        write.result()
         log.info("rendition_written", key=made[name]["key"], job=ctx.job_id,
-                 bytes=len(out.data))
+                 bytes=made[name]["bytes"])
     rows = [dict(version_id=source.version_id, name=name, storage_key=m["key"],
                  **{k: m[k] for k in ("plan_hash", "format", "bytes", "width", "height")})
             for name, m in made.items()]
@@ -111,6 +117,20 @@ def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
                        f"{source.image_id} version {source.version} replaced, deleted or "
                        "the job cancelled", "image_gone")
     return made
+
+
+async def _existing(runtime, made: dict[str, dict]) -> dict:
+    """The renditions an earlier attempt already stored (a `head` each, all at once), with
+    their header; the rest are to be made."""
+    async def one(key: str):
+        try:
+            await runtime.storage.head(key)
+        except NotFound:
+            return None
+        return probe(await runtime.storage.get(key))
+
+    found = await asyncio.gather(*(one(m["key"]) for m in made.values()))
+    return {name: header for name, header in zip(made, found) if header is not None}
 
 
 class CopyParams(_Params):

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TypeVar
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, Row, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -24,6 +24,8 @@ from darkroom.pipelines.context import Source
 from darkroom.pipelines.definition import Pipeline
 
 T = TypeVar("T")
+# Plain tables, not entities, on the workers' hot path: no ORM bookkeeping per statement.
+_JOBS, _STEPS = Job.__table__, JobStep.__table__
 
 
 def run(engine: Engine, work: Callable[[Session], T]) -> T:
@@ -54,18 +56,18 @@ def new_job(session: Session, pipeline: Pipeline, image: Image, version: ImageVe
 
 
 def set_job(session: Session, job_id: str, statuses: tuple[str, ...], run_number: int | None,
-             **values) -> Job | None:
+            **values) -> Row | None:
     """Change the job's row only while its status is one of `statuses` (and its run is
     `run_number`, when given): one conditional UPDATE, so two writers never both win
-    (SQLite ignores row locks; the UPDATE also takes its write lock first). The job as
-    changed, or None when the condition did not hold."""
-    condition = [Job.id == job_id, Job.status.in_(statuses)]
+    (SQLite ignores row locks; the UPDATE also takes its write lock first). The job's row
+    as changed (a plain row, not an entity: the workers call this on every run), or None
+    when the condition did not hold."""
+    condition = [_JOBS.c.id == job_id, _JOBS.c.status.in_(statuses)]
     if run_number is not None:
-        condition.append(Job.run == run_number)
-    return session.scalars(update(Job).where(*condition)
-                           .values(updated_at=utcnow(), **values).returning(Job),
-                           execution_options={"populate_existing": True,
-                                              "synchronize_session": False}).one_or_none()
+        condition.append(_JOBS.c.run == run_number)
+    return session.execute(update(_JOBS).where(*condition)
+                           .values(updated_at=utcnow(), **values)
+                           .returning(*_JOBS.c)).one_or_none()
 
 
 def begin_job(session: Session, job_id: str, run_number: int) -> dict | None:
@@ -81,14 +83,14 @@ def begin_job(session: Session, job_id: str, run_number: int) -> dict | None:
         job = set_job(session, job_id, ("running",), run_number)
         if job is None:
             return None
-    key, version = session.execute(
-        select(Image.key, ImageVersion).select_from(ImageVersion).join(Image)
-        .where(ImageVersion.image_id == job.image_id, ImageVersion.number == job.version)).one()
+    v = ImageVersion
+    row = session.execute(
+        select(Image.key, v.number, v.id, v.sha256, v.format, v.width, v.height, v.bytes,
+               v.storage_key).select_from(v).join(Image)
+        .where(v.image_id == job.image_id, v.number == job.version)).one()
     done = session.execute(select(JobStep.name, JobStep.output).where(
         JobStep.job_id == job_id, JobStep.state == "succeeded"))
-    source = Source(job.image_id, key, version.number, version.id, version.sha256,
-                    version.format, version.width, version.height, version.bytes,
-                    version.storage_key)
+    source = Source(job.image_id, row.key, *row[1:])
     return {"definition": job.definition, "source": source.__dict__, "done": dict(done.all())}
 
 
@@ -117,7 +119,7 @@ def event_id(*parts: object) -> str:
     return hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()[:32]
 
 
-def _job_event(session: Session, job: Job, kind: str, error: dict | None = None) -> None:
+def _job_event(session: Session, job: Row, kind: str, error: dict | None = None) -> None:
     payload = {"job_id": job.id, "pipeline": job.pipeline, "image_id": job.image_id,
                "version": job.version, "run": job.run, "status": job.status}
     if error:
@@ -126,21 +128,29 @@ def _job_event(session: Session, job: Job, kind: str, error: dict | None = None)
 
 
 def begin_step(db: Session | Connection, job_id: str, name: str, now: datetime) -> None:
-    db.execute(update(JobStep).where(JobStep.job_id == job_id, JobStep.name == name)
-               .values(state="running", attempts=JobStep.attempts + 1, started_at=now,
+    db.execute(update(_STEPS).where(_STEPS.c.job_id == job_id, _STEPS.c.name == name)
+               .values(state="running", attempts=_STEPS.c.attempts + 1, started_at=now,
                        finished_at=None, duration_ms=None, error=None))
 
 
 def end_step(db: Session | Connection, job_id: str, name: str, state: str,
              started: datetime, output: dict | None = None, error: str | None = None) -> None:
     now = utcnow()
-    db.execute(update(JobStep).where(JobStep.job_id == job_id, JobStep.name == name)
+    db.execute(update(_STEPS).where(_STEPS.c.job_id == job_id, _STEPS.c.name == name)
                .values(state=state, finished_at=now, output=output, error=error,
                        duration_ms=int((now - started).total_seconds() * 1000)))
 
 
+def end_last_step(session: Session, job_id: str, name: str, run_number: int,
+                  started: datetime, output: dict) -> bool:
+    """End the pipeline's last step as succeeded and the job with it, in one transaction;
+    whether the job ended here (see `finish_job`)."""
+    end_step(session, job_id, name, "succeeded", started, output=output)
+    return finish_job(session, job_id, run_number, None)
+
+
 def mark_step(db: Session | Connection, job_id: str, name: str, state: str) -> None:
-    db.execute(update(JobStep).where(JobStep.job_id == job_id, JobStep.name == name)
+    db.execute(update(_STEPS).where(_STEPS.c.job_id == job_id, _STEPS.c.name == name)
                .values(state=state))
 
 
@@ -150,12 +160,13 @@ def add_renditions(session: Session, job_id: str, run_number: int, rows: list[di
     delete of its image, or by a user) or its version is gone."""
     if not still_running(session, job_id, run_number):
         return False
-    if session.get(ImageVersion, rows[0]["version_id"]) is None:
+    if session.scalar(select(ImageVersion.id).where(
+            ImageVersion.id == rows[0]["version_id"])) is None:
         return False
-    now = utcnow()
-    session.execute(_dialect(session).insert(Rendition).values([{**row, "created_at": now}
-                                                      for row in rows])
-                    .on_conflict_do_nothing(index_elements=["version_id", "plan_hash"]))
+    now = utcnow()  # one statement for every row (compiled once, unlike a multi-VALUES)
+    session.execute(_dialect(session).insert(Rendition.__table__)
+                    .on_conflict_do_nothing(index_elements=["version_id", "plan_hash"]),
+                    [{**row, "created_at": now} for row in rows])
     return True
 
 
@@ -168,7 +179,7 @@ def may_write_copy(session: Session, job_id: str, run_number: int, key: str) -> 
 def add_event_once(session: Session, kind: str, subject: str, payload: dict,
                    fixed_id: str) -> None:
     """Put the event `fixed_id` in the outbox unless an earlier attempt already did."""
-    session.execute(_dialect(session).insert(OutboxEvent)
+    session.execute(_dialect(session).insert(OutboxEvent.__table__)
                     .values(id=fixed_id, type=kind, subject=subject, payload=payload)
                     .on_conflict_do_nothing(index_elements=["id"]))
 
