@@ -18,6 +18,7 @@ from darkroom.config import Settings
 from darkroom.errors import DarkroomError
 from darkroom.pipelines import admin
 from darkroom.pipelines.definition import parse
+from darkroom.pipelines.queue import JobQueue
 from darkroom.pipelines.registry import register
 from darkroom.pipelines.store import run
 from darkroom.server.app import create_app
@@ -156,6 +157,33 @@ def test_an_error_no_rule_covers_fails_the_run_at_once(client):
     assert _steps(job)["f"]["attempts"] == 1 and _steps(job)["after"]["state"] == "pending"
     (failed,) = [e for e in _events(client) if e.type == "job.failed"]
     assert json.loads(failed.payload)["error"]["step"] == "f"
+
+
+def test_the_last_step_ends_a_good_run_itself_and_a_failed_run_has_a_finish_step(client):
+    counted = metric(client, "darkroom_jobs_total", pipeline="p", status="succeeded")
+    _pipeline(client, [{"name": "only", "type": "flaky", "params": {"fail_times": 1},
+                        "retry": [{"errors": ["storage_unavailable"], "interval_s": 0.01,
+                                   "max_attempts": 1}]}])
+    good = _finished(client, _upload(client)["jobs"][0]["id"])
+    _pipeline(client, [{"name": "only", "type": "flaky", "params": {"fail_times": 1,
+                                                                    "error": "corrupt_image"}}])
+    bad = _finished(client, _upload(client, "shop/b.jpg")["jobs"][0]["id"])
+    assert (good["status"], bad["status"]) == ("succeeded", "failed")
+    queue = JobQueue(client.settings.database_url)
+    try:
+        names = {job["status"]: [s["function_name"] for s in queue.steps(f"{job['id']}.1")]
+                 for job in (good, bad)}
+    finally:
+        queue.close()
+    good_steps, bad_steps = names["succeeded"], names["failed"]
+    assert good_steps[0] == "begin" and good_steps.count("step:only") == 2  # one retry
+    assert "finish" not in good_steps and good_steps[-1] == "step:only"
+    assert bad_steps == ["begin", "step:only", "finish"]
+    assert _steps(good)["only"]["state"] == "succeeded" and good["finished_at"]
+    kinds = Counter(e.type for e in _events(client))
+    assert kinds["job.succeeded"] == kinds["job.failed"] == 1
+    assert metric(client, "darkroom_jobs_total", pipeline="p",
+                  status="succeeded") == counted + 1
 
 
 def test_a_timeout_is_states_timeout_which_task_failed_does_not_cover(client):
