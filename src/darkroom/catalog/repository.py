@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from darkroom.catalog.metadata import Facts
 from darkroom.catalog.models import (
-    Image, ImageTag, ImageVersion, Job, OutboxEvent, Rendition, utcnow,
+    Image, ImageTag, ImageVersion, Job, OutboxEvent, Rendition, utcnow, workflow_id,
 )
 from darkroom.engine.formats import MIME
 from darkroom.errors import BadRequest, Conflict, NotFound
@@ -114,7 +114,7 @@ def stop_jobs(session: Session, image_id: str, reason: str) -> list[str]:
         update(Job).where(Job.image_id == image_id, Job.status.in_(("queued", "running")))
         .values(status="cancelled", error=reason, finished_at=now, updated_at=now)
         .returning(Job.id, Job.run).execution_options(synchronize_session=False))
-    return [f"{job_id}.{run}" for job_id, run in stopped]
+    return [workflow_id(job_id, run) for job_id, run in stopped]
 
 
 def get_image(session: Session, image_id: str) -> tuple[Image, ImageVersion]:

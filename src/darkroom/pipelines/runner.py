@@ -147,7 +147,8 @@ def _attempt(step_json: dict, context: dict) -> dict:
         log.exception("step_crashed", job=job_id, step=step.name)
         code, message = "internal", f"{type(error).__name__}: {error}"
     else:
-        if context.get("last"):  # its end also ends the job, in the same transaction
+        ended: bool | None = None  # set when the step's end also ended the job
+        if context.get("last"):  # then both in one transaction
             ended = store.run(runtime.engine, lambda s: store.end_last_step(
                 s, job_id, step.name, context["run"], started, output))
         else:
@@ -156,7 +157,7 @@ def _attempt(step_json: dict, context: dict) -> dict:
         STEPS.labels(step.type, "succeeded").observe(time.perf_counter() - clock)
         log.info("step_succeeded", job=job_id, step=step.name,
                  ms=round((time.perf_counter() - clock) * 1000, 1))
-        if not context.get("last"):
+        if ended is None:
             return {"ok": True, "output": output}
         _finished(context["pipeline"], job_id, context["run"], None, ended)
         return {"ok": True, "output": output, "finished": True}

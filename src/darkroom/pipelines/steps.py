@@ -120,14 +120,13 @@ def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
 
 
 async def _existing(runtime, made: dict[str, dict]) -> dict:
-    """The renditions an earlier attempt already stored (a `head` each, all at once), with
+    """The renditions an earlier attempt already stored (all looked up at once), with
     their header; the rest are to be made."""
     async def one(key: str):
         try:
-            await runtime.storage.head(key)
+            return probe(await runtime.storage.get(key))
         except NotFound:
             return None
-        return probe(await runtime.storage.get(key))
 
     found = await asyncio.gather(*(one(m["key"]) for m in made.values()))
     return {name: header for name, header in zip(made, found) if header is not None}

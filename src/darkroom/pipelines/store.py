@@ -90,7 +90,9 @@ def begin_job(session: Session, job_id: str, run_number: int) -> dict | None:
         .where(v.image_id == job.image_id, v.number == job.version)).one()
     done = session.execute(select(JobStep.name, JobStep.output).where(
         JobStep.job_id == job_id, JobStep.state == "succeeded"))
-    source = Source(job.image_id, row.key, *row[1:])
+    source = Source(image_id=job.image_id, key=row.key, version=row.number, version_id=row.id,
+                    sha256=row.sha256, format=row.format, width=row.width,
+                    height=row.height, bytes=row.bytes, storage_key=row.storage_key)
     return {"definition": job.definition, "source": source.__dict__, "done": dict(done.all())}
 
 
