@@ -116,12 +116,13 @@ class Pipelines(BaseModel):
 
     file: Path | None = Field(None, description="YAML pipelines applied at start")
     in_process: bool = Field(True, description="serve runs a worker once a pipeline exists")
-    concurrency: int = Field(8, ge=1, le=256, description="runs at once per worker (the "
+    concurrency: int = Field(16, ge=1, le=256, description="runs at once per worker (the "
                              "queue is polled every poll_s, so this over poll_s bounds jobs/s)")
     heartbeat_s: float = Field(2.0, gt=0, le=300)
     dead_after_s: float = Field(30.0, gt=0, le=86400, description="a worker silent this "
                                 "long is dead: another worker resumes its runs")
-    poll_s: float = Field(0.1, gt=0, le=60, description="queue polling interval")
+    poll_s: float = Field(0.25, gt=0, le=60, description="queue polling interval (each "
+                          "poll costs the worker a few ms of CPU, busy or idle)")
     webhook_hosts: list[str] = Field(default_factory=list, description="hosts a webhook "
                                      "step may reach on private, loopback or link-local "
                                      "addresses (others must be public)")

@@ -13,12 +13,17 @@ import pytest
 from pydantic import BaseModel
 from sqlalchemy import text
 
-from darkroom.catalog import make_engine
+from dbos import DBOSClient
+
+from darkroom.catalog import make_engine, repository
+from darkroom.catalog.models import workflow_id
 from darkroom.config import Settings
 from darkroom.errors import DarkroomError
-from darkroom.pipelines import admin
+from darkroom.pipelines import admin, store
 from darkroom.pipelines.definition import parse
-from darkroom.pipelines.queue import JobQueue
+from darkroom.pipelines.queue import (
+    APP_VERSION, QUEUE, WORKFLOW_NAME, JobQueue, dbos_url, system_engine,
+)
 from darkroom.pipelines.registry import register
 from darkroom.pipelines.store import run
 from darkroom.server.app import create_app
@@ -176,14 +181,46 @@ def test_the_last_step_ends_a_good_run_itself_and_a_failed_run_has_a_finish_step
     finally:
         queue.close()
     good_steps, bad_steps = names["succeeded"], names["failed"]
-    assert good_steps[0] == "begin" and good_steps.count("step:only") == 2  # one retry
+    assert "begin" not in good_steps  # the first attempt starts the job itself
+    assert good_steps.count("step:only") == 2  # one retry
     assert "finish" not in good_steps and good_steps[-1] == "step:only"
-    assert bad_steps == ["begin", "step:only", "finish"]
+    assert bad_steps == ["step:only", "finish"]
     assert _steps(good)["only"]["state"] == "succeeded" and good["finished_at"]
     kinds = Counter(e.type for e in _events(client))
     assert kinds["job.succeeded"] == kinds["job.failed"] == 1
     assert metric(client, "darkroom_jobs_total", pipeline="p",
                   status="succeeded") == counted + 1
+
+
+def test_a_run_enqueued_by_an_earlier_darkroom_begins_in_a_step_of_its_own(client):
+    """Before runs were given what they need at enqueue, a workflow took only the job id
+    and run, and read the rest in a `begin` step: such runs still queued at an upgrade
+    run as they were recorded."""
+    definition = {"name": "p", "steps": [{"name": "only", "type": "flaky"}],
+                  "trigger": {"prefix": "shop/"}}
+    _pipeline(client, definition["steps"], trigger=definition["trigger"])
+    image = _upload(client, "blog/old.jpg")  # outside the trigger: no job yet
+    url = client.settings.database_url
+    engine, dbos = make_engine(url), DBOSClient(system_database_url=dbos_url(url),
+                                                system_database_engine=system_engine(url))
+
+    def enqueue_as_before(session) -> str:
+        pipeline = parse(definition)
+        image_row, version = repository.get_image(session, image["id"])
+        job = store.new_job(session, pipeline, image_row, version, "manual")
+        dbos.enqueue_in_transaction(session, {
+            "workflow_name": WORKFLOW_NAME, "queue_name": QUEUE, "app_version": APP_VERSION,
+            "workflow_id": workflow_id(job.id, job.run)}, job.id, job.run)
+        return job.id
+
+    try:
+        job = _finished(client, run(engine, enqueue_as_before))
+        steps = [s["function_name"] for s in dbos.list_workflow_steps(f"{job['id']}.1")]
+    finally:
+        dbos.destroy()
+        engine.dispose()
+    assert job["status"] == "succeeded" and _steps(job)["only"]["output"]["attempt"] == 1
+    assert steps == ["begin", "step:only"]
 
 
 def test_a_timeout_is_states_timeout_which_task_failed_does_not_cover(client):

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from darkroom.catalog.metadata import Facts
 from darkroom.catalog.models import (
-    Image, ImageTag, ImageVersion, Job, OutboxEvent, Rendition, utcnow, workflow_id,
+    Image, ImageTag, ImageVersion, Job, OutboxEvent, Rendition, new_id, utcnow, workflow_id,
 )
 from darkroom.engine.formats import MIME
 from darkroom.errors import BadRequest, Conflict, NotFound
@@ -98,12 +98,10 @@ def add_version(session: Session, image: Image, facts: Facts, sha256: str, size:
 
 def add_event(session: Session, kind: str, subject: str, payload: dict,
               event_id: str | None = None) -> OutboxEvent:
-    """Queue an event in the outbox, inside the caller's transaction."""
-    event = OutboxEvent(type=kind, subject=subject, payload=payload)
-    if event_id is not None:
-        event.id = event_id
+    """Queue an event in the outbox, inside the caller's transaction (written with its
+    next flush)."""
+    event = OutboxEvent(id=event_id or new_id(), type=kind, subject=subject, payload=payload)
     session.add(event)
-    session.flush()
     return event
 
 
@@ -192,12 +190,18 @@ def summary(image: Image, version: ImageVersion) -> dict:
     }
 
 
-def detail(session: Session, image: Image, version: ImageVersion) -> dict:
-    """What `GET /v1/images/{id}` answers: the summary, descriptors, renditions and jobs."""
-    renditions = session.scalars(select(Rendition).where(Rendition.version_id == version.id)
-                                 .order_by(Rendition.id)).all()
-    jobs = session.scalars(select(Job).where(Job.image_id == image.id)
-                           .order_by(Job.created_at.desc()).limit(MAX_LIMIT)).all()
+def detail(session: Session, image: Image, version: ImageVersion,
+           new_image_jobs: list[Job] | None = None) -> dict:
+    """What `GET /v1/images/{id}` answers: the summary, descriptors, renditions and jobs.
+    `new_image_jobs`: the image was created in this transaction, with these jobs (nothing
+    to read: its one version has no renditions yet)."""
+    if new_image_jobs is not None:
+        renditions, jobs = [], new_image_jobs[::-1]
+    else:
+        renditions = session.scalars(select(Rendition).where(
+            Rendition.version_id == version.id).order_by(Rendition.id)).all()
+        jobs = session.scalars(select(Job).where(Job.image_id == image.id)
+                               .order_by(Job.created_at.desc()).limit(MAX_LIMIT)).all()
     return {
         **summary(image, version),
         "exif": version.exif, "colours": version.colours, "blurhash": version.blurhash,

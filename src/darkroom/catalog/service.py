@@ -187,9 +187,10 @@ class Catalog:
         version = repository.add_version(session, image, facts, staged.sha256, staged.size,
                                          info.etag)
         repository.add_event(session, kind, image.id, _payload(image, version))
-        if self.queue is not None:
-            queue.fire(session, self.queue, image, version, kind.removeprefix("image."))
-        return repository.detail(session, image, version)
+        jobs = [] if self.queue is None else queue.fire(session, self.queue, image, version,
+                                                         kind.removeprefix("image."))
+        return repository.detail(session, image, version,
+                                 jobs if kind == "image.uploaded" else None)
 
     async def _describe(self, staged: Staged) -> Facts:
         return await self.pool.run(describe, staged.path, self.limits,

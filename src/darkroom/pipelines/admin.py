@@ -13,6 +13,7 @@ from darkroom.catalog.models import Job, utcnow, workflow_id
 from darkroom.catalog.pipeline_models import JobStep, PipelineRow
 from darkroom.errors import BadRequest, Conflict, NotFound
 from darkroom.pipelines import store
+from darkroom.pipelines.context import Source
 from darkroom.pipelines.definition import Pipeline
 from darkroom.pipelines.queue import JobQueue
 
@@ -137,7 +138,7 @@ def run_pipeline(session: Session, queue: JobQueue, name: str, image_id: str) ->
     image = repository.claim_existing(session, image_id)
     _image, version = repository.get_image(session, image.id)
     job = store.new_job(session, pipeline, image, version, "manual")
-    queue.enqueue(session, job)
+    queue.enqueue(session, job, Source.of(image, version))
     return job_summary(job)
 
 

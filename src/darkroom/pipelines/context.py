@@ -84,6 +84,14 @@ class Source:
     bytes: int
     storage_key: str
 
+    @classmethod
+    def of(cls, image, version) -> Source:
+        """The source of a job over `version` (an ImageVersion) of `image` (an Image)."""
+        return cls(image_id=image.id, key=image.key, version=version.number,
+                   version_id=version.id, sha256=version.sha256, format=version.format,
+                   width=version.width, height=version.height, bytes=version.bytes,
+                   storage_key=version.storage_key)
+
 
 @dataclass(frozen=True)
 class StepContext:

@@ -21,6 +21,7 @@ from darkroom.catalog.models import Image, ImageVersion, Job, workflow_id
 from darkroom.catalog.pipeline_models import PipelineRow
 from darkroom.engine.formats import MIME
 from darkroom.pipelines import store
+from darkroom.pipelines.context import Source
 from darkroom.pipelines.definition import Pipeline, cached
 
 log = structlog.get_logger("darkroom.pipelines")
@@ -72,13 +73,14 @@ class JobQueue:
         self._client = DBOSClient(system_database_url=dbos_url(database_url), lazy=True,
                                   system_database_engine=self._engine)
 
-    def enqueue(self, session: Session, job: Job | Row) -> None:
+    def enqueue(self, session: Session, job: Job | Row, source: Source | None = None) -> None:
         """Enqueue `job`'s current run (an entity, or a row of its table) inside
-        `session`'s transaction."""
+        `session`'s transaction, with what the run needs (`store.job_start`; `source`
+        saves reading the version again)."""
         self._client.enqueue_in_transaction(session, {
             "workflow_name": WORKFLOW_NAME, "queue_name": QUEUE,
             "workflow_id": workflow_id(job.id, job.run), "app_version": APP_VERSION,
-        }, job.id, job.run)
+        }, job.id, job.run, store.job_start(session, job, source))
 
     def cancel(self, workflow_id: str) -> None:
         self._client.cancel_workflow(workflow_id)
@@ -98,7 +100,10 @@ def fire(session: Session, queue: JobQueue, image: Image, version: ImageVersion,
     (in the caller's transaction, so the change and its jobs commit together)."""
     jobs = []
     content_type = MIME.get(version.format, "application/octet-stream")
-    for row in session.scalars(select(PipelineRow).order_by(PipelineRow.name)):
+    with session.no_autoflush:  # the caller's pending rows go with the jobs' flush
+        rows = session.execute(select(PipelineRow.name, PipelineRow.definition)
+                               .order_by(PipelineRow.name)).all()
+    for row in rows:
         try:
             pipeline = cached(Pipeline, row.definition)
         except ValidationError as error:  # e.g. a step kind this process does not know
@@ -107,6 +112,6 @@ def fire(session: Session, queue: JobQueue, image: Image, version: ImageVersion,
             continue
         if pipeline.enabled and pipeline.trigger.fires(event, image.key, content_type):
             job = store.new_job(session, pipeline, image, version, event)
-            queue.enqueue(session, job)
+            queue.enqueue(session, job, Source.of(image, version))
             jobs.append(job)
     return jobs

@@ -34,6 +34,7 @@ _runtime: Runtime | None = None
 _inflight: dict[tuple[str, str], Future] = {}  # (job, step) -> its latest attempt
 _inflight_lock = threading.Lock()
 FINISHED = {"finished": True}  # _run_steps' answer when the last attempt ended the job
+SKIPPED = {"skipped": True}  # ... when the first found the job no longer this run's to do
 
 
 def use_runtime(runtime: Runtime | None) -> None:
@@ -48,41 +49,52 @@ def _rt() -> Runtime:
 
 
 @DBOS.workflow(name=WORKFLOW, max_recovery_attempts=1000)
-def run_pipeline(job_id: str, run: int) -> str:
-    """Run job `job_id` (its run number `run`); the job's final status."""
-    loaded = DBOS.run_step({"name": "begin", **BOOKKEEPING}, _begin, job_id, run)
-    if loaded is None:
-        return "skipped"
-    pipeline = cached(Pipeline, loaded["definition"])
+def run_pipeline(job_id: str, run: int, start: dict | None = None) -> str:
+    """Run job `job_id` (its run number `run`) from `start` (`store.job_start`, fixed at
+    enqueue); the job's final status. Runs enqueued without it (by an earlier darkroom)
+    read it in a `begin` step of their own, as they did then."""
+    begun = start is None
+    if start is None:
+        start = DBOS.run_step({"name": "begin", **BOOKKEEPING}, _begin, job_id, run)
+        if start is None:
+            return "skipped"
+    pipeline = cached(Pipeline, start["definition"])
     try:
-        error = _run_steps(job_id, run, pipeline, loaded)
+        error = _run_steps(job_id, run, pipeline, start, begun)
     except Exception as failure:  # a bug, or a database gone for good: never left running
         log.exception("run_crashed", job=job_id, run=run)
         error = {"error": "internal", "message": f"{type(failure).__name__}: {failure}",
                  "step": None}
+    if error is SKIPPED:
+        return "skipped"
     if error is not FINISHED:
         DBOS.run_step({"name": "finish", **BOOKKEEPING}, _finish, job_id, run, pipeline.name,
                       error)
     return "succeeded" if error is None or error is FINISHED else "failed"
 
 
-def _run_steps(job_id: str, run: int, pipeline: Pipeline, loaded: dict) -> dict | None:
+def _run_steps(job_id: str, run: int, pipeline: Pipeline, start: dict,
+               begun: bool) -> dict | None:
     """Walk the steps from the first: FINISHED when the last step's attempt also finished
-    the job, None when the run ended well otherwise, else its error."""
-    outputs: dict[str, dict] = dict(loaded["done"])
+    the job, SKIPPED when the first found the job no longer this run's, None when the run
+    ended well otherwise, else its error. Until `begun`, an attempt also starts the job."""
+    outputs: dict[str, dict] = dict(start["done"])
     caught: dict | None = None
     name: str | None = pipeline.steps[0].name
     for _ in range(MAX_TRANSITIONS):
         if name is None:
             return None
         step = pipeline.step(name)
-        if name in loaded["done"]:  # a retried job keeps what its earlier runs did
+        if name in start["done"]:  # a retried job keeps what its earlier runs did
             name = pipeline.after(step)
             continue
         context = {"job_id": job_id, "run": run, "pipeline": pipeline.name,
-                   "source": loaded["source"], "outputs": outputs, "caught": caught,
-                   "last": pipeline.after(step) is None}
+                   "source": start["source"], "outputs": outputs, "caught": caught,
+                   "last": pipeline.after(step) is None, "first": not begun}
         outcome = _attempts(step, context)
+        if outcome.get("skipped"):
+            return SKIPPED
+        begun = True
         if outcome["ok"]:
             if outcome.get("finished"):
                 return FINISHED
@@ -106,7 +118,7 @@ def _attempts(step: Step, context: dict) -> dict:
     while True:
         outcome = DBOS.run_step({"name": f"step:{step.name}", **BOOKKEEPING}, _attempt,
                                 step.model_dump(mode="json"), context)
-        if outcome["ok"]:
+        if outcome["ok"] or outcome.get("skipped"):
             return outcome
         index = next((i for i, r in enumerate(step.retry)
                       if matches(r.errors, outcome["error"])), None)
@@ -132,7 +144,13 @@ def _attempt(step_json: dict, context: dict) -> dict:
     if previous is not None:
         wait([previous])
     started = utcnow()
-    store.run_plain(runtime.engine, lambda s: store.begin_step(s, job_id, step.name, started))
+    if context.get("first"):
+        if not store.run(runtime.engine, lambda s: store.begin_attempt(
+                s, job_id, context["run"], step.name, started)):
+            return {"ok": False, **SKIPPED}
+    else:
+        store.run_plain(runtime.engine, lambda s: store.begin_step(s, job_id, step.name,
+                                                                    started))
     clock = time.perf_counter()
     future = runtime.steps.submit(kind.run, ctx, cached(kind.params, step.params))
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import posixpath
 import re
+from functools import cached_property
 from typing import Literal
 from urllib.parse import parse_qsl
 
@@ -24,6 +25,7 @@ from darkroom.events.model import Event
 from darkroom.events.settings import WebhookSink
 from darkroom.events.webhook import WebhookNotifier
 from darkroom.grammars import native
+from darkroom.plan.model import EditPlan
 from darkroom.pipelines import store
 from darkroom.pipelines.egress import check_public
 from darkroom.pipelines.context import StepContext
@@ -69,6 +71,13 @@ class RenditionsParams(_Params):
             plans.add(plan.recipe_hash)
         return value
 
+    @cached_property
+    def plans(self) -> dict[str, EditPlan]:
+        """Each rendition's plan, compiled once per definition (params are kept by
+        `definition.cached`); the engine never reads a plan's source key."""
+        return {name: native.parse("rendition", parse_qsl(query, keep_blank_values=True))
+                for name, query in self.renditions.items()}
+
 
 @register("renditions", RenditionsParams)
 def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
@@ -81,8 +90,7 @@ def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
     header = probe(data)
     made: dict[str, dict] = {}
     plans = {}
-    for name, query in params.renditions.items():
-        plan = native.parse(source.key, parse_qsl(query, keep_blank_values=True))
+    for name, plan in params.plans.items():
         fmt = choose_format(plan.output.format, header, frozenset(),
                             plan.output.opaque_png_as_jpeg)
         key = (f"{RENDITIONS_PREFIX}{source.image_id}/{source.sha256[:16]}-"

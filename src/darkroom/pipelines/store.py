@@ -71,29 +71,48 @@ def set_job(session: Session, job_id: str, statuses: tuple[str, ...], run_number
 
 
 def begin_job(session: Session, job_id: str, run_number: int) -> dict | None:
-    """Mark the job running (with a `job.started` event) and return what the run needs:
-    the pipeline, the source version and the outputs of the steps that already succeeded
-    (a retried job goes on from where it failed). None if the job is no longer this run's
-    to do (gone, cancelled, finished, or retried as a newer run)."""
+    """Mark the job running (with a `job.started` event) and return what the run needs
+    (see `job_start`). None if the job is no longer this run's to do (gone, cancelled,
+    finished, or retried as a newer run). Runs enqueued by an earlier darkroom call this
+    as their own first step; newer runs get `job_start` as an argument and start the job
+    in their first attempt (`begin_attempt`)."""
+    job = _claim_job(session, job_id, run_number)
+    return None if job is None else job_start(session, job)
+
+
+def _claim_job(session: Session, job_id: str, run_number: int) -> Row | None:
+    """The job's row, marked running with its `job.started` event if it was queued, or
+    touched if a run resumed after a crash finds it running; None if it is neither."""
     job = set_job(session, job_id, ("queued",), run_number, status="running",
-                   started_at=utcnow(), finished_at=None)
+                  started_at=utcnow(), finished_at=None)
     if job is not None:
         _job_event(session, job, "job.started")
-    else:  # a run resumed after a crash finds its job running already
-        job = set_job(session, job_id, ("running",), run_number)
-        if job is None:
-            return None
-    v = ImageVersion
-    row = session.execute(
-        select(Image.key, v.number, v.id, v.sha256, v.format, v.width, v.height, v.bytes,
-               v.storage_key).select_from(v).join(Image)
-        .where(v.image_id == job.image_id, v.number == job.version)).one()
-    done = session.execute(select(JobStep.name, JobStep.output).where(
-        JobStep.job_id == job_id, JobStep.state == "succeeded"))
-    source = Source(image_id=job.image_id, key=row.key, version=row.number, version_id=row.id,
-                    sha256=row.sha256, format=row.format, width=row.width,
-                    height=row.height, bytes=row.bytes, storage_key=row.storage_key)
-    return {"definition": job.definition, "source": source.__dict__, "done": dict(done.all())}
+        return job
+    return set_job(session, job_id, ("running",), run_number)
+
+
+def job_start(session: Session, job: Job | Row, source: Source | None = None) -> dict:
+    """What a run of `job` needs, fixed when it is enqueued: the pipeline, the source
+    version (read unless given) and the outputs of the steps that already succeeded (a
+    retried job goes on from where it failed)."""
+    if source is None:
+        source = Source.of(*session.execute(select(Image, ImageVersion).join(
+            ImageVersion, ImageVersion.image_id == Image.id).where(
+            Image.id == job.image_id, ImageVersion.number == job.version)).one())
+    done = {} if job.run == 1 else dict(session.execute(select(
+        JobStep.name, JobStep.output).where(JobStep.job_id == job.id,
+                                            JobStep.state == "succeeded")).all())
+    return {"definition": job.definition, "source": source.__dict__, "done": done}
+
+
+def begin_attempt(session: Session, job_id: str, run_number: int, name: str,
+                  now: datetime) -> bool:
+    """Start the run's first step: the job too (see `_claim_job`) and the step, in one
+    transaction; False, starting nothing, when the job is no longer this run's to do."""
+    if _claim_job(session, job_id, run_number) is None:
+        return False
+    begin_step(session, job_id, name, now)
+    return True
 
 
 def finish_job(session: Session, job_id: str, run_number: int, error: dict | None) -> bool:
