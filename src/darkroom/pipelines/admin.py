@@ -14,7 +14,7 @@ from darkroom.catalog.pipeline_models import JobStep, PipelineRow
 from darkroom.errors import BadRequest, Conflict, NotFound
 from darkroom.pipelines import store
 from darkroom.pipelines.context import Source
-from darkroom.pipelines.definition import Pipeline
+from darkroom.pipelines.definition import Pipeline, cached
 from darkroom.pipelines.queue import JobQueue
 
 MAX_LIMIT = 100
@@ -134,7 +134,7 @@ def job_detail(session: Session, job_id: str) -> dict:
 def run_pipeline(session: Session, queue: JobQueue, name: str, image_id: str) -> dict:
     """Start pipeline `name` on the image's current version now, whatever its trigger
     (a backfill, or a run again after the pipeline changed); the job's summary."""
-    pipeline = Pipeline.model_validate(_pipeline_row(session, name).definition)
+    pipeline = cached(Pipeline, _pipeline_row(session, name).definition)
     image = repository.claim_existing(session, image_id)
     _image, version = repository.get_image(session, image.id)
     job = store.new_job(session, pipeline, image, version, "manual")

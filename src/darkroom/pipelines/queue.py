@@ -31,6 +31,7 @@ QUEUE = "darkroom-pipelines"
 # keeps the shape still runs the jobs queued before it. Bump it only with the shape.
 APP_VERSION = "darkroom-pipelines-1"
 WORKFLOW_NAME = "darkroom.pipeline"
+_PIPELINES = select(PipelineRow.name, PipelineRow.definition).order_by(PipelineRow.name)
 
 
 def dbos_url(database_url: str) -> str:
@@ -101,8 +102,7 @@ def fire(session: Session, queue: JobQueue, image: Image, version: ImageVersion,
     jobs = []
     content_type = MIME.get(version.format, "application/octet-stream")
     with session.no_autoflush:  # the caller's pending rows go with the jobs' flush
-        rows = session.execute(select(PipelineRow.name, PipelineRow.definition)
-                               .order_by(PipelineRow.name)).all()
+        rows = session.execute(_PIPELINES).all()
     for row in rows:
         try:
             pipeline = cached(Pipeline, row.definition)

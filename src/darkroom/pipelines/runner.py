@@ -137,20 +137,22 @@ def _attempt(step_json: dict, context: dict) -> dict:
     kind = registry.get(step.type)
     runtime = _rt()
     job_id = context["job_id"]
-    ctx = StepContext(runtime, job_id, context["run"], context["pipeline"], step.name,
-                      Source(**context["source"]), context["outputs"], context["caught"])
     with _inflight_lock:
         previous = _inflight.pop((job_id, step.name), None)
     if previous is not None:
         wait([previous])
     started = utcnow()
     if context.get("first"):
-        if not store.run(runtime.engine, lambda s: store.begin_attempt(
-                s, job_id, context["run"], step.name, started)):
+        attempt = store.run_plain(runtime.engine, lambda c: store.begin_attempt(
+            c, job_id, context["run"], step.name, started))
+        if attempt is None:
             return {"ok": False, **SKIPPED}
     else:
-        store.run_plain(runtime.engine, lambda s: store.begin_step(s, job_id, step.name,
-                                                                    started))
+        attempt = store.run_plain(runtime.engine, lambda c: store.begin_step(
+            c, job_id, step.name, started))
+    ctx = StepContext(runtime, job_id, context["run"], context["pipeline"], step.name,
+                      Source(**context["source"]), context["outputs"], context["caught"],
+                      attempt)
     clock = time.perf_counter()
     future = runtime.steps.submit(kind.run, ctx, cached(kind.params, step.params))
     try:
@@ -167,8 +169,8 @@ def _attempt(step_json: dict, context: dict) -> dict:
     else:
         ended: bool | None = None  # set when the step's end also ended the job
         if context.get("last"):  # then both in one transaction
-            ended = store.run(runtime.engine, lambda s: store.end_last_step(
-                s, job_id, step.name, context["run"], started, output))
+            ended = store.run_plain(runtime.engine, lambda c: store.end_last_step(
+                c, job_id, step.name, context["run"], started, output))
         else:
             store.run_plain(runtime.engine, lambda s: store.end_step(
                 s, job_id, step.name, "succeeded", started, output=output))
@@ -192,7 +194,7 @@ def _begin(job_id: str, run: int) -> dict | None:
 
 def _finish(job_id: str, run: int, pipeline: str, error: dict | None) -> None:
     _finished(pipeline, job_id, run, error,
-              store.run(_rt().engine, lambda s: store.finish_job(s, job_id, run, error)))
+              store.run_plain(_rt().engine, lambda c: store.finish_job(c, job_id, run, error)))
 
 
 def _finished(pipeline: str, job_id: str, run: int, error: dict | None, ended: bool) -> None:

@@ -107,7 +107,7 @@ def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
     for name, future in rendering.items():
         out = future.result()
         writes.append(runtime.start(runtime.write(made[name]["key"], out.data,
-                                                  MIME[out.format])))
+                                                  MIME[out.format], ctx.attempt == 1)))
         made[name].update(bytes=len(out.data), width=out.width, height=out.height,
                           written=True)
     for name, write in zip(rendering, writes):
@@ -117,8 +117,8 @@ def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
     rows = [dict(version_id=source.version_id, name=name, storage_key=m["key"],
                  **{k: m[k] for k in ("plan_hash", "format", "bytes", "width", "height")})
             for name, m in made.items()]
-    if not store.run(runtime.engine, lambda s: store.add_renditions(s, ctx.job_id, ctx.run,
-                                                                    rows)):
+    if not store.run_plain(runtime.engine, lambda c: store.add_renditions(
+            c, ctx.job_id, ctx.run, rows)):
         for m in made.values():  # the job was stopped (replace, delete, cancel) meanwhile
             runtime.call(runtime.storage.delete(m["key"]))
         raise NotFound(f"job {ctx.job_id} stopped while its renditions were made: image "
@@ -177,7 +177,7 @@ def copy(ctx: StepContext, params: CopyParams) -> dict:
             raise Conflict(f"{key!r} is a catalogued image, or the job stopped: not "
                            "overwritten", "copy_refused")
         body = data if origin is None else ctx.runtime.call(ctx.runtime.storage.get(origin))
-        ctx.runtime.put(key, body, MIME[fmt])
+        ctx.runtime.put(key, body, MIME[fmt], ctx.attempt == 1)
     return {name: key for name, (key, _fmt, _origin) in copies.items()}
 
 

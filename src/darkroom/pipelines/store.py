@@ -13,19 +13,17 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TypeVar
 
-from sqlalchemy import Connection, Engine, Row, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Engine, Row, select
 from sqlalchemy.orm import Session
 
 from darkroom.catalog.models import Image, ImageVersion, Job, OutboxEvent, Rendition, utcnow
 from darkroom.catalog.pipeline_models import JobStep
 from darkroom.errors import NotFound
 from darkroom.pipelines.context import Source
+from darkroom.pipelines import statements as sql
 from darkroom.pipelines.definition import Pipeline
 
 T = TypeVar("T")
-# Plain tables, not entities, on the workers' hot path: no ORM bookkeeping per statement.
-_JOBS, _STEPS = Job.__table__, JobStep.__table__
 
 
 def run(engine: Engine, work: Callable[[Session], T]) -> T:
@@ -35,8 +33,8 @@ def run(engine: Engine, work: Callable[[Session], T]) -> T:
 
 
 def run_plain(engine: Engine, work: Callable[[Connection], T]) -> T:
-    """`work` in one transaction on a plain connection: for the step rows' single UPDATEs,
-    at half the cost of an ORM session."""
+    """`work` in one transaction on a plain connection: for the runs' own statements (no
+    entities), at half the cost of an ORM session."""
     with engine.begin() as connection:
         return work(connection)
 
@@ -55,19 +53,16 @@ def new_job(session: Session, pipeline: Pipeline, image: Image, version: ImageVe
     return job
 
 
-def set_job(session: Session, job_id: str, statuses: tuple[str, ...], run_number: int | None,
-            **values) -> Row | None:
+def set_job(db: Session | Connection, job_id: str, statuses: tuple[str, ...],
+            run_number: int | None, **values) -> Row | None:
     """Change the job's row only while its status is one of `statuses` (and its run is
     `run_number`, when given): one conditional UPDATE, so two writers never both win
     (SQLite ignores row locks; the UPDATE also takes its write lock first). The job's row
     as changed (a plain row, not an entity: the workers call this on every run), or None
     when the condition did not hold."""
-    condition = [_JOBS.c.id == job_id, _JOBS.c.status.in_(statuses)]
-    if run_number is not None:
-        condition.append(_JOBS.c.run == run_number)
-    return session.execute(update(_JOBS).where(*condition)
-                           .values(updated_at=utcnow(), **values)
-                           .returning(*_JOBS.c)).one_or_none()
+    statement = sql.job_update(tuple(statuses), run_number is not None, tuple(sorted(values)))
+    return db.execute(statement, {"_id": job_id, "_run": run_number, "_now": utcnow(),
+                                  **{f"set_{k}": v for k, v in values.items()}}).one_or_none()
 
 
 def begin_job(session: Session, job_id: str, run_number: int) -> dict | None:
@@ -80,15 +75,15 @@ def begin_job(session: Session, job_id: str, run_number: int) -> dict | None:
     return None if job is None else job_start(session, job)
 
 
-def _claim_job(session: Session, job_id: str, run_number: int) -> Row | None:
+def _claim_job(db: Session | Connection, job_id: str, run_number: int) -> Row | None:
     """The job's row, marked running with its `job.started` event if it was queued, or
     touched if a run resumed after a crash finds it running; None if it is neither."""
-    job = set_job(session, job_id, ("queued",), run_number, status="running",
+    job = set_job(db, job_id, ("queued",), run_number, status="running",
                   started_at=utcnow(), finished_at=None)
     if job is not None:
-        _job_event(session, job, "job.started")
+        _job_event(db, job, "job.started")
         return job
-    return set_job(session, job_id, ("running",), run_number)
+    return set_job(db, job_id, ("running",), run_number)
 
 
 def job_start(session: Session, job: Job | Row, source: Source | None = None) -> dict:
@@ -105,34 +100,35 @@ def job_start(session: Session, job: Job | Row, source: Source | None = None) ->
     return {"definition": job.definition, "source": source.__dict__, "done": done}
 
 
-def begin_attempt(session: Session, job_id: str, run_number: int, name: str,
-                  now: datetime) -> bool:
+def begin_attempt(db: Session | Connection, job_id: str, run_number: int, name: str,
+                  now: datetime) -> int | None:
     """Start the run's first step: the job too (see `_claim_job`) and the step, in one
-    transaction; False, starting nothing, when the job is no longer this run's to do."""
-    if _claim_job(session, job_id, run_number) is None:
-        return False
-    begin_step(session, job_id, name, now)
-    return True
+    transaction; the step's attempt (see `begin_step`), or None, starting nothing, when
+    the job is no longer this run's to do."""
+    if _claim_job(db, job_id, run_number) is None:
+        return None
+    return begin_step(db, job_id, name, now)
 
 
-def finish_job(session: Session, job_id: str, run_number: int, error: dict | None) -> bool:
+def finish_job(db: Session | Connection, job_id: str, run_number: int,
+               error: dict | None) -> bool:
     """Mark the run succeeded (error None) or failed, with its event, if it is still
     running; whether it was (False: cancelled, retried, gone, or finished before)."""
     status = "failed" if error else "succeeded"
-    job = set_job(session, job_id, ("running",), run_number, status=status,
-                   error=f"{error['error']}: {error['message']}" if error else None,
-                   finished_at=utcnow())
+    job = set_job(db, job_id, ("running",), run_number, status=status,
+                  error=f"{error['error']}: {error['message']}" if error else None,
+                  finished_at=utcnow())
     if job is None:
         return False
-    _job_event(session, job, f"job.{status}", error)
+    _job_event(db, job, f"job.{status}", error)
     return True
 
 
-def still_running(session: Session, job_id: str, run_number: int) -> bool:
+def still_running(db: Session | Connection, job_id: str, run_number: int) -> bool:
     """Whether the run may still write (its job is running this run), holding the write
     lock of the job's row until the transaction ends, so a cancel, replace or delete
     waits for the caller's writes or comes first."""
-    return set_job(session, job_id, ("running",), run_number) is not None
+    return set_job(db, job_id, ("running",), run_number) is not None
 
 
 def event_id(*parts: object) -> str:
@@ -140,54 +136,54 @@ def event_id(*parts: object) -> str:
     return hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()[:32]
 
 
-def _job_event(session: Session, job: Row, kind: str, error: dict | None = None) -> None:
+def _job_event(db: Session | Connection, job: Row, kind: str,
+               error: dict | None = None) -> None:
     payload = {"job_id": job.id, "pipeline": job.pipeline, "image_id": job.image_id,
                "version": job.version, "run": job.run, "status": job.status}
     if error:
         payload["error"] = error
-    add_event_once(session, kind, job.image_id, payload, event_id(job.id, job.run, kind))
+    add_event_once(db, kind, job.image_id, payload, event_id(job.id, job.run, kind))
 
 
-def begin_step(db: Session | Connection, job_id: str, name: str, now: datetime) -> None:
-    db.execute(update(_STEPS).where(_STEPS.c.job_id == job_id, _STEPS.c.name == name)
-               .values(state="running", attempts=_STEPS.c.attempts + 1, started_at=now,
-                       finished_at=None, duration_ms=None, error=None))
+def begin_step(db: Session | Connection, job_id: str, name: str, now: datetime) -> int:
+    """Mark the step running; which attempt this is, counted over every run (1: none
+    before it, so none left anything behind)."""
+    return db.execute(sql.BEGIN_STEP, {"_job": job_id, "_name": name, "_now": now}
+                      ).scalar_one()
 
 
 def end_step(db: Session | Connection, job_id: str, name: str, state: str,
              started: datetime, output: dict | None = None, error: str | None = None) -> None:
     now = utcnow()
-    db.execute(update(_STEPS).where(_STEPS.c.job_id == job_id, _STEPS.c.name == name)
-               .values(state=state, finished_at=now, output=output, error=error,
-                       duration_ms=int((now - started).total_seconds() * 1000)))
+    db.execute(sql.END_STEP, {"_job": job_id, "_name": name, "_state": state, "_now": now,
+                              "_output": output, "_error": error,
+                              "_ms": int((now - started).total_seconds() * 1000)})
 
 
-def end_last_step(session: Session, job_id: str, name: str, run_number: int,
+def end_last_step(db: Session | Connection, job_id: str, name: str, run_number: int,
                   started: datetime, output: dict) -> bool:
     """End the pipeline's last step as succeeded and the job with it, in one transaction;
     whether the job ended here (see `finish_job`)."""
-    end_step(session, job_id, name, "succeeded", started, output=output)
-    return finish_job(session, job_id, run_number, None)
+    end_step(db, job_id, name, "succeeded", started, output=output)
+    return finish_job(db, job_id, run_number, None)
 
 
 def mark_step(db: Session | Connection, job_id: str, name: str, state: str) -> None:
-    db.execute(update(_STEPS).where(_STEPS.c.job_id == job_id, _STEPS.c.name == name)
-               .values(state=state))
+    db.execute(sql.MARK_STEP, {"_job": job_id, "_name": name, "_state": state})
 
 
-def add_renditions(session: Session, job_id: str, run_number: int, rows: list[dict]) -> bool:
+def add_renditions(db: Session | Connection, job_id: str, run_number: int,
+                   rows: list[dict]) -> bool:
     """Catalogue renditions of one version; one row per (version, plan) however often they
     are added. False, adding nothing, once the job stopped (cancelled by a replace or a
     delete of its image, or by a user) or its version is gone."""
-    if not still_running(session, job_id, run_number):
+    if not still_running(db, job_id, run_number):
         return False
-    if session.scalar(select(ImageVersion.id).where(
-            ImageVersion.id == rows[0]["version_id"])) is None:
+    if db.scalar(sql.VERSION_EXISTS, {"_id": rows[0]["version_id"]}) is None:
         return False
     now = utcnow()  # one statement for every row (compiled once, unlike a multi-VALUES)
-    session.execute(_dialect(session).insert(Rendition.__table__)
-                    .on_conflict_do_nothing(index_elements=["version_id", "plan_hash"]),
-                    [{**row, "created_at": now} for row in rows])
+    db.execute(sql.insert_new(_dialect(db), Rendition.__table__, ("version_id", "plan_hash")),
+               [{**row, "created_at": now} for row in rows])
     return True
 
 
@@ -197,17 +193,16 @@ def may_write_copy(session: Session, job_id: str, run_number: int, key: str) -> 
             and session.scalars(select(Image.id).where(Image.key == key)).first() is None)
 
 
-def add_event_once(session: Session, kind: str, subject: str, payload: dict,
+def add_event_once(db: Session | Connection, kind: str, subject: str, payload: dict,
                    fixed_id: str) -> None:
     """Put the event `fixed_id` in the outbox unless an earlier attempt already did."""
-    session.execute(_dialect(session).insert(OutboxEvent.__table__)
-                    .values(id=fixed_id, type=kind, subject=subject, payload=payload)
-                    .on_conflict_do_nothing(index_elements=["id"]))
+    db.execute(sql.insert_new(_dialect(db), OutboxEvent.__table__, ("id",)),
+               {"id": fixed_id, "type": kind, "subject": subject, "payload": payload})
 
 
-def _dialect(session: Session):
-    """The dialect module whose `insert` has `on_conflict_do_nothing` for this database."""
-    return postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+def _dialect(db: Session | Connection) -> str:
+    """The name of the database's dialect (`sqlite`, `postgresql`)."""
+    return (db.get_bind() if isinstance(db, Session) else db).dialect.name
 
 
 def version_facts(session: Session, version_id: int) -> dict:

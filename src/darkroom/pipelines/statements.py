@@ -1,0 +1,54 @@
+"""The statements a run executes on every job, built once and executed with parameters.
+
+Building a SQLAlchemy statement costs several times what running it on SQLite does
+(measured: a job's conditional `UPDATE ... RETURNING`, 520 us when built per call against
+130 us prebuilt with bound parameters), and a job executes about ten of them. A parameter
+never takes a column's name, which SQLAlchemy reserves for itself.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.dml import Insert, Update
+
+from darkroom.catalog.models import ImageVersion, Job
+from darkroom.catalog.pipeline_models import JobStep
+
+JOBS, STEPS = Job.__table__, JobStep.__table__
+
+
+@functools.lru_cache(maxsize=64)
+def job_update(statuses: tuple[str, ...], by_run: bool, names: tuple[str, ...]) -> Update:
+    """Set `updated_at` (`_now`) and each of `names` (`set_<name>`) on job `_id` while
+    its status is in `statuses` (and its run is `_run`, if `by_run`); the row as changed."""
+    condition = [JOBS.c.id == bindparam("_id"), JOBS.c.status.in_(statuses)]
+    if by_run:
+        condition.append(JOBS.c.run == bindparam("_run"))
+    return (update(JOBS).where(*condition)
+            .values(updated_at=bindparam("_now"), **{n: bindparam(f"set_{n}") for n in names})
+            .returning(*JOBS.c))
+
+
+_THE_STEP = (STEPS.c.job_id == bindparam("_job"), STEPS.c.name == bindparam("_name"))
+BEGIN_STEP = (update(STEPS).where(*_THE_STEP)
+              .values(state="running", attempts=STEPS.c.attempts + 1,
+                      started_at=bindparam("_now"), finished_at=None, duration_ms=None,
+                      error=None)
+              .returning(STEPS.c.attempts))
+END_STEP = (update(STEPS).where(*_THE_STEP)
+            .values(state=bindparam("_state"), finished_at=bindparam("_now"),
+                    output=bindparam("_output"), error=bindparam("_error"),
+                    duration_ms=bindparam("_ms")))
+MARK_STEP = update(STEPS).where(*_THE_STEP).values(state=bindparam("_state"))
+VERSION_EXISTS = select(ImageVersion.id).where(ImageVersion.id == bindparam("_id"))
+
+
+@functools.lru_cache(maxsize=16)
+def insert_new(dialect: str, table: Table, keys: tuple[str, ...]) -> Insert:
+    """An INSERT into `table` that skips rows whose `keys` are taken (values come with
+    the parameters), for the database named `dialect`."""
+    module = postgresql if dialect == "postgresql" else sqlite
+    return module.insert(table).on_conflict_do_nothing(index_elements=list(keys))
