@@ -8,7 +8,7 @@ import hashlib
 import pytest
 
 from darkroom.catalog.metadata import describe
-from darkroom.catalog.models import Job
+from darkroom.catalog.models import Job, utcnow
 from darkroom.catalog import repository
 from darkroom.config import Limits
 from darkroom.errors import BadRequest, Conflict
@@ -23,13 +23,13 @@ from .test_kill_worker import PHOTOS
 PIPELINE = parse({"name": "p", "steps": [{"name": "meta", "type": "metadata"}]})
 
 
-def _job(engine) -> str:
+def _job(engine, key: str = "a.jpg") -> str:
     path = CORPUS / PHOTOS[0]["path"]
     facts = describe(path, Limits())
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
 
     def make(session):
-        image = repository.claim_new(session, "a.jpg", [])
+        image = repository.claim_new(session, key, [])
         version = repository.add_version(session, image, facts, digest, 1, "etag")
         return store.new_job(session, PIPELINE, image, version, "uploaded").id
 
@@ -69,9 +69,37 @@ def test_a_stopped_run_may_not_catalogue_renditions_or_write_copies(engine):
            "height": 1}
     assert store.run(engine, lambda s: store.may_write_copy(s, job_id, 1, "cdn/a.jpg"))
     assert not store.run(engine, lambda s: store.may_write_copy(s, job_id, 1, "a.jpg"))
+    assert store.run_plain(engine, lambda c: store.add_renditions(c, job_id, 1, [row]))
     store.run(engine, lambda s: repository.stop_jobs(s, loaded["source"]["image_id"], "x"))
-    assert store.run(engine, lambda s: store.add_renditions(s, job_id, 1, [row])) is False
+    late = {**row, "plan_hash": "h2", "storage_key": "_renditions/y"}
+    assert store.run(engine, lambda s: store.add_renditions(s, job_id, 1, [late])) is False
+    assert store.run_plain(engine, lambda c: store.catalogued(c, row["version_id"])) == {
+        "_renditions/x"}  # what a stopped step keeps; it deletes the rest it made
     assert not store.run(engine, lambda s: store.may_write_copy(s, job_id, 1, "cdn/a.jpg"))
+
+
+def test_an_attempt_replayed_after_it_ended_the_job_gets_its_output_back(engine):
+    """The attempt that ends a job commits that end itself; if its process dies before
+    DBOS records the attempt, the replayed attempt must neither run the step again nor
+    take the job for stopped (which made a renditions step delete what it catalogued)."""
+    job_id, now = _job(engine), utcnow()
+    assert store.run_plain(engine, lambda c: store.begin_attempt(c, job_id, 1, "meta", now,
+                                                                 True)) == 1
+    assert store.run_plain(engine, lambda c: store.begin_attempt(c, job_id, 1, "meta", now,
+                                                                 False)) == 2  # a retry
+    assert store.run_plain(engine, lambda c: store.end_last_step(c, job_id, "meta", 1, now,
+                                                                 {"made": 1})) is True
+    for first in (True, False):  # the replay starts nothing
+        assert store.run_plain(engine, lambda c: store.begin_attempt(
+            c, job_id, 1, "meta", now, first)) is None
+    assert store.run_plain(engine, lambda c: store.ended_with(c, job_id, 1, "meta")) == {
+        "made": 1}
+    assert store.run_plain(engine, lambda c: store.ended_with(c, job_id, 2, "meta")) is None
+    other = _job(engine, "b.jpg")
+    store.run(engine, lambda s: admin.cancel_job(s, other))
+    assert store.run_plain(engine, lambda c: store.begin_attempt(c, other, 1, "meta", now,
+                                                                 True)) is None
+    assert store.run_plain(engine, lambda c: store.ended_with(c, other, 1, "meta")) is None
 
 
 def test_a_masked_secret_is_never_saved(engine):

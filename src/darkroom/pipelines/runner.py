@@ -34,7 +34,7 @@ _runtime: Runtime | None = None
 _inflight: dict[tuple[str, str], Future] = {}  # (job, step) -> its latest attempt
 _inflight_lock = threading.Lock()
 FINISHED = {"finished": True}  # _run_steps' answer when the last attempt ended the job
-SKIPPED = {"skipped": True}  # ... when the first found the job no longer this run's to do
+SKIPPED = {"skipped": True}  # ... when an attempt found the job no longer this run's
 
 
 def use_runtime(runtime: Runtime | None) -> None:
@@ -76,8 +76,9 @@ def run_pipeline(job_id: str, run: int, start: dict | None = None) -> str:
 def _run_steps(job_id: str, run: int, pipeline: Pipeline, start: dict,
                begun: bool) -> dict | None:
     """Walk the steps from the first: FINISHED when the last step's attempt also finished
-    the job, SKIPPED when the first found the job no longer this run's, None when the run
-    ended well otherwise, else its error. Until `begun`, an attempt also starts the job."""
+    the job, SKIPPED when an attempt found the job no longer this run's (cancelled, say),
+    None when the run ended well otherwise, else its error. Until `begun`, an attempt
+    also starts the job."""
     outputs: dict[str, dict] = dict(start["done"])
     caught: dict | None = None
     name: str | None = pipeline.steps[0].name
@@ -141,16 +142,16 @@ def _attempt(step_json: dict, context: dict) -> dict:
         previous = _inflight.pop((job_id, step.name), None)
     if previous is not None:
         wait([previous])
-    started = utcnow()
-    if context.get("first"):
-        attempt = store.run_plain(runtime.engine, lambda c: store.begin_attempt(
-            c, job_id, context["run"], step.name, started))
-        if attempt is None:
+    started, run = utcnow(), context["run"]
+    attempt = store.run_plain(runtime.engine, lambda c: store.begin_attempt(
+        c, job_id, run, step.name, started, bool(context.get("first"))))
+    if attempt is None:  # stopped; or ended by this very step, before a crash
+        output = store.run_plain(runtime.engine, lambda c: store.ended_with(
+            c, job_id, run, step.name)) if context.get("last") else None
+        if output is None:
             return {"ok": False, **SKIPPED}
-    else:
-        attempt = store.run_plain(runtime.engine, lambda c: store.begin_step(
-            c, job_id, step.name, started))
-    ctx = StepContext(runtime, job_id, context["run"], context["pipeline"], step.name,
+        return {"ok": True, "output": output, "finished": True}
+    ctx = StepContext(runtime, job_id, run, context["pipeline"], step.name,
                       Source(**context["source"]), context["outputs"], context["caught"],
                       attempt)
     clock = time.perf_counter()
@@ -170,7 +171,7 @@ def _attempt(step_json: dict, context: dict) -> dict:
         ended: bool | None = None  # set when the step's end also ended the job
         if context.get("last"):  # then both in one transaction
             ended = store.run_plain(runtime.engine, lambda c: store.end_last_step(
-                c, job_id, step.name, context["run"], started, output))
+                c, job_id, step.name, run, started, output))
         else:
             store.run_plain(runtime.engine, lambda s: store.end_step(
                 s, job_id, step.name, "succeeded", started, output=output))
@@ -179,7 +180,7 @@ def _attempt(step_json: dict, context: dict) -> dict:
                  ms=round((time.perf_counter() - clock) * 1000, 1))
         if ended is None:
             return {"ok": True, "output": output}
-        _finished(context["pipeline"], job_id, context["run"], None, ended)
+        _finished(context["pipeline"], job_id, run, None, ended)
         return {"ok": True, "output": output, "finished": True}
     STEPS.labels(step.type, code).observe(time.perf_counter() - clock)
     store.run_plain(runtime.engine, lambda s: store.end_step(

@@ -14,7 +14,7 @@ from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert, Update
 
-from darkroom.catalog.models import ImageVersion, Job
+from darkroom.catalog.models import ImageVersion, Job, Rendition
 from darkroom.catalog.pipeline_models import JobStep
 
 JOBS, STEPS = Job.__table__, JobStep.__table__
@@ -44,6 +44,9 @@ END_STEP = (update(STEPS).where(*_THE_STEP)
                     duration_ms=bindparam("_ms")))
 MARK_STEP = update(STEPS).where(*_THE_STEP).values(state=bindparam("_state"))
 VERSION_EXISTS = select(ImageVersion.id).where(ImageVersion.id == bindparam("_id"))
+ENDED_WITH = (select(JOBS.c.status, JOBS.c.run, STEPS.c.state, STEPS.c.output)
+              .join_from(STEPS, JOBS, STEPS.c.job_id == JOBS.c.id).where(*_THE_STEP))
+CATALOGUED = select(Rendition.storage_key).where(Rendition.version_id == bindparam("_id"))
 
 
 @functools.lru_cache(maxsize=16)

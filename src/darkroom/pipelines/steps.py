@@ -118,9 +118,11 @@ def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
                  **{k: m[k] for k in ("plan_hash", "format", "bytes", "width", "height")})
             for name, m in made.items()]
     if not store.run_plain(runtime.engine, lambda c: store.add_renditions(
-            c, ctx.job_id, ctx.run, rows)):
-        for m in made.values():  # the job was stopped (replace, delete, cancel) meanwhile
-            runtime.call(runtime.storage.delete(m["key"]))
+            c, ctx.job_id, ctx.run, rows)):  # the job stopped (replace, delete, cancel)
+        kept = store.run_plain(runtime.engine, lambda c: store.catalogued(
+            c, source.version_id))
+        for key in {m["key"] for m in made.values()} - kept:
+            runtime.call(runtime.storage.delete(key))
         raise NotFound(f"job {ctx.job_id} stopped while its renditions were made: image "
                        f"{source.image_id} version {source.version} replaced, deleted or "
                        "the job cancelled", "image_gone")

@@ -101,13 +101,26 @@ def job_start(session: Session, job: Job | Row, source: Source | None = None) ->
 
 
 def begin_attempt(db: Session | Connection, job_id: str, run_number: int, name: str,
-                  now: datetime) -> int | None:
-    """Start the run's first step: the job too (see `_claim_job`) and the step, in one
-    transaction; the step's attempt (see `begin_step`), or None, starting nothing, when
-    the job is no longer this run's to do."""
-    if _claim_job(db, job_id, run_number) is None:
-        return None
-    return begin_step(db, job_id, name, now)
+                  now: datetime, first: bool) -> int | None:
+    """Start an attempt of step `name`, with the job too if it is the run's `first` (see
+    `_claim_job`), in one transaction; the step's attempt (see `begin_step`), or None,
+    starting nothing, when the job is no longer running this run."""
+    if first:
+        job = _claim_job(db, job_id, run_number)
+    else:
+        job = set_job(db, job_id, ("running",), run_number)
+    return None if job is None else begin_step(db, job_id, name, now)
+
+
+def ended_with(db: Session | Connection, job_id: str, run_number: int,
+               name: str) -> dict | None:
+    """The output of step `name` if this run of the job succeeded with it (the attempt
+    that ended the job committed, and its process died before DBOS recorded it), else
+    None."""
+    row = db.execute(sql.ENDED_WITH, {"_job": job_id, "_name": name}).one_or_none()
+    done = row is not None and (row.status, row.run, row.state) == (
+        "succeeded", run_number, "succeeded")
+    return row.output if done else None
 
 
 def finish_job(db: Session | Connection, job_id: str, run_number: int,
@@ -185,6 +198,12 @@ def add_renditions(db: Session | Connection, job_id: str, run_number: int,
     db.execute(sql.insert_new(_dialect(db), Rendition.__table__, ("version_id", "plan_hash")),
                [{**row, "created_at": now} for row in rows])
     return True
+
+
+def catalogued(db: Session | Connection, version_id: int) -> set[str]:
+    """The storage keys of the renditions catalogued for a version (none once it is
+    gone): what a stopped run must not delete."""
+    return set(db.scalars(sql.CATALOGUED, {"_id": version_id}))
 
 
 def may_write_copy(session: Session, job_id: str, run_number: int, key: str) -> bool:
