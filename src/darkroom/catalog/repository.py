@@ -81,7 +81,8 @@ def claim_existing(session: Session, image_id: str) -> Image:
 
 def add_version(session: Session, image: Image, facts: Facts, sha256: str, size: int,
                 etag: str) -> ImageVersion:
-    """Record new bytes of `image` as its next, current version."""
+    """Record new bytes of `image` as its next, current version (written with the
+    transaction's next flush: its id is known after that)."""
     header = facts.header
     version = ImageVersion(
         image_id=image.id, number=image.version + 1, sha256=sha256, bytes=size,
@@ -92,7 +93,6 @@ def add_version(session: Session, image: Image, facts: Facts, sha256: str, size:
     image.version = version.number
     image.status = "ready"
     image.updated_at = utcnow()
-    session.flush()
     return version
 
 
