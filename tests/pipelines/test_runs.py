@@ -13,17 +13,12 @@ import pytest
 from pydantic import BaseModel
 from sqlalchemy import text
 
-from dbos import DBOSClient
-
-from darkroom.catalog import make_engine, repository
-from darkroom.catalog.models import workflow_id
+from darkroom.catalog import make_engine
 from darkroom.config import Settings
 from darkroom.errors import DarkroomError
-from darkroom.pipelines import admin, store
+from darkroom.pipelines import admin
 from darkroom.pipelines.definition import parse
-from darkroom.pipelines.queue import (
-    APP_VERSION, QUEUE, WORKFLOW_NAME, JobQueue, dbos_url, system_engine,
-)
+from darkroom.pipelines.queue import JobQueue
 from darkroom.pipelines.registry import register
 from darkroom.pipelines.store import run
 from darkroom.server.app import create_app
@@ -192,37 +187,6 @@ def test_the_last_step_ends_a_good_run_itself_and_a_failed_run_has_a_finish_step
                   status="succeeded") == counted + 1
 
 
-def test_a_run_enqueued_by_an_earlier_darkroom_begins_in_a_step_of_its_own(client):
-    """Before runs were given what they need at enqueue, a workflow took only the job id
-    and run, and read the rest in a `begin` step: such runs still queued at an upgrade
-    run as they were recorded."""
-    definition = {"name": "p", "steps": [{"name": "only", "type": "flaky"}],
-                  "trigger": {"prefix": "shop/"}}
-    _pipeline(client, definition["steps"], trigger=definition["trigger"])
-    image = _upload(client, "blog/old.jpg")  # outside the trigger: no job yet
-    url = client.settings.database_url
-    engine, dbos = make_engine(url), DBOSClient(system_database_url=dbos_url(url),
-                                                system_database_engine=system_engine(url))
-
-    def enqueue_as_before(session) -> str:
-        pipeline = parse(definition)
-        image_row, version = repository.get_image(session, image["id"])
-        job = store.new_job(session, pipeline, image_row, version, "manual")
-        dbos.enqueue_in_transaction(session, {
-            "workflow_name": WORKFLOW_NAME, "queue_name": QUEUE, "app_version": APP_VERSION,
-            "workflow_id": workflow_id(job.id, job.run)}, job.id, job.run)
-        return job.id
-
-    try:
-        job = _finished(client, run(engine, enqueue_as_before))
-        steps = [s["function_name"] for s in dbos.list_workflow_steps(f"{job['id']}.1")]
-    finally:
-        dbos.destroy()
-        engine.dispose()
-    assert job["status"] == "succeeded" and _steps(job)["only"]["output"]["attempt"] == 1
-    assert steps == ["begin", "step:only"]
-
-
 def test_a_timeout_is_states_timeout_which_task_failed_does_not_cover(client):
     _pipeline(client, [
         {"name": "slow", "type": "flaky", "params": {"sleep_s": 1.0}, "timeout_s": 0.1,
@@ -276,6 +240,32 @@ def test_cancel_stops_a_running_job_before_its_next_step(client):
     job = client.get(f"/v1/jobs/{job_id}").json()
     assert job["status"] == "cancelled" and _steps(job)["next"]["state"] == "pending"
     assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 409
+
+
+def test_a_job_cancelled_as_its_last_step_succeeded_is_retried_to_success(client):
+    """Cancelled while its last step ran, the job keeps that step's success; its retry
+    has no step left to run, and still starts, ends and tells of its end."""
+    _pipeline(client, [{"name": "slow", "type": "flaky", "params": {"sleep_s": 1.0}}])
+    job_id = _upload(client)["jobs"][0]["id"]
+    deadline = time.monotonic() + 30
+    while client.get(f"/v1/jobs/{job_id}").json()["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
+    while _steps(client.get(f"/v1/jobs/{job_id}").json())["slow"]["state"] == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    stopped = client.get(f"/v1/jobs/{job_id}").json()
+    assert stopped["status"] == "cancelled" and _steps(stopped)["slow"]["state"] == "succeeded"
+    assert client.post(f"/v1/jobs/{job_id}/retry").status_code == 202
+    again = _finished(client, job_id)
+    assert (again["status"], again["run"]) == ("succeeded", 2)
+    assert _steps(again)["slow"]["attempts"] == 1  # not run again
+    payloads = [(e.type, json.loads(e.payload) if isinstance(e.payload, str) else e.payload)
+                for e in _events(client)]
+    kinds = Counter(kind for kind, data in payloads
+                    if data.get("job_id") == job_id and data.get("run") == 2)
+    assert kinds == {"job.started": 1, "job.succeeded": 1}
 
 
 def test_replace_reruns_the_pipeline_and_drops_the_old_renditions(client):

@@ -6,9 +6,11 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from sqlalchemy import select
 
 from darkroom.catalog.metadata import describe
-from darkroom.catalog.models import Job, utcnow
+from darkroom.catalog.models import Job, OutboxEvent, utcnow
+from darkroom.catalog.pipeline_models import JobStep
 from darkroom.catalog import repository
 from darkroom.config import Limits
 from darkroom.errors import BadRequest, Conflict
@@ -36,11 +38,16 @@ def _job(engine, key: str = "a.jpg") -> str:
     return store.run(engine, make)
 
 
+def _start(engine, job_id: str, run: int = 1, first: bool = True) -> int | None:
+    return store.run_plain(engine, lambda c: store.begin_attempt(c, job_id, run, "meta",
+                                                                 utcnow(), first))
+
+
 def test_a_cancelled_run_neither_starts_nor_finishes(engine):
     job_id = _job(engine)
     store.run(engine, lambda s: admin.cancel_job(s, job_id))
-    assert store.run(engine, lambda s: store.begin_job(s, job_id, 1)) is None
-    assert store.run(engine, lambda s: store.finish_job(s, job_id, 1, None)) is False
+    assert _start(engine, job_id) is None
+    assert store.run(engine, lambda s: store.finish_run(s, job_id, 1, None)) is False
     with pytest.raises(Conflict):
         store.run(engine, lambda s: admin.cancel_job(s, job_id))
     status = store.run(engine, lambda s: s.get(Job, job_id).status)
@@ -49,21 +56,32 @@ def test_a_cancelled_run_neither_starts_nor_finishes(engine):
 
 def test_a_run_finishes_once_and_a_cancel_after_it_is_refused(engine):
     job_id = _job(engine)
-    loaded = store.run(engine, lambda s: store.begin_job(s, job_id, 1))
-    assert loaded["definition"]["name"] == "p"
-    again = store.run(engine, lambda s: store.begin_job(s, job_id, 1))  # resumed run
-    assert again["source"] == loaded["source"]
-    assert store.run(engine, lambda s: store.begin_job(s, job_id, 2)) is None  # not its run
+    start = store.run(engine, lambda s: store.job_start(s, s.get(Job, job_id)))
+    assert start["definition"]["name"] == "p" and start["done"] == {}
+    assert _start(engine, job_id) == 1
+    assert _start(engine, job_id) == 2  # a run resumed after a crash
+    assert _start(engine, job_id, run=2) is None  # not its run
     assert store.run(engine, lambda s: store.finish_job(s, job_id, 1, None)) is True
     assert store.run(engine, lambda s: store.finish_job(s, job_id, 1, None)) is False
     with pytest.raises(Conflict) as refused:
         store.run(engine, lambda s: admin.cancel_job(s, job_id))
     assert refused.value.code == "job_not_cancellable"
+    kinds = store.run(engine, lambda s: sorted(s.scalars(select(OutboxEvent.type))))
+    assert kinds == ["job.started", "job.succeeded"]  # each once
+
+
+def test_a_run_no_attempt_started_still_starts_and_ends_its_job(engine):
+    """A retried job whose steps all succeeded before runs no attempt: its end starts it."""
+    job_id = _job(engine)
+    assert store.run(engine, lambda s: store.finish_run(s, job_id, 1, None)) is True
+    job = store.run(engine, lambda s: s.get(Job, job_id))
+    assert job.status == "succeeded" and job.started_at is not None
 
 
 def test_a_stopped_run_may_not_catalogue_renditions_or_write_copies(engine):
     job_id = _job(engine)
-    loaded = store.run(engine, lambda s: store.begin_job(s, job_id, 1))
+    _start(engine, job_id)
+    loaded = store.run(engine, lambda s: store.job_start(s, s.get(Job, job_id)))
     row = {"version_id": loaded["source"]["version_id"], "plan_hash": "h", "name": "t",
            "storage_key": "_renditions/x", "format": "png", "bytes": 1, "width": 1,
            "height": 1}
@@ -83,23 +101,28 @@ def test_an_attempt_replayed_after_it_ended_the_job_gets_its_output_back(engine)
     DBOS records the attempt, the replayed attempt must neither run the step again nor
     take the job for stopped (which made a renditions step delete what it catalogued)."""
     job_id, now = _job(engine), utcnow()
-    assert store.run_plain(engine, lambda c: store.begin_attempt(c, job_id, 1, "meta", now,
-                                                                 True)) == 1
-    assert store.run_plain(engine, lambda c: store.begin_attempt(c, job_id, 1, "meta", now,
-                                                                 False)) == 2  # a retry
+    assert _start(engine, job_id) == 1
+    assert _start(engine, job_id, first=False) == 2  # a retry
     assert store.run_plain(engine, lambda c: store.end_last_step(c, job_id, "meta", 1, now,
                                                                  {"made": 1})) is True
+    before = store.run(engine, lambda s: s.get(Job, job_id).updated_at)
     for first in (True, False):  # the replay starts nothing
-        assert store.run_plain(engine, lambda c: store.begin_attempt(
-            c, job_id, 1, "meta", now, first)) is None
-    assert store.run_plain(engine, lambda c: store.ended_with(c, job_id, 1, "meta")) == {
-        "made": 1}
-    assert store.run_plain(engine, lambda c: store.ended_with(c, job_id, 2, "meta")) is None
+        assert _start(engine, job_id, first=first) is None
+    assert store.run(engine, lambda s: s.get(Job, job_id).updated_at) == before
+    step = store.run(engine, lambda s: s.scalars(select(JobStep).where(
+        JobStep.job_id == job_id)).one())
+    assert (step.state, step.attempts) == ("succeeded", 2)
+    assert store.run_plain(engine, lambda c: store.ended_with(c, job_id, 1, "meta")) == (
+        True, {"made": 1})
+    assert store.run_plain(engine, lambda c: store.ended_with(c, job_id, 2, "meta")) == (
+        False, None)
+    kinds = store.run(engine, lambda s: sorted(s.scalars(select(OutboxEvent.type))))
+    assert kinds == ["job.started", "job.succeeded"]  # each once
     other = _job(engine, "b.jpg")
     store.run(engine, lambda s: admin.cancel_job(s, other))
-    assert store.run_plain(engine, lambda c: store.begin_attempt(c, other, 1, "meta", now,
-                                                                 True)) is None
-    assert store.run_plain(engine, lambda c: store.ended_with(c, other, 1, "meta")) is None
+    assert _start(engine, other) is None
+    assert store.run_plain(engine, lambda c: store.ended_with(c, other, 1, "meta")) == (
+        False, None)
 
 
 def test_a_masked_secret_is_never_saved(engine):

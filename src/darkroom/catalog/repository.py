@@ -190,18 +190,16 @@ def summary(image: Image, version: ImageVersion) -> dict:
     }
 
 
-def detail(session: Session, image: Image, version: ImageVersion,
-           new_image_jobs: list[Job] | None = None) -> dict:
+def detail(session: Session, image: Image, version: ImageVersion, new_version: bool = False,
+           jobs: list[Job] | None = None) -> dict:
     """What `GET /v1/images/{id}` answers: the summary, descriptors, renditions and jobs.
-    `new_image_jobs`: the image was created in this transaction, with these jobs (nothing
-    to read: its one version has no renditions yet)."""
-    if new_image_jobs is not None:
-        renditions, jobs = [], new_image_jobs[::-1]
-    else:
-        renditions = session.scalars(select(Rendition).where(
-            Rendition.version_id == version.id).order_by(Rendition.id)).all()
-        jobs = session.scalars(select(Job).where(Job.image_id == image.id)
-                               .order_by(Job.created_at.desc()).limit(MAX_LIMIT)).all()
+    A `new_version` (written in this transaction) has no renditions to read; `jobs`, when
+    given, are all the image's jobs (a new image's), newest last."""
+    renditions = [] if new_version else session.scalars(select(Rendition).where(
+        Rendition.version_id == version.id).order_by(Rendition.id)).all()
+    jobs = jobs[::-1] if jobs is not None else session.scalars(
+        select(Job).where(Job.image_id == image.id)
+        .order_by(Job.created_at.desc()).limit(MAX_LIMIT)).all()
     return {
         **summary(image, version),
         "exif": version.exif, "colours": version.colours, "blurhash": version.blurhash,

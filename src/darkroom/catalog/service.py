@@ -189,8 +189,8 @@ class Catalog:
         repository.add_event(session, kind, image.id, _payload(image, version))
         jobs = [] if self.queue is None else queue.fire(session, self.queue, image, version,
                                                          kind.removeprefix("image."))
-        return repository.detail(session, image, version,
-                                 jobs if kind == "image.uploaded" else None)
+        return repository.detail(session, image, version, new_version=True,
+                                 jobs=jobs if kind == "image.uploaded" else None)
 
     async def _describe(self, staged: Staged) -> Facts:
         return await self.pool.run(describe, staged.path, self.limits,

@@ -45,16 +45,13 @@ class Runtime:
         """Run a storage coroutine to its end from any thread."""
         return self.start(coroutine).result()
 
-    def put(self, key: str, data: bytes, content_type: str, first_attempt: bool) -> None:
-        """Write `key` (whose only writer is the calling step), first removing what an
-        attempt killed mid-write left behind, unless this is the step's `first_attempt`."""
-        self.call(self.write(key, data, content_type, first_attempt))
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        """Write `key`, first removing what a writer killed mid-write left behind."""
+        self.call(self.write(key, data, content_type))
 
-    async def write(self, key: str, data: bytes, content_type: str,
-                    first_attempt: bool) -> None:
+    async def write(self, key: str, data: bytes, content_type: str) -> None:
         """`put` as a coroutine, for steps that start several writes at once."""
-        if not first_attempt:
-            await self.storage.discard_partial(key)
+        await self.storage.discard_partial(key)
         await self.storage.put(key, data, content_type)
 
     def start(self, coroutine: Awaitable[T]) -> Future:
@@ -105,7 +102,6 @@ class StepContext:
     source: Source
     outputs: dict[str, dict] = field(default_factory=dict)
     error: dict | None = None  # the failure a catcher sent this step
-    attempt: int = 1  # of this step, over every run of the job: 1 is the very first
 
     def read_source(self) -> bytes:
         """The version's bytes; Conflict(source_changed) once a newer version replaced them

@@ -28,8 +28,9 @@ log = structlog.get_logger("darkroom.pipelines")
 QUEUE = "darkroom-pipelines"
 # DBOS runs and resumes only workflows of its own application version: this names the
 # workflow's shape (its steps and their names), not darkroom's release, so an upgrade that
-# keeps the shape still runs the jobs queued before it. Bump it only with the shape.
-APP_VERSION = "darkroom-pipelines-1"
+# keeps the shape still runs the jobs queued before it. Bump it only with the shape (2: a
+# run gets its start as a third argument, and its first attempt starts the job).
+APP_VERSION = "darkroom-pipelines-2"
 WORKFLOW_NAME = "darkroom.pipeline"
 _PIPELINES = select(PipelineRow.name, PipelineRow.definition).order_by(PipelineRow.name)
 

@@ -49,18 +49,12 @@ def _rt() -> Runtime:
 
 
 @DBOS.workflow(name=WORKFLOW, max_recovery_attempts=1000)
-def run_pipeline(job_id: str, run: int, start: dict | None = None) -> str:
+def run_pipeline(job_id: str, run: int, start: dict) -> str:
     """Run job `job_id` (its run number `run`) from `start` (`store.job_start`, fixed at
-    enqueue); the job's final status. Runs enqueued without it (by an earlier darkroom)
-    read it in a `begin` step of their own, as they did then."""
-    begun = start is None
-    if start is None:
-        start = DBOS.run_step({"name": "begin", **BOOKKEEPING}, _begin, job_id, run)
-        if start is None:
-            return "skipped"
+    enqueue); the job's final status."""
     pipeline = cached(Pipeline, start["definition"])
     try:
-        error = _run_steps(job_id, run, pipeline, start, begun)
+        error = _run_steps(job_id, run, pipeline, start)
     except Exception as failure:  # a bug, or a database gone for good: never left running
         log.exception("run_crashed", job=job_id, run=run)
         error = {"error": "internal", "message": f"{type(failure).__name__}: {failure}",
@@ -73,14 +67,14 @@ def run_pipeline(job_id: str, run: int, start: dict | None = None) -> str:
     return "succeeded" if error is None or error is FINISHED else "failed"
 
 
-def _run_steps(job_id: str, run: int, pipeline: Pipeline, start: dict,
-               begun: bool) -> dict | None:
+def _run_steps(job_id: str, run: int, pipeline: Pipeline, start: dict) -> dict | None:
     """Walk the steps from the first: FINISHED when the last step's attempt also finished
     the job, SKIPPED when an attempt found the job no longer this run's (cancelled, say),
-    None when the run ended well otherwise, else its error. Until `begun`, an attempt
-    also starts the job."""
+    None when the run ended well otherwise, else its error. The run's first attempt also
+    starts the job."""
     outputs: dict[str, dict] = dict(start["done"])
     caught: dict | None = None
+    begun = False
     name: str | None = pipeline.steps[0].name
     for _ in range(MAX_TRANSITIONS):
         if name is None:
@@ -146,14 +140,13 @@ def _attempt(step_json: dict, context: dict) -> dict:
     attempt = store.run_plain(runtime.engine, lambda c: store.begin_attempt(
         c, job_id, run, step.name, started, bool(context.get("first"))))
     if attempt is None:  # stopped; or ended by this very step, before a crash
-        output = store.run_plain(runtime.engine, lambda c: store.ended_with(
-            c, job_id, run, step.name)) if context.get("last") else None
-        if output is None:
+        done, output = store.run_plain(runtime.engine, lambda c: store.ended_with(
+            c, job_id, run, step.name)) if context.get("last") else (False, None)
+        if not done:
             return {"ok": False, **SKIPPED}
         return {"ok": True, "output": output, "finished": True}
     ctx = StepContext(runtime, job_id, run, context["pipeline"], step.name,
-                      Source(**context["source"]), context["outputs"], context["caught"],
-                      attempt)
+                      Source(**context["source"]), context["outputs"], context["caught"])
     clock = time.perf_counter()
     future = runtime.steps.submit(kind.run, ctx, cached(kind.params, step.params))
     try:
@@ -189,13 +182,11 @@ def _attempt(step_json: dict, context: dict) -> dict:
     return {"ok": False, "error": code, "message": message}
 
 
-def _begin(job_id: str, run: int) -> dict | None:
-    return store.run(_rt().engine, lambda s: store.begin_job(s, job_id, run))
-
-
 def _finish(job_id: str, run: int, pipeline: str, error: dict | None) -> None:
+    """End the run (see `store.finish_run`: also one that no attempt started, as when a
+    retried job had every step done already)."""
     _finished(pipeline, job_id, run, error,
-              store.run_plain(_rt().engine, lambda c: store.finish_job(c, job_id, run, error)))
+              store.run_plain(_rt().engine, lambda c: store.finish_run(c, job_id, run, error)))
 
 
 def _finished(pipeline: str, job_id: str, run: int, error: dict | None, ended: bool) -> None:

@@ -107,7 +107,7 @@ def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
     for name, future in rendering.items():
         out = future.result()
         writes.append(runtime.start(runtime.write(made[name]["key"], out.data,
-                                                  MIME[out.format], ctx.attempt == 1)))
+                                                  MIME[out.format])))
         made[name].update(bytes=len(out.data), width=out.width, height=out.height,
                           written=True)
     for name, write in zip(rendering, writes):
@@ -120,8 +120,8 @@ def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
     if not store.run_plain(runtime.engine, lambda c: store.add_renditions(
             c, ctx.job_id, ctx.run, rows)):  # the job stopped (replace, delete, cancel)
         kept = store.run_plain(runtime.engine, lambda c: store.catalogued(
-            c, source.version_id))
-        for key in {m["key"] for m in made.values()} - kept:
+            c, source.version_id))  # what it only found stored is not its to delete
+        for key in {m["key"] for m in made.values() if m["written"]} - kept:
             runtime.call(runtime.storage.delete(key))
         raise NotFound(f"job {ctx.job_id} stopped while its renditions were made: image "
                        f"{source.image_id} version {source.version} replaced, deleted or "
@@ -179,7 +179,7 @@ def copy(ctx: StepContext, params: CopyParams) -> dict:
             raise Conflict(f"{key!r} is a catalogued image, or the job stopped: not "
                            "overwritten", "copy_refused")
         body = data if origin is None else ctx.runtime.call(ctx.runtime.storage.get(origin))
-        ctx.runtime.put(key, body, MIME[fmt], ctx.attempt == 1)
+        ctx.runtime.put(key, body, MIME[fmt])
     return {name: key for name, (key, _fmt, _origin) in copies.items()}
 
 

@@ -1,4 +1,5 @@
-"""The pipelines' catalog writes, as functions over a `Session` (one transaction each).
+"""The pipelines' catalog reads and writes, as functions over a `Session` or a plain
+`Connection` (one transaction each).
 
 Every write here may run twice (a step is retried after a crash), so each is written to
 be harmless the second time: inserts ignore a row already there, job events have ids
@@ -65,16 +66,6 @@ def set_job(db: Session | Connection, job_id: str, statuses: tuple[str, ...],
                                   **{f"set_{k}": v for k, v in values.items()}}).one_or_none()
 
 
-def begin_job(session: Session, job_id: str, run_number: int) -> dict | None:
-    """Mark the job running (with a `job.started` event) and return what the run needs
-    (see `job_start`). None if the job is no longer this run's to do (gone, cancelled,
-    finished, or retried as a newer run). Runs enqueued by an earlier darkroom call this
-    as their own first step; newer runs get `job_start` as an argument and start the job
-    in their first attempt (`begin_attempt`)."""
-    job = _claim_job(session, job_id, run_number)
-    return None if job is None else job_start(session, job)
-
-
 def _claim_job(db: Session | Connection, job_id: str, run_number: int) -> Row | None:
     """The job's row, marked running with its `job.started` event if it was queued, or
     touched if a run resumed after a crash finds it running; None if it is neither."""
@@ -113,14 +104,13 @@ def begin_attempt(db: Session | Connection, job_id: str, run_number: int, name: 
 
 
 def ended_with(db: Session | Connection, job_id: str, run_number: int,
-               name: str) -> dict | None:
-    """The output of step `name` if this run of the job succeeded with it (the attempt
-    that ended the job committed, and its process died before DBOS recorded it), else
-    None."""
+               name: str) -> tuple[bool, dict | None]:
+    """Whether this run of the job succeeded with step `name` (the attempt that ended the
+    job committed, and its process died before DBOS recorded it), and that step's output."""
     row = db.execute(sql.ENDED_WITH, {"_job": job_id, "_name": name}).one_or_none()
     done = row is not None and (row.status, row.run, row.state) == (
         "succeeded", run_number, "succeeded")
-    return row.output if done else None
+    return done, row.output if done else None
 
 
 def finish_job(db: Session | Connection, job_id: str, run_number: int,
@@ -135,6 +125,14 @@ def finish_job(db: Session | Connection, job_id: str, run_number: int,
         return False
     _job_event(db, job, f"job.{status}", error)
     return True
+
+
+def finish_run(db: Session | Connection, job_id: str, run_number: int,
+               error: dict | None) -> bool:
+    """`finish_job`, first starting the job if no attempt of the run did (every step was
+    done by earlier runs, or the run failed before its first attempt)."""
+    _claim_job(db, job_id, run_number)
+    return finish_job(db, job_id, run_number, error)
 
 
 def still_running(db: Session | Connection, job_id: str, run_number: int) -> bool:
@@ -159,8 +157,7 @@ def _job_event(db: Session | Connection, job: Row, kind: str,
 
 
 def begin_step(db: Session | Connection, job_id: str, name: str, now: datetime) -> int:
-    """Mark the step running; which attempt this is, counted over every run (1: none
-    before it, so none left anything behind)."""
+    """Mark the step running; which attempt of it this is, counted over every run."""
     return db.execute(sql.BEGIN_STEP, {"_job": job_id, "_name": name, "_now": now}
                       ).scalar_one()
 
