@@ -145,10 +145,6 @@ class Job(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
-    @property
-    def workflow_id(self) -> str:
-        return workflow_id(self.id, self.run)
-
 
 def workflow_id(job_id: str, run: int) -> str:
     """The DBOS workflow id of a job's run."""
