@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl
+
 import numpy as np
 import pytest
 import pyvips
@@ -9,7 +11,9 @@ import pyvips
 from darkroom.catalog import blurhash
 from darkroom.catalog.metadata import describe, perceptual_hash
 from darkroom.config import Limits
+from darkroom.engine import render
 from darkroom.errors import DarkroomError
+from darkroom.grammars import native
 
 from corpus_files import CORPUS, OK_FILES, REJECT_FILES
 
@@ -112,3 +116,46 @@ def test_perceptual_hash_is_64_bits():
     ramp = np.tile(np.arange(32, dtype=np.uint8) * 8, (32, 1))
     assert len(perceptual_hash(ramp)) == 16
 
+
+
+def _hamming(a: str, b: str) -> int:
+    return bin(int(a, 16) ^ int(b, 16)).count("1")
+
+
+@pytest.mark.parametrize("trait", ["exif-orientation-6", "cmyk", "alpha", "single-face"])
+def test_a_picked_plan_is_rendered_from_the_decode_that_gives_the_descriptors(trait):
+    path = CORPUS / next(f for f in OK_FILES if trait in f["traits"] and f["frames"] == 1
+                         and f["container"] != "svg")["path"]
+    plan = native.parse("x", parse_qsl("w=120&h=120&fit=cover&fm=webp"))
+    seen = []
+    facts = describe(path, LIMITS, lambda header: seen.append(header) or plan)
+    alone = describe(path, LIMITS)
+    assert seen == [alone.header] and facts.made is not None
+    assert facts.made[0] is plan and facts.made[1] == render(plan, path.read_bytes(), LIMITS)
+    assert (facts.header, facts.exif) == (alone.header, alone.exif)
+    # the same descriptors but for the scale the source was decoded at
+    assert _hamming(facts.phash, alone.phash) <= 6
+    assert facts.blurhash[:2] == alone.blurhash[:2]
+    assert facts.colours[0]["share"] == pytest.approx(alone.colours[0]["share"], abs=0.1)
+
+
+def test_a_picked_plan_that_fails_leaves_the_image_described_alone():
+    path = CORPUS / one("single-face")["path"]
+    plan = native.parse("x", parse_qsl("w=100&page=3"))  # the source has one page
+    facts = describe(path, LIMITS, lambda header: plan)
+    assert facts.made is None and facts == describe(path, LIMITS)
+
+
+def test_an_animation_is_described_alone_whatever_plan_is_picked():
+    path = CORPUS / next(f for f in OK_FILES if f["frames"] > 1)["path"]
+    facts = describe(path, LIMITS, lambda header: native.parse("x", parse_qsl("w=50")))
+    assert facts.made is None and facts == describe(path, LIMITS)
+
+
+@pytest.mark.parametrize("entry", [f for f in REJECT_FILES if "truncated" in f["traits"]],
+                         ids=lambda e: e["path"])
+def test_a_picked_plan_does_not_let_a_broken_image_in(entry):
+    plan = native.parse("x", parse_qsl("w=100"))
+    with pytest.raises(DarkroomError) as err:
+        describe(CORPUS / entry["path"], LIMITS, lambda header: plan)
+    assert err.value.code == "corrupt_image"

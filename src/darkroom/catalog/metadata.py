@@ -2,14 +2,17 @@
 
 The header (format, size, pages) comes from `engine.probe` and passes the limits before
 any pixel is decoded; then one small thumbnail, shrunk on load, gives the dominant colours,
-the BlurHash and a 64-bit perceptual hash. EXIF is read by Pillow from the header alone,
-and a broken EXIF block only leaves the subset empty.
+the BlurHash and a 64-bit perceptual hash. When an upload makes a rendition for its
+pipelines (a head start), the descriptors come from that rendition's decode instead, tapped
+inside the engine, so the image is decoded once for both. EXIF is read by Pillow from the
+header alone, and a broken EXIF block only leaves the subset empty.
 """
 
 from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,12 +22,14 @@ from PIL import Image as PILImage
 
 from darkroom.catalog import blurhash
 from darkroom.config import Limits
-from darkroom.engine import probe
+from darkroom.engine import probe, render
 from darkroom.engine.formats import ANIMATABLE
 from darkroom.engine.limits import check_header, check_source_bytes
 from darkroom.engine.load import Header, load
 from darkroom.engine.prepare import to_srgb, upright
-from darkroom.errors import Unprocessable
+from darkroom.engine.render import Rendered
+from darkroom.errors import DarkroomError, Unprocessable
+from darkroom.plan.model import EditPlan
 
 THUMB = 64  # colours, BlurHash, and at half this side the perceptual hash (DCT)
 _EXIF_TEXT = {"make": 0x010F, "model": 0x0110, "datetime": 0x0132}
@@ -35,42 +40,58 @@ _EXIF_NUMBERS = {"exposure_time": 0x829A, "f_number": 0x829D, "iso": 0x8827,
 
 @dataclass(frozen=True)
 class Facts:
-    """The header and the derived descriptors of one image."""
+    """The header and the derived descriptors of one image; `made`, a rendition made from
+    the same decode (see `describe`)."""
 
     header: Header
     exif: dict = field(default_factory=dict)
     colours: list = field(default_factory=list)
     blurhash: str = ""
     phash: str = ""
+    made: tuple[EditPlan, Rendered] | None = None
 
 
-def describe(path: Path, limits: Limits) -> Facts:
+def describe(path: Path, limits: Limits,
+             pick: Callable[[Header], EditPlan | None] | None = None) -> Facts:
     """Probe, check limits, then derive descriptors from one thumbnail of `path`.
 
+    When `pick` names a plan for the header, the image is decoded as that plan needs and
+    both the plan's rendition and the descriptors are made from that one decode; if the
+    plan fails, the image is described alone (and refused there if it does not decode).
     The decoders read from memory, so the file is read once, after its size passed the
     limit; the upload that wrote it never held it whole."""
     check_source_bytes(path.stat().st_size, limits)
-    return _describe(path.read_bytes(), limits)
-
-
-def _describe(data: bytes, limits: Limits) -> Facts:
+    data = path.read_bytes()
     header = probe(data)
     frames = header.pages if header.format in ANIMATABLE else 1
     check_header(header.width, header.height, frames, limits)
+    plan = pick(header) if pick is not None else None
+    if plan is not None:
+        seen: list[tuple] = []
+        try:
+            made = render(plan, data, limits, tap=lambda image: seen.append(descriptors(image)))
+        except DarkroomError:
+            made = None
+        if made is not None and seen:
+            return Facts(header, _exif(data), *seen[0], made=(plan, made))
     scale = min(1.0, THUMB / max(header.width, header.height, 1))
     try:
         image = upright(to_srgb(load(data, header, 0, False, scale, False)), header.orientation)
-        if image.hasalpha():
-            image = image.flatten(background=[255, 255, 255])
-        if image.bands > 3:
-            image = image.extract_band(0, n=3)
-        # One decode, into one 64x64 thumbnail that every descriptor is drawn from.
-        pixels = _array(image.thumbnail_image(THUMB, height=THUMB, size="force"))
+        return Facts(header, _exif(data), *descriptors(image))
     except pyvips.Error as error:
         reason = str(error).strip().splitlines()[-1] if str(error).strip() else "decode failed"
         raise Unprocessable(f"cannot decode image: {reason}", "corrupt_image") from None
-    return Facts(header, _exif(data), dominant_colours(pixels), blurhash.encode(pixels),
-                 perceptual_hash(_grey_half(pixels)))
+
+
+def descriptors(image: pyvips.Image) -> tuple[list, str, str]:
+    """Dominant colours, BlurHash and perceptual hash of an upright sRGB image, all drawn
+    from one 64x64 thumbnail of it (transparency on white)."""
+    if image.hasalpha():
+        image = image.flatten(background=[255, 255, 255])
+    if image.bands > 3:
+        image = image.extract_band(0, n=3)
+    pixels = _array(image.thumbnail_image(THUMB, height=THUMB, size="force"))
+    return dominant_colours(pixels), blurhash.encode(pixels), perceptual_hash(_grey_half(pixels))
 
 
 def _grey_half(pixels: np.ndarray) -> np.ndarray:
@@ -90,14 +111,12 @@ def dominant_colours(pixels: np.ndarray, count: int = 5) -> list[dict]:
     flat = pixels.reshape(-1, 3).astype(np.int64)
     buckets = (flat[:, 0] >> 5) << 6 | (flat[:, 1] >> 5) << 3 | flat[:, 2] >> 5
     counts = np.bincount(buckets, minlength=512)
-    found = []
-    for bucket in np.argsort(-counts, kind="stable")[:count]:
-        if counts[bucket] == 0:
-            break
-        mean = flat[buckets == bucket].mean(axis=0).round().astype(int)
-        found.append({"hex": "#{:02x}{:02x}{:02x}".format(*mean),
-                      "share": round(float(counts[bucket]) / len(flat), 4)})
-    return found
+    top = np.argsort(-counts, kind="stable")[:count]
+    top = top[counts[top] > 0]
+    sums = np.stack([np.bincount(buckets, flat[:, c], 512)[top] for c in range(3)], axis=1)
+    means = (sums / counts[top, None]).round().astype(int)
+    return [{"hex": "#{:02x}{:02x}{:02x}".format(*mean),
+             "share": round(float(n) / len(flat), 4)} for mean, n in zip(means, counts[top])]
 
 
 def perceptual_hash(grey: np.ndarray) -> str:

@@ -24,13 +24,17 @@ from sqlalchemy.orm import Session
 
 from darkroom.catalog import idempotency, repository
 from darkroom.catalog.metadata import Facts, describe
-from darkroom.catalog.models import Image, ImageVersion, Rendition
+from darkroom.catalog.models import Image, ImageVersion, Job, Rendition
 from darkroom.config import Limits
 from darkroom.engine.formats import EXTENSION, MIME
+from darkroom.engine.load import Header
+from darkroom.engine.render import Rendered
 from darkroom.errors import BadRequest, CatalogError, Conflict, DarkroomError, NotFound
-from darkroom.pipelines import queue
+from darkroom.pipelines import queue, steps
+from darkroom.pipelines.definition import Pipeline
 from darkroom.pipelines.queue import JobQueue
 from darkroom.pipelines.steps import RENDITIONS_PREFIX
+from darkroom.plan.model import EditPlan
 from darkroom.storage import Storage
 
 if TYPE_CHECKING:
@@ -89,9 +93,13 @@ class Catalog:
             replay = await self._run(lambda s, _: idempotency.recall(s, idempotency_key, request))
             if replay is not None:
                 return replay, True
-        facts = await self._describe(staged)
-        fmt = facts.header.format
-        key = key or f"{uuid.uuid4().hex[:16]}.{EXTENSION.get(fmt, fmt)}"
+        stem = uuid.uuid4().hex[:16]  # of the key, when none is given
+
+        def key_for(fmt: str) -> str:
+            return key or f"{stem}.{EXTENSION.get(fmt, fmt)}"
+
+        facts = await self._describe(staged, await self._head_start(key_for))
+        key = key_for(facts.header.format)
         loop = asyncio.get_running_loop()
 
         def write(session: Session, undo: Undo) -> dict:
@@ -187,13 +195,39 @@ class Catalog:
         version = repository.add_version(session, image, facts, staged.sha256, staged.size,
                                          info.etag)
         repository.add_event(session, kind, image.id, _payload(image, version))
-        jobs = [] if self.queue is None else queue.fire(session, self.queue, image, version,
-                                                         kind.removeprefix("image."))
+        fired = [] if self.queue is None else queue.fire(session, self.queue, image, version,
+                                                          kind.removeprefix("image."))
+        if facts.made is not None and undo is not None:
+            self._keep_made(loop, image, staged.sha256, facts.made, fired, undo)
         return repository.detail(session, image, version, new_version=True,
-                                 jobs=jobs if kind == "image.uploaded" else None)
+                                 jobs=[j for j, _ in fired] if kind == "image.uploaded" else None)
 
-    async def _describe(self, staged: Staged) -> Facts:
-        return await self.pool.run(describe, staged.path, self.limits,
+    def _keep_made(self, loop, image: Image, sha256: str, made: tuple[EditPlan, Rendered],
+                   fired: list[tuple[Job, Pipeline]], undo: Undo) -> None:
+        """Store the rendition the upload made (`steps.head_start`) where the first step of
+        a job just fired will look for it; unless no such step makes it any more."""
+        plan, rendered = made
+        if not any(plan.recipe_hash == p.recipe_hash
+                   for _, pipeline in fired for p in steps.first_renditions(pipeline)):
+            return
+        key = steps.rendition_key(image.id, sha256, plan, rendered.format)
+        self._call(loop, self.storage.put(key, rendered.data, MIME[rendered.format]))
+        undo.append(lambda: self._call(loop, self.storage.delete(key)))
+
+    async def _head_start(self, key_for: Callable[[str], str]
+                          ) -> Callable[[Header], EditPlan | None] | None:
+        """For `describe`: the rendition an upload (its key by format) may make for the
+        jobs it will fire (`steps.head_start`)."""
+        if self.queue is None:
+            return None
+        if self.queue.pipelines is None:  # once: each upload's `fire` reads them again
+            await self._run(lambda session, _: queue.read_pipelines(session, self.queue))
+        return lambda header: self.queue.head_start("uploaded", key_for(header.format),
+                                                    header)
+
+    async def _describe(self, staged: Staged, pick: Callable[[Header], EditPlan | None] | None
+                        = None) -> Facts:
+        return await self.pool.run(describe, staged.path, self.limits, pick,
                                    timeout=self.limits.time_budget_s)
 
     async def _forget(self, key: str, image_id: str, workflows: list[str],

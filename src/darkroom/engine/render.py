@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import pyvips
@@ -39,9 +39,16 @@ class Rendered:
     pages: int
 
 
+Tap = Callable[[pyvips.Image], None]
+
+
 def render(plan: EditPlan, data: bytes, limits: Limits, accept: frozenset[str] = frozenset(),
-           assets: Mapping[str, bytes] | None = None) -> Rendered:
-    """Execute `plan` on `data` within `limits`; `accept` is what `auto` may choose from."""
+           assets: Mapping[str, bytes] | None = None, tap: Tap | None = None) -> Rendered:
+    """Execute `plan` on `data` within `limits`; `accept` is what `auto` may choose from.
+
+    `tap`, for a single frame, is shown the decoded source (upright, 8-bit sRGB, shrunk
+    on load as the plan allows) before any step: the pixels are decoded once into memory
+    and serve both."""
     check_source_bytes(len(data), limits)
     header = probe(data)
     fmt = choose_format(plan.output.format, header, accept, plan.output.opaque_png_as_jpeg)
@@ -54,7 +61,7 @@ def render(plan: EditPlan, data: bytes, limits: Limits, accept: frozenset[str] =
         raise BadRequest(f"page {page} asked, the source has {header.pages}", "page_out_of_range")
     budget = Budget(limits.time_budget_s)
     try:
-        return _run(plan, data, header, fmt, animated, page, limits, budget, assets or {})
+        return _run(plan, data, header, fmt, animated, page, limits, budget, assets or {}, tap)
     except pyvips.Error as error:
         if budget.killed:
             raise budget.error() from None
@@ -64,7 +71,8 @@ def render(plan: EditPlan, data: bytes, limits: Limits, accept: frozenset[str] =
 
 
 def _run(plan: EditPlan, data: bytes, header: Header, fmt: str, animated: bool, page: int,
-         limits: Limits, budget: Budget, assets: Mapping[str, bytes]) -> Rendered:
+         limits: Limits, budget: Budget, assets: Mapping[str, bytes], tap: Tap | None
+         ) -> Rendered:
     orientation = header.orientation if plan.source.orient else 1
     swaps = orientation >= 5
     single_resize = not animated and header.pages == 1
@@ -82,6 +90,9 @@ def _run(plan: EditPlan, data: bytes, header: Header, fmt: str, animated: bool, 
     frame_height = loaded.get("page-height") if animated else loaded.height
     frames = [to_srgb(upright(f, orientation), not plan.output.keep_metadata, budget)
               for f in split_frames(loaded, frame_height)]
+    if tap is not None and len(frames) == 1:
+        frames = [budget.watch(frames[0]).copy_memory()]
+        tap(frames[0])
     if fmt not in ALPHA_CAPABLE:  # flatten now: every later step then works on 3 bands
         background = list(plan.output.background[:3])
         frames = [f.flatten(background=background).cast("uchar") if f.hasalpha() else f

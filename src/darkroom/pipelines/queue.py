@@ -20,9 +20,11 @@ from darkroom.catalog.db import migrate as catalog_migrate
 from darkroom.catalog.models import Image, ImageVersion, Job, workflow_id
 from darkroom.catalog.pipeline_models import PipelineRow
 from darkroom.engine.formats import MIME
-from darkroom.pipelines import store
+from darkroom.engine.load import Header
+from darkroom.pipelines import steps, store
 from darkroom.pipelines.context import Source
 from darkroom.pipelines.definition import Pipeline, cached
+from darkroom.plan.model import EditPlan
 
 log = structlog.get_logger("darkroom.pipelines")
 QUEUE = "darkroom-pipelines"
@@ -74,6 +76,14 @@ class JobQueue:
         self._engine = system_engine(database_url)
         self._client = DBOSClient(system_database_url=dbos_url(database_url), lazy=True,
                                   system_database_engine=self._engine)
+        self.pipelines: list[Pipeline] | None = None  # as last read, for head starts
+
+    def head_start(self, event: str, key: str, header: Header) -> EditPlan | None:
+        """The rendition an upload of `key` may make itself (`steps.head_start`), by the
+        pipelines as last read: `fire` then finds whether they still want it."""
+        content_type = MIME.get(header.format, "application/octet-stream")
+        return steps.head_start([p for p in self.pipelines or [] if p.enabled
+                                 and p.trigger.fires(event, key, content_type)], header)
 
     def enqueue(self, session: Session, job: Job | Row, source: Source | None = None) -> None:
         """Enqueue `job`'s current run (an entity, or a row of its table) inside
@@ -96,23 +106,31 @@ class JobQueue:
             self._engine.dispose()
 
 
-def fire(session: Session, queue: JobQueue, image: Image, version: ImageVersion,
-         event: str) -> list[Job]:
-    """Make and enqueue a job for each enabled pipeline that `event` on `version` triggers
-    (in the caller's transaction, so the change and its jobs commit together)."""
-    jobs = []
-    content_type = MIME.get(version.format, "application/octet-stream")
-    with session.no_autoflush:  # the caller's pending rows go with the jobs' flush
+def read_pipelines(session: Session, queue: JobQueue) -> list[Pipeline]:
+    """The pipelines defined, remembered by `queue` (for head starts); any this process
+    cannot use (e.g. a step kind it does not know) are logged and left out."""
+    with session.no_autoflush:  # the caller's pending rows go with its next flush
         rows = session.execute(_PIPELINES).all()
+    pipelines = []
     for row in rows:
         try:
-            pipeline = cached(Pipeline, row.definition)
-        except ValidationError as error:  # e.g. a step kind this process does not know
+            pipelines.append(cached(Pipeline, row.definition))
+        except ValidationError as error:
             log.error("pipeline_unusable", pipeline=row.name,
                       error=str(error).splitlines()[0])
-            continue
+    queue.pipelines = pipelines
+    return pipelines
+
+
+def fire(session: Session, queue: JobQueue, image: Image, version: ImageVersion,
+         event: str) -> list[tuple[Job, Pipeline]]:
+    """Make and enqueue a job for each enabled pipeline that `event` on `version` triggers
+    (in the caller's transaction, so the change and its jobs commit together)."""
+    content_type = MIME.get(version.format, "application/octet-stream")
+    fired = []
+    for pipeline in read_pipelines(session, queue):
         if pipeline.enabled and pipeline.trigger.fires(event, image.key, content_type):
             job = store.new_job(session, pipeline, image, version, event)
             queue.enqueue(session, job, Source.of(image, version))
-            jobs.append(job)
-    return jobs
+            fired.append((job, pipeline))
+    return fired

@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from darkroom.engine import choose_format, probe, render
 from darkroom.engine.formats import EXTENSION, MIME
+from darkroom.engine.geometry import load_scale
+from darkroom.engine.load import Header
 from darkroom.errors import BadRequest, Conflict, DarkroomError, NotFound
 from darkroom.events.model import Event
 from darkroom.events.settings import WebhookSink
@@ -27,6 +29,7 @@ from darkroom.events.webhook import WebhookNotifier
 from darkroom.grammars import native
 from darkroom.plan.model import EditPlan
 from darkroom.pipelines import store
+from darkroom.pipelines.definition import Pipeline, cached
 from darkroom.pipelines.egress import check_public
 from darkroom.pipelines.context import StepContext
 from darkroom.pipelines.registry import register
@@ -93,8 +96,7 @@ def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
     for name, plan in params.plans.items():
         fmt = choose_format(plan.output.format, header, frozenset(),
                             plan.output.opaque_png_as_jpeg)
-        key = (f"{RENDITIONS_PREFIX}{source.image_id}/{source.sha256[:16]}-"
-               f"{plan.recipe_hash[:16]}.{EXTENSION.get(fmt, fmt)}")
+        key = rendition_key(source.image_id, source.sha256, plan, fmt)
         made[name] = {"key": key, "format": fmt, "plan_hash": plan.recipe_hash}
         plans[name] = plan
     for name, existing in runtime.call(_existing(runtime, made)).items():
@@ -127,6 +129,32 @@ def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
                        f"{source.image_id} version {source.version} replaced, deleted or "
                        "the job cancelled", "image_gone")
     return made
+
+
+def rendition_key(image_id: str, sha256: str, plan: EditPlan, fmt: str) -> str:
+    """Where a rendition of a source (by checksum) is stored: the same for every run."""
+    return (f"{RENDITIONS_PREFIX}{image_id}/{sha256[:16]}-{plan.recipe_hash[:16]}."
+            f"{EXTENSION.get(fmt, fmt)}")
+
+
+def first_renditions(pipeline: Pipeline) -> list[EditPlan]:
+    """The plans of the pipeline's first step, if it makes renditions."""
+    first = pipeline.steps[0]
+    if first.type != "renditions":
+        return []
+    return list(cached(RenditionsParams, first.params).plans.values())
+
+
+def head_start(pipelines: list[Pipeline], header: Header) -> EditPlan | None:
+    """Of the renditions that the first steps of `pipelines` make, the one that loads a
+    single-page source smallest: an upload makes it from the decode its descriptors need
+    anyway, and the step finds it made."""
+    if header.pages > 1:
+        return None
+    return min((plan for pipeline in pipelines for plan in first_renditions(pipeline)),
+               key=lambda plan: load_scale(header.width, header.height, plan.ops,
+                                           plan.source.orient and header.orientation >= 5),
+               default=None)
 
 
 async def _existing(runtime, made: dict[str, dict]) -> dict:
