@@ -14,9 +14,10 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from darkroom.catalog.metadata import Facts
 from darkroom.catalog.models import (
@@ -28,6 +29,12 @@ from darkroom.errors import BadRequest, Conflict, NotFound
 MAX_LIMIT = 100
 MAX_TAGS = 32
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$")
+_IMAGES = Image.__table__
+_INSERT_IMAGE, _INSERT_TAG = insert(_IMAGES), insert(ImageTag.__table__)
+_INSERT_EVENT = insert(OutboxEvent.__table__)
+_INSERT_VERSION = insert(ImageVersion.__table__).returning(ImageVersion.__table__.c.id)
+_SET_CURRENT = update(_IMAGES).where(_IMAGES.c.id == bindparam("_id")).values(
+    version=bindparam("_number"), status="ready", updated_at=bindparam("_now"))
 
 
 @dataclass(frozen=True)
@@ -59,15 +66,20 @@ def claim_new(session: Session, key: str, tags: list[str]) -> Image:
     """Insert the image row for `key`; Conflict(image_exists) if the key is catalogued.
 
     The insert is the transaction's first statement, so a concurrent upload of the same
-    key waits for this one to end and then fails on the unique key (no stale read)."""
-    image = Image(key=key, version=0, tags=[ImageTag(tag=t) for t in tags])
-    session.add(image)
+    key waits for this one to end and then fails on the unique key (no stale read). An
+    upload's rows are written by plain INSERTs, the returned entities are not the
+    session's: building the ORM's flush costs more than running it (uploads are hot)."""
+    now = utcnow()
+    values = {"id": new_id(), "key": key, "status": "ready", "version": 0,
+              "created_at": now, "updated_at": now}
     try:
-        session.flush()
+        session.execute(_INSERT_IMAGE, values)
     except IntegrityError:
         raise Conflict(f"an image with key {key!r} exists: PUT /v1/images/{{id}} replaces it",
                        "image_exists") from None
-    return image
+    if tags:
+        session.execute(_INSERT_TAG, [{"image_id": values["id"], "tag": t} for t in tags])
+    return Image(**values, tags=[ImageTag(tag=t) for t in tags])
 
 
 def claim_existing(session: Session, image_id: str) -> Image:
@@ -81,28 +93,29 @@ def claim_existing(session: Session, image_id: str) -> Image:
 
 def add_version(session: Session, image: Image, facts: Facts, sha256: str, size: int,
                 etag: str) -> ImageVersion:
-    """Record new bytes of `image` as its next, current version (written with the
-    transaction's next flush: its id is known after that)."""
+    """Record new bytes of `image` as its next, current version."""
     header = facts.header
-    version = ImageVersion(
-        image_id=image.id, number=image.version + 1, sha256=sha256, bytes=size,
-        format=header.format, width=header.width, height=header.height, pages=header.pages,
-        exif=facts.exif, colours=facts.colours, blurhash=facts.blurhash, phash=facts.phash,
-        storage_key=image.key, etag=etag)
-    session.add(version)
-    image.version = version.number
-    image.status = "ready"
-    image.updated_at = utcnow()
+    values = {"image_id": image.id, "number": image.version + 1, "sha256": sha256,
+              "bytes": size, "format": header.format, "width": header.width,
+              "height": header.height, "pages": header.pages, "exif": facts.exif,
+              "colours": facts.colours, "blurhash": facts.blurhash, "phash": facts.phash,
+              "storage_key": image.key, "etag": etag, "created_at": utcnow()}
+    version = ImageVersion(id=session.execute(_INSERT_VERSION, values).scalar_one(), **values)
+    now = utcnow()
+    session.execute(_SET_CURRENT, {"_id": image.id, "_number": version.number, "_now": now})
+    for name, value in (("version", version.number), ("status", "ready"), ("updated_at", now)):
+        set_committed_value(image, name, value)  # as written: nothing left to flush
     return version
 
 
 def add_event(session: Session, kind: str, subject: str, payload: dict,
               event_id: str | None = None) -> OutboxEvent:
-    """Queue an event in the outbox, inside the caller's transaction (written with its
-    next flush)."""
-    event = OutboxEvent(id=event_id or new_id(), type=kind, subject=subject, payload=payload)
-    session.add(event)
-    return event
+    """Queue an event in the outbox, inside the caller's transaction."""
+    now = utcnow()
+    values = {"id": event_id or new_id(), "type": kind, "subject": subject,
+              "payload": payload, "created_at": now, "attempts": 0, "next_attempt_at": now}
+    session.execute(_INSERT_EVENT, values)
+    return OutboxEvent(**values)
 
 
 def stop_jobs(session: Session, image_id: str, reason: str) -> list[str]:

@@ -1,4 +1,5 @@
-"""The statements a run executes on every job, built once and executed with parameters.
+"""The statements every job executes (its run, and the upload that makes it), built once
+and executed with parameters.
 
 Building a SQLAlchemy statement costs several times what running it on SQLite does
 (measured: a job's conditional `UPDATE ... RETURNING`, 524 us when built per call against
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import functools
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert, Update
 
@@ -19,6 +20,7 @@ from darkroom.catalog.models import ImageVersion, Job, Rendition
 from darkroom.catalog.pipeline_models import JobStep
 
 JOBS, STEPS = Job.__table__, JobStep.__table__
+INSERT_JOB, INSERT_STEP = insert(JOBS), insert(STEPS)
 
 
 @functools.lru_cache(maxsize=64)

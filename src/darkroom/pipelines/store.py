@@ -42,16 +42,18 @@ def run_plain(engine: Engine, work: Callable[[Connection], T]) -> T:
 
 def new_job(session: Session, pipeline: Pipeline, image: Image, version: ImageVersion,
             trigger: str) -> Job:
-    """A queued job of `pipeline` over `version`, with a pending row per step."""
-    job = Job(id=uuid.uuid4().hex, image_id=image.id, version=version.number,
-              pipeline=pipeline.name, status="queued", trigger=trigger, run=1,
-              definition=pipeline.model_dump(mode="json"))
-    session.add(job)
-    session.add_all(JobStep(job_id=job.id, name=step.name, position=i, kind=step.type,
-                            state="pending", attempts=0)
-                    for i, step in enumerate(pipeline.steps))
-    session.flush()
-    return job
+    """A queued job of `pipeline` over `version`, with a pending row per step (plain
+    INSERTs, as an upload's; the job returned is not the session's)."""
+    now = utcnow()
+    values = {"id": uuid.uuid4().hex, "image_id": image.id, "version": version.number,
+              "pipeline": pipeline.name, "status": "queued", "trigger": trigger, "run": 1,
+              "definition": pipeline.model_dump(mode="json"), "created_at": now,
+              "updated_at": now}
+    session.execute(sql.INSERT_JOB, values)
+    session.execute(sql.INSERT_STEP, [
+        {"job_id": values["id"], "name": step.name, "position": i, "kind": step.type,
+         "state": "pending", "attempts": 0} for i, step in enumerate(pipeline.steps)])
+    return Job(**values)
 
 
 def set_job(db: Session | Connection, job_id: str, statuses: tuple[str, ...],
