@@ -10,7 +10,8 @@ The pipeline side is `darkroom serve` (1 process, 2 engine threads, its in-proce
 on a fresh data dir: uploads go over HTTP, `concurrency` at a time, and the clock stops when
 the last job has succeeded. The reference renders each image's 3 plans on 2 threads (the
 machine's cores) and writes them to disk atomically, like the `renditions` step. Both run
-with VIPS_CONCURRENCY=1, alternately, `rounds` times; the figure is the median ratio.
+with VIPS_CONCURRENCY=1, `rounds` times, the reference before and after the pipeline (their
+mean is the round's reference); the figure is the median ratio.
 Beside the wall-clock ratios, each round reports CPU per image: the bare run's own, and the
 server process's (every thread, from /proc) over each phase. On a shared, noisy machine the
 CPU ratio moves far less than the wall-clock one; the wall-clock one adds the cores left
@@ -167,13 +168,14 @@ def pipeline(images: list[Path], data_dir: Path, concurrency: int, database: str
 
 
 def _finished(client, pipeline: str, count: int) -> float:
-    """When the `count`th job of `pipeline` succeeded (the jobs' own clock). The server is
-    polled cheaply (is any job still queued or running?) so that watching costs it little;
-    the jobs are listed once, at the end."""
+    """When the `count`th job of `pipeline` succeeded (the jobs' own clock, so how often
+    this looks does not move the figure). The server is asked once a second, cheaply (is
+    any job still queued or running?), so that watching costs it little; the jobs are
+    listed once, at the end."""
     while any(client.get("/v1/jobs", params={"pipeline": pipeline, "status": status,
                                              "limit": 1}).json()["items"]
               for status in ("queued", "running")):
-        time.sleep(0.25)
+        time.sleep(1.0)
     jobs, cursor = [], None
     while True:
         page = client.get("/v1/jobs", params={"pipeline": pipeline, "limit": 100,
@@ -216,11 +218,16 @@ def main() -> int:
     rows = []
     for round_ in range(args.rounds):
         with tempfile.TemporaryDirectory() as ref_dir, tempfile.TemporaryDirectory() as data:
-            bare, bare_cpu = bare_engine(images, Path(ref_dir))
+            before = bare_engine(images, Path(ref_dir))
             served = pipeline(images, Path(data), args.concurrency, args.database,
                               f"r{round_}{os.getpid()}")
+            after = bare_engine(images, Path(ref_dir))
+        # the reference on each side of the pipeline: a machine whose speed drifts during
+        # the round moves both alike
+        bare, bare_cpu = ((b + a) / 2 for b, a in zip(before, after))
         n = len(images)
         row = {"round": round_ + 1, "images": n, "bare_s": round(bare, 3),
+               "bare_s_before_after": [round(before[0], 3), round(after[0], 3)],
                "end_to_end_s": round(served["end_to_end"], 3),
                "pipeline_alone_s": round(served["alone"], 3),
                "bare_per_s": round(n / bare, 2),

@@ -121,7 +121,7 @@ class Pipelines(BaseModel):
     heartbeat_s: float = Field(2.0, gt=0, le=300)
     dead_after_s: float = Field(30.0, gt=0, le=86400, description="a worker silent this "
                                 "long is dead: another worker resumes its runs")
-    poll_s: float = Field(0.25, gt=0, le=60, description="queue polling interval (each "
+    poll_s: float = Field(0.5, gt=0, le=60, description="queue polling interval (each "
                           "poll costs the worker a few ms of CPU, busy or idle)")
     webhook_hosts: list[str] = Field(default_factory=list, description="hosts a webhook "
                                      "step may reach on private, loopback or link-local "

@@ -37,7 +37,8 @@ def factors(pixels: np.ndarray, x_components: int, y_components: int) -> np.ndar
     linear = _LINEAR[pixels[..., :3]]
     rows = np.cos(np.outer(np.arange(y_components), np.arange(height)) * np.pi / height)
     cols = np.cos(np.outer(np.arange(x_components), np.arange(width)) * np.pi / width)
-    sums = np.einsum("jy,yxc,ix->jic", rows, linear, cols, optimize=True)
+    sums = np.tensordot(np.tensordot(rows, linear, axes=(1, 0)), cols, axes=(1, 1))
+    sums = sums.transpose(0, 2, 1)  # (j, c, i) -> (j, i, c)
     scale = np.full((y_components, x_components, 1), 2.0)
     scale[0, 0] = 1.0
     return (scale * sums / (width * height)).reshape(-1, 3)
