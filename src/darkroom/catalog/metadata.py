@@ -57,7 +57,8 @@ def describe(path: Path, limits: Limits,
 
     When `pick` names a plan for the header, the image is decoded as that plan needs and
     both the plan's rendition and the descriptors are made from that one decode; if the
-    plan fails, the image is described alone (and refused there if it does not decode).
+    plan fails (or takes half the time budget), the image is described alone (and refused
+    there if it does not decode).
     The decoders read from memory, so the file is read once, after its size passed the
     limit; the upload that wrote it never held it whole."""
     check_source_bytes(path.stat().st_size, limits)
@@ -68,8 +69,9 @@ def describe(path: Path, limits: Limits,
     plan = pick(header) if pick is not None else None
     if plan is not None:
         seen: list[tuple] = []
-        try:
-            made = render(plan, data, limits, tap=lambda image: seen.append(descriptors(image)))
+        half = limits.model_copy(update={"time_budget_s": limits.time_budget_s / 2})
+        try:  # within half the time budget, so that describing alone has the rest
+            made = render(plan, data, half, tap=lambda image: seen.append(descriptors(image)))
         except DarkroomError:
             made = None
         if made is not None and seen:

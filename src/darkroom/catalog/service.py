@@ -102,15 +102,16 @@ class Catalog:
         key = key_for(facts.header.format)
         loop = asyncio.get_running_loop()
 
-        def write(session: Session, undo: Undo) -> dict:
+        def write(session: Session, undo: Undo) -> tuple[dict, str | None]:
             image = repository.claim_new(session, key, tags)
-            body = self._record(session, loop, image, staged, facts, "image.uploaded", undo)
+            body, fired = self._record(session, loop, image, staged, facts, "image.uploaded",
+                                       undo)
             if idempotency_key:
                 idempotency.remember(session, idempotency_key, request, body)
-            return body
+            return body, _made_key(image, staged.sha256, facts.made, fired)
 
         try:
-            return await self._run(write), False
+            body, made_key = await self._run(write)
         except (Conflict, CatalogError):
             if not idempotency_key:
                 raise
@@ -118,6 +119,9 @@ class Catalog:
             if replay is None:  # not a race with the same request: the error stands
                 raise
             return replay, True
+        if made_key is not None and facts.made is not None:
+            await self._store_made(made_key, facts.made[1])
+        return body, False
 
     async def replace(self, image_id: str, staged: Staged) -> dict:
         """Store new bytes for an image as its next version; old derivatives are dropped.
@@ -140,7 +144,7 @@ class Catalog:
             _drop_renditions(session, image)
             superseded.extend(repository.stop_jobs(session, image.id, "superseded by a "
                                                    f"new version ({image.version + 1})"))
-            return self._record(session, loop, image, staged, facts, "image.replaced")
+            return self._record(session, loop, image, staged, facts, "image.replaced")[0]
 
         body = await self._run(write)
         await self._forget(body["key"], image_id, superseded, keep=staged.sha256[:16])
@@ -184,9 +188,10 @@ class Catalog:
         return await self._run(read)
 
     def _record(self, session: Session, loop, image: Image, staged: Staged, facts: Facts,
-                kind: str, undo: Undo | None = None) -> dict:
-        """Write the object, then the version and its event; returns the image's detail.
-        With `undo`, a later failure deletes the object again."""
+                kind: str, undo: Undo | None = None) -> tuple[dict, list[tuple[Job, Pipeline]]]:
+        """Write the object, then the version and its event, and fire the pipelines; the
+        image's detail and the jobs fired. With `undo`, a later failure deletes the object
+        again."""
         key = image.key
         info = self._call(loop, self.storage.put_file(key, staged.path,
                                                       MIME[facts.header.format]))
@@ -197,22 +202,16 @@ class Catalog:
         repository.add_event(session, kind, image.id, _payload(image, version))
         fired = [] if self.queue is None else queue.fire(session, self.queue, image, version,
                                                           kind.removeprefix("image."))
-        if facts.made is not None and undo is not None:
-            self._keep_made(loop, image, staged.sha256, facts.made, fired, undo)
-        return repository.detail(session, image, version, new_version=True,
-                                 jobs=[j for j, _ in fired] if kind == "image.uploaded" else None)
+        return repository.detail(session, image, version, new_version=True, jobs=[
+            j for j, _ in fired] if kind == "image.uploaded" else None), fired
 
-    def _keep_made(self, loop, image: Image, sha256: str, made: tuple[EditPlan, Rendered],
-                   fired: list[tuple[Job, Pipeline]], undo: Undo) -> None:
-        """Store the rendition the upload made (`steps.head_start`) where the first step of
-        a job just fired will look for it; unless no such step makes it any more."""
-        plan, rendered = made
-        if not any(plan.recipe_hash == p.recipe_hash
-                   for _, pipeline in fired for p in steps.first_renditions(pipeline)):
-            return
-        key = steps.rendition_key(image.id, sha256, plan, rendered.format)
-        self._call(loop, self.storage.put(key, rendered.data, MIME[rendered.format]))
-        undo.append(lambda: self._call(loop, self.storage.delete(key)))
+    async def _store_made(self, key: str, rendered: Rendered) -> None:
+        """Store the rendition the upload made, after the commit (a job fired waits for
+        the next poll of the queue); best effort: a step that does not find it makes it."""
+        try:
+            await self.storage.put(key, rendered.data, MIME[rendered.format])
+        except DarkroomError as error:
+            log.warning("head_start_not_stored", key=key, error=error.message)
 
     async def _head_start(self, key_for: Callable[[str], str]
                           ) -> Callable[[Header], EditPlan | None] | None:
@@ -276,6 +275,16 @@ class Catalog:
     def _call(loop: asyncio.AbstractEventLoop, coroutine: Awaitable[T]) -> T:
         """Run a storage coroutine on the server's loop from a database thread."""
         return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+
+
+def _made_key(image: Image, sha256: str, made: tuple[EditPlan, Rendered] | None,
+              fired: list[tuple[Job, Pipeline]]) -> str | None:
+    """Where the rendition an upload made goes (`steps.head_start`): the key the first step
+    of a job just fired looks at; None if no such step makes it (any more)."""
+    if made is None or not any(made[0].recipe_hash == plan.recipe_hash for _, pipeline in fired
+                               for plan in steps.first_renditions(pipeline)):
+        return None
+    return steps.rendition_key(image.id, sha256, made[0], made[1].format)
 
 
 def _drop_renditions(session: Session, image: Image) -> None:

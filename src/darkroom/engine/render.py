@@ -46,9 +46,9 @@ def render(plan: EditPlan, data: bytes, limits: Limits, accept: frozenset[str] =
            assets: Mapping[str, bytes] | None = None, tap: Tap | None = None) -> Rendered:
     """Execute `plan` on `data` within `limits`; `accept` is what `auto` may choose from.
 
-    `tap`, for a single frame, is shown the decoded source (upright, 8-bit sRGB, shrunk
-    on load as the plan allows) before any step: the pixels are decoded once into memory
-    and serve both."""
+    `tap`, for a single frame, is shown the decoded source (8-bit sRGB, shrunk on load as
+    the plan allows, upright unless the plan keeps the stored orientation) before any step:
+    the pixels are decoded once into memory and serve both."""
     check_source_bytes(len(data), limits)
     header = probe(data)
     fmt = choose_format(plan.output.format, header, accept, plan.output.opaque_png_as_jpeg)

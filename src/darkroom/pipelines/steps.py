@@ -37,6 +37,8 @@ from darkroom.storage import check_key
 
 log = structlog.get_logger("darkroom.pipelines")
 RENDITIONS_PREFIX = "_renditions/"
+# A head start's source as loaded (JPEGs shrink by powers of two, so up to 4x this).
+HEAD_START_PIXELS = 1_000_000
 _NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 
@@ -147,14 +149,18 @@ def first_renditions(pipeline: Pipeline) -> list[EditPlan]:
 
 def head_start(pipelines: list[Pipeline], header: Header) -> EditPlan | None:
     """Of the renditions that the first steps of `pipelines` make, the one that loads a
-    single-page source smallest: an upload makes it from the decode its descriptors need
-    anyway, and the step finds it made."""
-    if header.pages > 1:
+    single-page raster source smallest, if that is small (`HEAD_START_PIXELS`, the memory
+    an upload may hold): an upload makes it from the decode its descriptors need anyway,
+    and the step finds it made. Only plans that stand the source upright qualify (the
+    descriptors expect it so)."""
+    if header.pages > 1 or header.format == "svg":
         return None
-    return min((plan for pipeline in pipelines for plan in first_renditions(pipeline)),
-               key=lambda plan: load_scale(header.width, header.height, plan.ops,
-                                           plan.source.orient and header.orientation >= 5),
-               default=None)
+    swap = header.orientation >= 5
+    scales = [(load_scale(header.width, header.height, plan.ops, swap), plan)
+              for pipeline in pipelines for plan in first_renditions(pipeline)
+              if plan.source.orient]
+    scale, plan = min(scales, key=lambda pair: pair[0], default=(1.0, None))
+    return plan if header.width * header.height * scale**2 <= HEAD_START_PIXELS else None
 
 
 async def _existing(runtime, made: dict[str, dict]) -> dict:

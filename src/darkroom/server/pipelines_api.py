@@ -54,6 +54,7 @@ def pipelines_router(catalog: Catalog, queue: JobQueue, authorize: Callable[[Req
         authorize(request)
         pipeline = await _read_definition(request, name)
         body, created = await catalog.transact(lambda s: admin.save_pipeline(s, pipeline))
+        queue.pipelines = None  # read again by the next upload, for its head start
         await on_pipeline()
         return JSONResponse(body, 201 if created else 200)
 
@@ -61,6 +62,7 @@ def pipelines_router(catalog: Catalog, queue: JobQueue, authorize: Callable[[Req
     async def delete_pipeline(name: Annotated[str, _NAME], request: Request) -> Response:
         authorize(request)
         await catalog.transact(lambda s: admin.delete_pipeline(s, name))
+        queue.pipelines = None
         return Response(status_code=204)
 
     @router.post("/pipelines/{name}/runs", status_code=202)
