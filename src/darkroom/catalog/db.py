@@ -22,7 +22,9 @@ from darkroom.errors import CatalogError, DarkroomError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 BUSY_TIMEOUT_MS = 30_000
-SQLITE_POOL = 24
+# Enough pooled connections for every thread that writes (8 request threads, a worker's
+# 16 runs, heartbeats), so none waits on the pool or is opened and dropped per use.
+POOL_SIZE = 24
 _PG_MIGRATION_LOCK = 0x6461726B  # "dark": one migrating process at a time
 _PG_LOCK_POLL_S = 0.2
 
@@ -38,16 +40,15 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        # Enough pooled connections for every thread that writes (requests, steps, the
-        # workflows' own bookkeeping), so none is opened, set up and dropped per use.
         engine = create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000},
-                               pool_size=SQLITE_POOL, max_overflow=SQLITE_POOL)
+                               pool_size=POOL_SIZE, max_overflow=POOL_SIZE)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     if parsed.get_backend_name() != "postgresql":
         raise DarkroomError(f"database_url must be sqlite or postgresql, not "
                             f"{parsed.get_backend_name()}", "bad_config")
-    return create_engine(parsed, pool_pre_ping=True)
+    return create_engine(parsed, pool_pre_ping=True, pool_size=POOL_SIZE,
+                         max_overflow=POOL_SIZE)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
