@@ -1,11 +1,17 @@
-"""Pipeline definitions: YAML, validation errors that name the fault, Step Functions rules."""
+"""Pipeline definitions: YAML, validation errors that name the fault, Step Functions rules,
+and which rendition an upload makes as a head start."""
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl
+
 import pytest
 
+from darkroom.engine.load import Header
 from darkroom.errors import BadRequest
+from darkroom.grammars import native
 from darkroom.pipelines.definition import Retrier, Trigger, load_yaml, matches, parse
+from darkroom.pipelines.steps import head_start
 
 YAML = """
 pipelines:
@@ -101,3 +107,40 @@ def test_triggers_match_event_prefix_and_content_type():
     assert not trigger.fires("uploaded", "blog/a.jpg", "image/jpeg")
     assert not trigger.fires("uploaded", "shop/a.gif", "image/gif")
     assert Trigger().fires("replaced", "any/key.webp", "image/webp")
+
+
+
+def _sizes(name: str, first: str, renditions: dict):
+    steps = [{"name": "sizes", "type": "renditions", "params": {"renditions": renditions}}]
+    if first != "renditions":
+        steps.insert(0, {"name": "first", "type": first})
+    return parse({"name": name, "steps": steps})
+
+
+def _plan(query: str):
+    return native.parse("rendition", parse_qsl(query, keep_blank_values=True))
+
+
+def test_a_head_start_is_the_first_steps_rendition_that_loads_the_source_smallest():
+    photo = Header("jpeg", 4000, 3000, 1, False, 1, False, 1)
+    web = _sizes("web", "renditions", {"large": "w=1600", "card": "w=480"})
+    app = _sizes("app", "renditions", {"icon": "w=64&h=64&fit=cover"})
+    later = _sizes("later", "notify", {"tiny": "w=16"})  # not its first step
+    assert head_start([web, later], photo) == _plan("w=480")
+    assert head_start([web, app, later], photo) == _plan("w=64&h=64&fit=cover")
+    assert head_start([later], photo) is None
+
+
+def test_a_head_start_sees_the_source_as_its_exif_orientation_stands_it():
+    sides = _sizes("sides", "renditions", {"wide": "w=480", "tall": "h=480"})
+    assert head_start([sides], Header("jpeg", 4000, 3000, 1, False, 1, False, 1)) == _plan("w=480")
+    assert head_start([sides], Header("jpeg", 4000, 3000, 1, False, 6, False, 1)) == _plan("h=480")
+
+
+def test_no_head_start_past_a_megapixel_as_loaded_nor_for_pages_or_svg():
+    web = _sizes("web", "renditions", {"card": "w=480"})
+    whole = _sizes("whole", "renditions", {"webp": "fm=webp"})
+    assert head_start([whole], Header("jpeg", 4000, 3000, 1, False, 1, False, 1)) is None
+    assert head_start([whole], Header("jpeg", 1000, 1000, 1, False, 1, False, 1)) is not None
+    assert head_start([web], Header("gif", 4000, 3000, 5, False, 1, False, 1)) is None
+    assert head_start([web], Header("svg", 4000, 3000, 1, True, 1, False, 1)) is None
