@@ -3,6 +3,8 @@
 Each write runs in one database transaction that first claims the image's row, then
 writes the object, then adds the version and its outbox event. If anything fails after
 the object was written, the object is deleted again, so a failed upload leaves nothing.
+A head start (the rendition an upload makes for its pipelines from the decode that gives
+its descriptors, see `steps.head_start`) is stored after the commit, best effort.
 """
 
 from __future__ import annotations
