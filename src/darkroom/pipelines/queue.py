@@ -81,9 +81,8 @@ class JobQueue:
     def head_start(self, event: str, key: str, header: Header) -> EditPlan | None:
         """The rendition an upload of `key` may make itself (`steps.head_start`), by the
         pipelines as last read: `fire` then finds whether they still want it."""
-        content_type = MIME.get(header.format, "application/octet-stream")
-        return steps.head_start([p for p in self.pipelines or [] if p.enabled
-                                 and p.trigger.fires(event, key, content_type)], header)
+        return steps.head_start(triggered(self.pipelines or [], event, key, header.format),
+                                header)
 
     def enqueue(self, session: Session, job: Job | Row, source: Source | None = None) -> None:
         """Enqueue `job`'s current run (an entity, or a row of its table) inside
@@ -126,11 +125,16 @@ def fire(session: Session, queue: JobQueue, image: Image, version: ImageVersion,
          event: str) -> list[tuple[Job, Pipeline]]:
     """Make and enqueue a job for each enabled pipeline that `event` on `version` triggers
     (in the caller's transaction, so the change and its jobs commit together)."""
-    content_type = MIME.get(version.format, "application/octet-stream")
     fired = []
-    for pipeline in read_pipelines(session, queue):
-        if pipeline.enabled and pipeline.trigger.fires(event, image.key, content_type):
-            job = store.new_job(session, pipeline, image, version, event)
-            queue.enqueue(session, job, Source.of(image, version))
-            fired.append((job, pipeline))
+    for pipeline in triggered(read_pipelines(session, queue), event, image.key, version.format):
+        job = store.new_job(session, pipeline, image, version, event)
+        queue.enqueue(session, job, Source.of(image, version))
+        fired.append((job, pipeline))
     return fired
+
+
+def triggered(pipelines: list[Pipeline], event: str, key: str, fmt: str) -> list[Pipeline]:
+    """The enabled pipelines among `pipelines` that `event` on an image at `key` of format
+    `fmt` triggers."""
+    content_type = MIME.get(fmt, "application/octet-stream")
+    return [p for p in pipelines if p.enabled and p.trigger.fires(event, key, content_type)]
