@@ -9,7 +9,7 @@ import pytest
 import pyvips
 
 from darkroom.catalog import blurhash
-from darkroom.catalog.metadata import describe, perceptual_hash
+from darkroom.catalog.metadata import AVERAGED, describe, descriptors, perceptual_hash
 from darkroom.config import Limits
 from darkroom.engine import render
 from darkroom.errors import DarkroomError
@@ -110,6 +110,20 @@ def test_perceptual_hash_survives_a_resize(tmp_path):
     assert bin(first ^ second).count("1") <= 8
     other = int(describe(CORPUS / one("flat-colour")["path"], LIMITS).phash, 16)
     assert bin(first ^ other).count("1") > 16
+
+
+def test_descriptors_agree_whether_averaged_in_memory_or_shrunk_by_libvips():
+    """Up to AVERAGED pixels an image is averaged in memory, past them libvips shrinks it
+    first (streaming): one picture on either side of the line is described alike."""
+    photo = pyvips.Image.new_from_file(str(CORPUS / one("exif-orientation-6")["path"])
+                                       ).autorot()  # upright, as describe's images are
+    large = photo.resize(1.2 * (AVERAGED / (photo.width * photo.height)) ** 0.5)
+    small = photo.resize(0.8 * (AVERAGED / (photo.width * photo.height)) ** 0.5)
+    assert large.width * large.height > AVERAGED >= small.width * small.height
+    (big_colours, big_blur, big_phash), (colours, blur, phash) = map(descriptors, (large, small))
+    assert _hamming(big_phash, phash) <= 2
+    assert (big_blur[0], big_blur[2:6]) == (blur[0], blur[2:6])  # components, mean colour
+    assert [c["hex"] for c in big_colours[:2]] == [c["hex"] for c in colours[:2]]
 
 
 def test_perceptual_hash_is_64_bits():

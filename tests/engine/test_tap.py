@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import parse_qsl
 
 from darkroom.config import Limits
-from darkroom.engine import render
+from darkroom.engine import probe, render
 from darkroom.grammars import native
 
 from engine.helpers import one, read
@@ -34,3 +34,8 @@ def test_an_animation_is_not_tapped():
     seen = []
     render(_plan("w=50&fm=gif"), read(one("animated", "ok")), LIMITS, tap=seen.append)
     assert seen == []
+
+
+def test_a_header_given_spares_the_probe_and_changes_nothing():
+    data, plan = read(one("exif-orientation-6")), _plan("w=100&fm=webp")
+    assert render(plan, data, LIMITS, header=probe(data)) == render(plan, data, LIMITS)

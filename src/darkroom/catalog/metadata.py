@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pyvips
 from PIL import Image as PILImage
@@ -32,6 +33,7 @@ from darkroom.errors import DarkroomError, Unprocessable
 from darkroom.plan.model import EditPlan
 
 THUMB = 64  # colours, BlurHash, and at half this side the perceptual hash (DCT)
+AVERAGED = 1_000_000  # pixels that `descriptors` may hold whole in memory (3 MB)
 _EXIF_TEXT = {"make": 0x010F, "model": 0x0110, "datetime": 0x0132}
 _EXIF_IFD, _GPS_IFD, _DATETIME_ORIGINAL = 0x8769, 0x8825, 0x9003
 _EXIF_NUMBERS = {"exposure_time": 0x829A, "f_number": 0x829D, "iso": 0x8827,
@@ -71,7 +73,8 @@ def describe(path: Path, limits: Limits,
         seen: list[tuple] = []
         half = limits.model_copy(update={"time_budget_s": limits.time_budget_s / 2})
         try:  # within half the time budget, so that describing alone has the rest
-            made = render(plan, data, half, tap=lambda image: seen.append(descriptors(image)))
+            made = render(plan, data, half, tap=lambda image: seen.append(descriptors(image)),
+                          header=header)
         except DarkroomError:
             made = None
         if made is not None and seen:
@@ -87,12 +90,17 @@ def describe(path: Path, limits: Limits,
 
 def descriptors(image: pyvips.Image) -> tuple[list, str, str]:
     """Dominant colours, BlurHash and perceptual hash of an upright sRGB image, all drawn
-    from one 64x64 thumbnail of it (transparency on white)."""
+    from one 64x64 thumbnail of it (transparency on white). Up to `AVERAGED` pixels, the
+    thumbnail is an area average by OpenCV of the pixels in memory (a libvips resize costs
+    1-2 ms of set-up on an image this small, the average 0.2-0.8 ms, for the same hashes);
+    a larger image (a source not shrunk on load) is first shrunk by libvips, streaming."""
     if image.hasalpha():
         image = image.flatten(background=[255, 255, 255])
     if image.bands > 3:
         image = image.extract_band(0, n=3)
-    pixels = _array(image.thumbnail_image(THUMB, height=THUMB, size="force"))
+    if image.width * image.height > AVERAGED:
+        image = image.thumbnail_image(THUMB, height=THUMB, size="force")
+    pixels = cv2.resize(_array(image), (THUMB, THUMB), interpolation=cv2.INTER_AREA)
     return dominant_colours(pixels), blurhash.encode(pixels), perceptual_hash(_grey_half(pixels))
 
 

@@ -43,14 +43,16 @@ Tap = Callable[[pyvips.Image], None]
 
 
 def render(plan: EditPlan, data: bytes, limits: Limits, accept: frozenset[str] = frozenset(),
-           assets: Mapping[str, bytes] | None = None, tap: Tap | None = None) -> Rendered:
+           assets: Mapping[str, bytes] | None = None, tap: Tap | None = None,
+           header: Header | None = None) -> Rendered:
     """Execute `plan` on `data` within `limits`; `accept` is what `auto` may choose from.
 
     `tap`, for a single frame, is shown the decoded source (8-bit sRGB, shrunk on load as
     the plan allows, upright unless the plan keeps the stored orientation) before any step:
-    the pixels are decoded once into memory and serve both."""
+    the pixels are decoded once into memory and serve both. `header` is `probe(data)` when
+    the caller already has it (several renders of one source)."""
     check_source_bytes(len(data), limits)
-    header = probe(data)
+    header = header or probe(data)
     fmt = choose_format(plan.output.format, header, accept, plan.output.opaque_png_as_jpeg)
     animated = (plan.output.animated and header.pages > 1 and header.format in ANIMATABLE
                 and fmt in ANIMATABLE)

@@ -105,7 +105,8 @@ def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
         made[name].update(bytes=existing.bytes, width=existing.width, height=existing.height,
                           written=False)
         del plans[name]
-    rendering = {name: runtime.renders.submit(render, plan, data, runtime.limits)
+    rendering = {name: runtime.renders.submit(render, plan, data, runtime.limits,
+                                              header=header)
                  for name, plan in plans.items()}
     writes = []
     for name, future in rendering.items():
