@@ -253,6 +253,9 @@ def main() -> int:
         "alone_cpu_ms", "upload_cpu_ms")}
     summary = {**{f"median_{k}": v for k, v in median.items()}, "renditions": RENDITIONS,
                "upload_concurrency": args.concurrency, "reference_threads": args.threads,
+               "server_threads": os.environ.get("DARKROOM_THREADS", "default"),
+               "server_render_threads": os.environ.get("DARKROOM_PIPELINES__RENDER_THREADS",
+                                                       "default"),
                "database": args.database or "sqlite",
                "photos": args.photos,
                "rounds": rows}

@@ -123,9 +123,10 @@ class Pipelines(BaseModel):
                                 "long is dead: another worker resumes its runs")
     poll_s: float = Field(0.5, gt=0, le=60, description="queue polling interval (each "
                           "poll costs the worker a few ms of CPU, busy or idle)")
-    render_threads: int = Field(4, ge=1, le=64, description="renders at once per worker: "
-                                "twice the cores, so that one render's waits (its decode "
-                                "and encode in libvips's own thread) leave no core idle")
+    render_threads: int | None = Field(None, ge=1, le=128, description="renders at once "
+                                       "per worker; default twice `threads`, so that one "
+                                       "render's waits (its decode and encode in libvips's "
+                                       "own thread) leave no core idle")
     webhook_hosts: list[str] = Field(default_factory=list, description="hosts a webhook "
                                      "step may reach on private, loopback or link-local "
                                      "addresses (others must be public)")

@@ -126,6 +126,20 @@ def test_descriptors_agree_whether_averaged_in_memory_or_shrunk_by_libvips():
     assert [c["hex"] for c in big_colours[:2]] == [c["hex"] for c in colours[:2]]
 
 
+@pytest.mark.parametrize("bands, size", [(1, (40, 30)), (2, (40, 30)), (3, (1, 7)),
+                                         (4, (300, 200)), (1, (1200, 1000))])
+def test_descriptors_of_grey_transparent_and_tiny_images(bands, size):
+    """Grey is taken as three equal channels and full transparency as white; a sliver or
+    a large grey image is described like any other."""
+    grey = pyvips.Image.black(*size) + 100
+    colour = grey.bandjoin([grey, grey]) if bands >= 3 else grey
+    image = colour.bandjoin(pyvips.Image.black(*size)) if bands in (2, 4) else colour
+    colours, blur, phash = descriptors(image.cast("uchar").copy(
+        interpretation="b-w" if bands < 3 else "srgb"))
+    expected = "#ffffff" if bands in (2, 4) else "#646464"
+    assert colours == [{"hex": expected, "share": 1.0}] and len(blur) == 28 and len(phash) == 16
+
+
 def test_perceptual_hash_is_64_bits():
     ramp = np.tile(np.arange(32, dtype=np.uint8) * 8, (32, 1))
     assert len(perceptual_hash(ramp)) == 16

@@ -38,4 +38,8 @@ def test_an_animation_is_not_tapped():
 
 def test_a_header_given_spares_the_probe_and_changes_nothing():
     data, plan = read(one("exif-orientation-6")), _plan("w=100&fm=webp")
-    assert render(plan, data, LIMITS, header=probe(data)) == render(plan, data, LIMITS)
+    alone = render(plan, data, LIMITS)
+    assert render(plan, data, LIMITS, header=probe(data)) == alone
+    # a header of other bytes is not trusted: the source is probed after all
+    other = probe(read(one("alpha")))
+    assert render(plan, data, LIMITS, header=other) == alone

@@ -1,5 +1,5 @@
 """Pipeline definitions: YAML, validation errors that name the fault, Step Functions rules,
-and which rendition an upload makes as a head start."""
+which rendition an upload makes as a head start, and how many renders a worker runs."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from urllib.parse import parse_qsl
 
 import pytest
 
+from darkroom.config import Settings
 from darkroom.engine.load import Header
 from darkroom.errors import BadRequest
 from darkroom.grammars import native
+from darkroom.pipelines.context import Runtime
 from darkroom.pipelines.definition import Retrier, Trigger, load_yaml, matches, parse
 from darkroom.pipelines.steps import head_start
 
@@ -144,3 +146,16 @@ def test_no_head_start_past_a_megapixel_as_loaded_nor_for_pages_or_svg():
     assert head_start([whole], Header("jpeg", 1000, 1000, 1, False, 1, False, 1)) is not None
     assert head_start([web], Header("gif", 4000, 3000, 5, False, 1, False, 1)) is None
     assert head_start([web], Header("svg", 4000, 3000, 1, True, 1, False, 1)) is None
+
+
+@pytest.mark.parametrize("env, expected", [({}, 4), ({"DARKROOM_THREADS": "3"}, 6),
+                                           ({"DARKROOM_PIPELINES__RENDER_THREADS": "1"}, 1)])
+def test_a_worker_renders_on_twice_the_engine_threads_unless_told(tmp_path, monkeypatch,
+                                                                  env, expected):
+    for name, value in {"DARKROOM_DATA_DIR": str(tmp_path), **env}.items():
+        monkeypatch.setenv(name, value)
+    runtime = Runtime(Settings(), engine=None)
+    try:
+        assert runtime.renders._max_workers == expected
+    finally:
+        runtime.close()

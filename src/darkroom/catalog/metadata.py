@@ -98,8 +98,10 @@ def descriptors(image: pyvips.Image) -> tuple[list, str, str]:
         image = image.flatten(background=[255, 255, 255])
     if image.bands > 3:
         image = image.extract_band(0, n=3)
-    if image.width * image.height > AVERAGED:
-        image = image.thumbnail_image(THUMB, height=THUMB, size="force")
+    elif image.bands < 3:  # grey
+        image = image.bandjoin([image] * (3 - image.bands)).copy(interpretation="srgb")
+    if image.width * image.height > AVERAGED:  # upright already: no turn by a stale tag
+        image = image.thumbnail_image(THUMB, height=THUMB, size="force", no_rotate=True)
     pixels = cv2.resize(_array(image), (THUMB, THUMB), interpolation=cv2.INTER_AREA)
     return dominant_colours(pixels), blurhash.encode(pixels), perceptual_hash(_grey_half(pixels))
 

@@ -52,7 +52,8 @@ def render(plan: EditPlan, data: bytes, limits: Limits, accept: frozenset[str] =
     the pixels are decoded once into memory and serve both. `header` is `probe(data)` when
     the caller already has it (several renders of one source)."""
     check_source_bytes(len(data), limits)
-    header = header or probe(data)
+    if header is None or header.bytes != len(data):
+        header = probe(data)
     fmt = choose_format(plan.output.format, header, accept, plan.output.opaque_png_as_jpeg)
     animated = (plan.output.animated and header.pages > 1 and header.format in ANIMATABLE
                 and fmt in ANIMATABLE)

@@ -32,8 +32,9 @@ class Runtime:
         self.engine = engine
         self.limits = settings.limits
         self.storage: Storage = open_storage(settings)
-        self.renders = ThreadPoolExecutor(settings.pipelines.render_threads,
-                                          thread_name_prefix="render")
+        self.renders = ThreadPoolExecutor(
+            settings.pipelines.render_threads or 2 * settings.threads,
+            thread_name_prefix="render")
         # Two per run: its attempt, and one that ran past its timeout and is finishing.
         self.steps = ThreadPoolExecutor(2 * settings.pipelines.concurrency,
                                         thread_name_prefix="step")
