@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import time
@@ -158,6 +159,17 @@ async def test_put_file_streams_a_local_file(storage: Storage, tmp_path: Path, s
     assert source.read_bytes() == data  # the source file is left in place
 
 
+async def test_put_file_may_take_the_file_over(storage: Storage, tmp_path: Path) -> None:
+    source = tmp_path / "upload.part"
+    source.write_bytes(b"received bytes")
+    await storage.put("k", b"old")
+    info = await storage.put_file("k", source, "image/jpeg", move=True)
+    assert await storage.get("k") == b"received bytes"
+    assert (await storage.head("k")).etag == info.etag
+    if isinstance(storage, LocalStorage):  # renamed into place, not written again
+        assert not source.exists()
+
+
 async def test_put_file_errors(storage: Storage, tmp_path: Path,
                                monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(BadRequest):
@@ -177,6 +189,26 @@ async def test_put_file_errors(storage: Storage, tmp_path: Path,
 
 
 # Backend-specific extras.
+
+
+async def test_local_move_across_filesystems_copies(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file on another filesystem than the storage root cannot be renamed into place:
+    it is copied as any other (and the object's etag changes, as on any write)."""
+    storage = LocalStorage(tmp_path / "root")
+    source = tmp_path / "upload.part"
+    source.write_bytes(b"same")
+    first = await storage.put("k", b"same")
+    replace = os.replace
+
+    def across(src, dst):
+        if Path(src) == source:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", across)
+    info = await storage.put_file("k", source, move=True)
+    assert await storage.get("k") == b"same" and info.etag != first.etag
 
 
 async def test_local_same_size_rewrite_changes_etag(tmp_path: Path) -> None:

@@ -66,6 +66,12 @@ def test_every_accepted_file_uploads_raw_and_multipart(api):
             assert api.get(f"/v1/images/{body['id']}").json() == body
     assert count_rows(api.settings.database_url, "images") == 2 * len(OK_FILES)
     assert files_under(api.settings.data_dir / "tmp") == []
+    # moved into storage from the upload's own file, with any new file's mode
+    fresh = api.settings.data_dir / "fresh"
+    fresh.write_bytes(b"")
+    mode = fresh.stat().st_mode & 0o777
+    assert {(api.settings.storage_dir / f"raw/{e['path']}").stat().st_mode & 0o777
+            for e in OK_FILES} == {mode}
 
 
 @pytest.mark.parametrize("entry", REJECT_FILES, ids=lambda e: e["path"])

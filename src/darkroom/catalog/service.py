@@ -196,7 +196,7 @@ class Catalog:
         again."""
         key = image.key
         info = self._call(loop, self.storage.put_file(key, staged.path,
-                                                      MIME[facts.header.format]))
+                                                      MIME[facts.header.format], move=True))
         if undo is not None:
             undo.append(lambda: self._call(loop, self.storage.delete(key)))
         version = repository.add_version(session, image, facts, staged.sha256, staged.size,

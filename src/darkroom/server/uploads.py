@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -43,9 +43,10 @@ class _Sink:
 
     def __init__(self, directory: Path, max_bytes: int) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=directory, prefix="upload-", suffix=".part")
-        self.file = os.fdopen(fd, "wb")
-        self.path = Path(name)
+        # the mode of any new file (0666 less the umask): the upload is moved into storage
+        self.path = directory / f"upload-{uuid.uuid4().hex}.part"
+        self.file = os.fdopen(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                                      0o666), "wb")
         self.digest = hashlib.sha256()
         self.size = 0
         self.max_bytes = max_bytes

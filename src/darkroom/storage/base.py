@@ -36,10 +36,12 @@ class Storage(Protocol):
     async def put(self, key: str, data: bytes, content_type: str | None = None) -> ObjectInfo:
         """Write atomically: readers see the old object or the new one, never a part."""
 
-    async def put_file(self, key: str, source: Path, content_type: str | None = None
-                       ) -> ObjectInfo:
+    async def put_file(self, key: str, source: Path, content_type: str | None = None,
+                       move: bool = False) -> ObjectInfo:
         """Write the local file `source` under `key` as atomically as `put`, streaming it
-        (never the whole file in memory); the file itself is left in place."""
+        (never the whole file in memory); the file itself is left in place, unless `move`
+        lets the backend take it over (local disk renames it into place on the same
+        filesystem, instead of writing it again): then the caller must not use it again."""
 
     async def discard_partial(self, key: str) -> int:
         """Remove what writes of `key` cut short by a crash left behind (temporary files of

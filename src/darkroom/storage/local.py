@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import os
 import re
@@ -94,11 +95,12 @@ class LocalStorage:
             raise StorageError(f"cannot write {key!r}: {e.strerror or e}") from e
         return _info(key, st)
 
-    async def put_file(self, key: str, source: Path, content_type: str | None = None
-                       ) -> ObjectInfo:
+    async def put_file(self, key: str, source: Path, content_type: str | None = None,
+                       move: bool = False) -> ObjectInfo:
         path = self.path_for(key)
         try:
-            st = await asyncio.to_thread(_write_atomic, path, Path(source))
+            st = await asyncio.to_thread(_move_atomic if move else _write_atomic, path,
+                                         Path(source))
         except OSError as e:
             raise StorageError(f"cannot write {key!r}: {e.strerror or e}") from e
         return _info(key, st)
@@ -193,6 +195,27 @@ def _write_atomic(path: Path, data: bytes | Path) -> os.stat_result:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _move_atomic(path: Path, source: Path) -> os.stat_result:
+    """fsync the file `source` and rename it over `path`; copied as `_write_atomic` does
+    when it lies on another filesystem."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(source, os.O_RDONLY)
+    try:
+        now = time.time_ns()  # as a fresh write's: the etag changes with every version
+        os.utime(fd, ns=(now, now))
+        os.fsync(fd)
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.replace(source, path)
+    except OSError as error:
+        if error.errno != errno.EXDEV:
+            raise
+        return _write_atomic(path, source)
+    return st
 
 
 @functools.lru_cache(maxsize=4096)

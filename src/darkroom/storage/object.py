@@ -82,9 +82,9 @@ class ObjectStorage:
         etag = (result["e_tag"] or "").strip('"')
         return ObjectInfo(key=key, size=len(data), etag=etag, modified=time.time())
 
-    async def put_file(self, key: str, source: Path, content_type: str | None = None
-                       ) -> ObjectInfo:
-        check_key(key)
+    async def put_file(self, key: str, source: Path, content_type: str | None = None,
+                       move: bool = False) -> ObjectInfo:
+        check_key(key)  # `move` changes nothing: the file is sent either way
         attributes = {"Content-Type": content_type} if content_type else None
         try:
             size = os.path.getsize(source)
