@@ -118,3 +118,18 @@ async def test_replacing_drops_stored_renditions(catalog: Catalog, database_url)
     assert not (catalog.storage.root / old_key).exists()
     assert (catalog.storage.root / new_key).exists()
     assert count_rows(database_url, "renditions") == 0
+
+
+async def test_only_a_received_file_is_moved_into_storage(catalog: Catalog, tmp_path: Path):
+    """An upload received into the catalog's own temporary file is renamed into place; a
+    caller's file (the CLI uploads files where they lie) is only read, never taken."""
+    entry = SMALL[0]
+    source = CORPUS / entry["path"]
+    await catalog.upload(staged(entry), "theirs.jpg", [])
+    assert source.read_bytes() == (tmp_path / "storage" / "theirs.jpg").read_bytes()
+    received = tmp_path / "upload-1.part"
+    received.write_bytes(source.read_bytes())
+    await catalog.upload(Staged(received, entry["sha256"], entry["bytes"], owned=True),
+                         "ours.jpg", [])
+    assert not received.exists()
+    assert (tmp_path / "storage" / "ours.jpg").read_bytes() == source.read_bytes()

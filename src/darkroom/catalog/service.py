@@ -50,11 +50,14 @@ Undo = list[Callable[[], None]]
 
 @dataclass(frozen=True)
 class Staged:
-    """An upload received into a local temporary file, with its checksum and size."""
+    """An upload in a local file, with its checksum and size. `owned`: the file is the
+    catalog's (received into a temporary file), so storage may take it over instead of
+    copying it; a caller's own file (the CLI's) is only ever read."""
 
     path: Path
     sha256: str
     size: int
+    owned: bool = False
 
 
 class Catalog:
@@ -196,7 +199,8 @@ class Catalog:
         again."""
         key = image.key
         info = self._call(loop, self.storage.put_file(key, staged.path,
-                                                      MIME[facts.header.format], move=True))
+                                                      MIME[facts.header.format],
+                                                      move=staged.owned))
         if undo is not None:
             undo.append(lambda: self._call(loop, self.storage.delete(key)))
         version = repository.add_version(session, image, facts, staged.sha256, staged.size,

@@ -60,7 +60,7 @@ class _Sink:
 
     def staged(self) -> Staged:
         self.file.close()
-        return Staged(self.path, self.digest.hexdigest(), self.size)
+        return Staged(self.path, self.digest.hexdigest(), self.size, owned=True)
 
 
 @asynccontextmanager
