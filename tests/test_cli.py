@@ -292,6 +292,7 @@ def test_upload_and_images_on_the_local_catalog(tmp_path, monkeypatch):
     assert result.exit_code == 1, result.output
     assert "3 uploaded, 1 failed" in flat(result.stderr)
     assert "unsupported_format" in flat(result.stderr)
+    assert all(Path(p).is_file() for p in paths)  # uploaded where they lie, never taken
     listed = runner.invoke(app, ["images", "--prefix", "cli/", "--json"])
     assert listed.exit_code == 0, listed.output
     items = [json.loads(line) for line in listed.stdout.splitlines()]
