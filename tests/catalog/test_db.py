@@ -14,7 +14,8 @@ from darkroom.errors import DarkroomError
 from .databases import fresh_url  # noqa: F401
 
 TABLES = {"images", "image_tags", "image_versions", "renditions", "jobs", "idempotency_keys",
-          "outbox", "outbox_deliveries", "alembic_version", "pipelines", "job_steps", "workers"}
+          "outbox", "outbox_deliveries", "alembic_version", "pipelines", "job_steps",
+          "job_attempts", "workers"}
 
 
 def test_migrations_create_every_table_and_match_the_models(fresh_url):  # noqa: F811
@@ -24,7 +25,7 @@ def test_migrations_create_every_table_and_match_the_models(fresh_url):  # noqa:
     assert set(inspect(engine).get_table_names()) == TABLES
     with engine.connect() as connection:
         version = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
-        assert version == "0003"
+        assert version == "0004"
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
     engine.dispose()
 

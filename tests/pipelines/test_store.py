@@ -96,33 +96,35 @@ def test_a_stopped_run_may_not_catalogue_renditions_or_write_copies(engine):
     assert not store.run(engine, lambda s: store.may_write_copy(s, job_id, 1, "cdn/a.jpg"))
 
 
-def test_an_attempt_replayed_after_it_ended_the_job_gets_its_output_back(engine):
-    """The attempt that ends a job commits that end itself; if its process dies before
-    DBOS records the attempt, the replayed attempt must neither run the step again nor
-    take the job for stopped (which made a renditions step delete what it catalogued)."""
+def test_an_attempt_that_ended_answers_its_recorded_outcome_on_a_replay(engine):
+    """An attempt's end records its outcome in the same transaction (and the last step's
+    ends the job too): a run replayed after its process died answers the attempts that
+    ended from their records, never running a step again nor taking the job it ended for
+    stopped (which made a renditions step delete what it catalogued)."""
     job_id, now = _job(engine), utcnow()
+    failed = {"ok": False, "error": "storage_unavailable", "message": "planned"}
+    done = {"ok": True, "output": {"made": 1}, "finished": True}
     assert _start(engine, job_id) == 1
+    assert store.run_plain(engine, lambda c: store.end_attempt(
+        c, job_id, 1, 0, "meta", now, failed)) is False
     assert _start(engine, job_id, first=False) == 2  # a retry
-    assert store.run_plain(engine, lambda c: store.end_last_step(c, job_id, "meta", 1, now,
-                                                                 {"made": 1})) is True
-    before = store.run(engine, lambda s: s.get(Job, job_id).updated_at)
-    for first in (True, False):  # the replay starts nothing
-        assert _start(engine, job_id, first=first) is None
-    assert store.run(engine, lambda s: s.get(Job, job_id).updated_at) == before
+    assert store.run_plain(engine, lambda c: store.end_attempt(
+        c, job_id, 1, 1, "meta", now, done)) is True  # ... that ends the job
+    for seq, outcome in enumerate((failed, done, None)):
+        assert store.run_plain(engine, lambda c: store.recorded(c, job_id, 1, seq)) == outcome
+    assert store.run_plain(engine, lambda c: store.recorded(c, job_id, 2, 0)) is None
     step = store.run(engine, lambda s: s.scalars(select(JobStep).where(
         JobStep.job_id == job_id)).one())
-    assert (step.state, step.attempts) == ("succeeded", 2)
-    assert store.run_plain(engine, lambda c: store.ended_with(c, job_id, 1, "meta")) == (
-        True, {"made": 1})
-    assert store.run_plain(engine, lambda c: store.ended_with(c, job_id, 2, "meta")) == (
-        False, None)
+    assert (step.state, step.attempts, step.output) == ("succeeded", 2, {"made": 1})
+    assert store.run(engine, lambda s: s.get(Job, job_id).status) == "succeeded"
+    assert store.run_plain(engine, lambda c: store.end_attempt(  # a second writer: no-op
+        c, job_id, 1, 1, "meta", now, done)) is False
+    assert store.run_plain(engine, lambda c: store.recorded(c, job_id, 1, 1)) == done
     kinds = store.run(engine, lambda s: sorted(s.scalars(select(OutboxEvent.type))))
     assert kinds == ["job.started", "job.succeeded"]  # each once
-    other = _job(engine, "b.jpg")
-    store.run(engine, lambda s: admin.cancel_job(s, other))
-    assert _start(engine, other) is None
-    assert store.run_plain(engine, lambda c: store.ended_with(c, other, 1, "meta")) == (
-        False, None)
+    history = store.run(engine, lambda s: admin.job_detail(s, job_id))["history"]
+    assert [(h["run"], h["step"], h["status"], h["error"]) for h in history] == [
+        (1, "meta", "failed", "storage_unavailable: planned"), (1, "meta", "succeeded", None)]
 
 
 def test_a_masked_secret_is_never_saved(engine):

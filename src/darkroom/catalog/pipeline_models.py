@@ -1,4 +1,5 @@
-"""The pipelines' tables: definitions, each run's steps, and the workers' heartbeats."""
+"""The pipelines' tables: definitions, each run's steps and attempts, and the workers'
+heartbeats."""
 
 from __future__ import annotations
 
@@ -38,6 +39,23 @@ class JobStep(Base):
     duration_ms: Mapped[int | None]
     error: Mapped[str | None] = mapped_column(Text)
     output: Mapped[dict | None]
+
+
+class JobAttempt(Base):
+    """One ended attempt of a step in a run, in the order the run made them (`seq`): its
+    outcome as the run answered it, so a run replayed after a crash answers it again
+    instead of running the attempt twice; and the job's history."""
+
+    __tablename__ = "job_attempts"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"),
+                                        primary_key=True)
+    run: Mapped[int] = mapped_column(primary_key=True)
+    seq: Mapped[int] = mapped_column(primary_key=True)
+    step: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime]
+    outcome: Mapped[dict]
 
 
 class Worker(Base):

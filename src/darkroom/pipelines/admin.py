@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from darkroom.catalog import repository
 from darkroom.catalog.models import Job, utcnow, workflow_id
-from darkroom.catalog.pipeline_models import JobStep, PipelineRow
+from darkroom.catalog.pipeline_models import JobAttempt, JobStep, PipelineRow
 from darkroom.errors import BadRequest, Conflict, NotFound
 from darkroom.pipelines import store
 from darkroom.pipelines.context import Source
@@ -120,15 +120,28 @@ def job_summary(job: Job) -> dict:
 
 
 def job_detail(session: Session, job_id: str) -> dict:
-    """The job and each step's state, attempts, duration, error and output."""
+    """The job, each step's state, attempts, duration, error and output, and the history
+    of its attempts over every run."""
     job = _job(session, job_id)
     steps = session.scalars(select(JobStep).where(JobStep.job_id == job_id)
                             .order_by(JobStep.position)).all()
+    attempts = session.scalars(select(JobAttempt).where(JobAttempt.job_id == job_id)
+                               .order_by(JobAttempt.run, JobAttempt.seq)).all()
     return {**job_summary(job), "steps": [
         {"name": s.name, "type": s.kind, "state": s.state, "attempts": s.attempts,
          "started_at": _iso(s.started_at), "finished_at": _iso(s.finished_at),
          "duration_ms": s.duration_ms, "error": s.error, "output": s.output}
-        for s in steps]}
+        for s in steps], "history": [_attempt(a) for a in attempts]}
+
+
+def _attempt(attempt: JobAttempt) -> dict:
+    outcome = attempt.outcome
+    return {"run": attempt.run, "step": attempt.step,
+            "status": "succeeded" if outcome["ok"] else "failed",
+            "error": None if outcome["ok"] else f"{outcome['error']}: {outcome['message']}",
+            "started_at": _iso(attempt.started_at), "finished_at": _iso(attempt.finished_at),
+            "duration_ms": int((attempt.finished_at - attempt.started_at).total_seconds()
+                               * 1000)}
 
 
 def run_pipeline(session: Session, queue: JobQueue, name: str, image_id: str) -> dict:

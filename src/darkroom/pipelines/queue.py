@@ -31,8 +31,9 @@ QUEUE = "darkroom-pipelines"
 # DBOS runs and resumes only workflows of its own application version: this names the
 # workflow's shape (its steps and their names), not darkroom's release, so an upgrade that
 # keeps the shape still runs the jobs queued before it. Bump it only with the shape (2: a
-# run gets its start as a third argument, and its first attempt starts the job).
-APP_VERSION = "darkroom-pipelines-2"
+# run gets its start as a third argument, and its first attempt starts the job; 3: the
+# attempts are checkpointed in `job_attempts`, not as DBOS steps).
+APP_VERSION = "darkroom-pipelines-3"
 WORKFLOW_NAME = "darkroom.pipeline"
 _PIPELINES = select(PipelineRow.name, PipelineRow.definition).order_by(PipelineRow.name)
 

@@ -1,16 +1,21 @@
-"""A pipeline run as one DBOS workflow: each attempt of each step is a DBOS step.
+"""A pipeline run as one DBOS workflow, checkpointed attempt by attempt.
 
-DBOS checkpoints every attempt's outcome, so after a crash the workflow replays what was
-done and runs again only the attempt that was under way. Waits between retries are DBOS's
-durable sleeps. Step outcomes come back as data (`{"ok": ...}`), never as exceptions, so a
-failure is recorded once and decided on by the retry and catch rules of the definition.
+Each attempt of a step records its outcome in the catalog (`job_attempts`) in the
+transaction that ends the step, so after a crash DBOS replays the workflow, the attempts
+that ended answer from their records, and only the attempt that was under way runs again.
+(A DBOS step around each attempt recorded the same in two more transactions.) Waits
+between retries are DBOS's durable sleeps, their jitter a DBOS step. Step outcomes come
+back as data (`{"ok": ...}`), never as exceptions, so a failure is recorded once and
+decided on by the retry and catch rules of the definition.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Future, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 
@@ -27,7 +32,8 @@ from darkroom.server.observability import JOBS, STEPS
 log = structlog.get_logger("darkroom.pipelines")
 WORKFLOW = "darkroom.pipeline"
 MAX_TRANSITIONS = 200  # a catch loop cannot run forever
-# The job's own bookkeeping rides out a database hiccup; after that the run fails cleanly.
+# The job's own bookkeeping rides out a database hiccup; after that the run fails cleanly
+# (DBOS's retries of the bookkeeping steps; `store.run_steadily` does the same for attempts).
 BOOKKEEPING = {"retries_allowed": True, "max_attempts": 8, "interval_seconds": 0.5,
                "backoff_rate": 2.0}
 _runtime: Runtime | None = None
@@ -35,6 +41,7 @@ _inflight: dict[tuple[str, str], Future] = {}  # (job, step) -> its latest attem
 _inflight_lock = threading.Lock()
 FINISHED = {"finished": True}  # _run_steps' answer when the last attempt ended the job
 SKIPPED = {"skipped": True}  # ... when an attempt found the job no longer this run's
+STOPPED = {"ok": False, **SKIPPED}  # that attempt's outcome
 
 
 def use_runtime(runtime: Runtime | None) -> None:
@@ -75,6 +82,7 @@ def _run_steps(job_id: str, run: int, pipeline: Pipeline, start: dict) -> dict |
     outputs: dict[str, dict] = dict(start["done"])
     caught: dict | None = None
     begun = False
+    seqs = itertools.count()  # the attempts' places in the run: the same on a replay
     name: str | None = pipeline.steps[0].name
     for _ in range(MAX_TRANSITIONS):
         if name is None:
@@ -86,7 +94,7 @@ def _run_steps(job_id: str, run: int, pipeline: Pipeline, start: dict) -> dict |
         context = {"job_id": job_id, "run": run, "pipeline": pipeline.name,
                    "source": start["source"], "outputs": outputs, "caught": caught,
                    "last": pipeline.after(step) is None, "first": not begun}
-        outcome = _attempts(step, context)
+        outcome = _attempts(step, context, seqs)
         if outcome.get("skipped"):
             return SKIPPED
         begun = True
@@ -107,12 +115,11 @@ def _run_steps(job_id: str, run: int, pipeline: Pipeline, start: dict) -> dict |
             "steps ran", "step": name}
 
 
-def _attempts(step: Step, context: dict) -> dict:
+def _attempts(step: Step, context: dict, seqs: Iterator[int]) -> dict:
     """Try `step` until it succeeds or no retrier applies; the last outcome."""
     used = [0] * len(step.retry)
     while True:
-        outcome = DBOS.run_step({"name": f"step:{step.name}", **BOOKKEEPING}, _attempt,
-                                step.model_dump(mode="json"), context)
+        outcome = _attempt(step, context, next(seqs))
         if outcome["ok"] or outcome.get("skipped"):
             return outcome
         index = next((i for i, r in enumerate(step.retry)
@@ -124,27 +131,32 @@ def _attempts(step: Step, context: dict) -> dict:
         DBOS.sleep(step.retry[index].delay(used[index], fraction))
 
 
-def _attempt(step_json: dict, context: dict) -> dict:
-    """One attempt of a step, its outcome as data. Attempts of one step never overlap: one
-    that ran past its timeout is waited for before the next starts (its thread cannot be
-    stopped; renders, storage and webhooks have their own time limits)."""
-    step = cached(Step, step_json)
+def _attempt(step: Step, context: dict, seq: int) -> dict:
+    """Attempt `seq` of the run, of `step`: its outcome as data, recorded when it ends (as
+    it was recorded, if it ended before the run was replayed). Attempts of one step never
+    overlap: one that ran past its timeout is waited for before the next starts (its
+    thread cannot be stopped; renders, storage and webhooks have their own time limits)."""
     kind = registry.get(step.type)
     runtime = _rt()
-    job_id = context["job_id"]
+    job_id, run = context["job_id"], context["run"]
     with _inflight_lock:
         previous = _inflight.pop((job_id, step.name), None)
     if previous is not None:
         wait([previous])
-    started, run = utcnow(), context["run"]
-    attempt = store.run_plain(runtime.engine, lambda c: store.begin_attempt(
-        c, job_id, run, step.name, started, bool(context.get("first"))))
-    if attempt is None:  # stopped; or ended by this very step, before a crash
-        done, output = store.run_plain(runtime.engine, lambda c: store.ended_with(
-            c, job_id, run, step.name)) if context.get("last") else (False, None)
-        if not done:
-            return {"ok": False, **SKIPPED}
-        return {"ok": True, "output": output, "finished": True}
+    started = utcnow()
+
+    def begin(connection) -> dict | None:
+        """The outcome that stands for this attempt, or None once it began."""
+        done = store.recorded(connection, job_id, run, seq)
+        if done is not None:
+            return done
+        begun = store.begin_attempt(connection, job_id, run, step.name, started,
+                                    context["first"])
+        return STOPPED if begun is None else None
+
+    standing = store.run_steadily(runtime.engine, begin)
+    if standing is not None:
+        return standing
     ctx = StepContext(runtime, job_id, run, context["pipeline"], step.name,
                       Source(**context["source"]), context["outputs"], context["caught"])
     clock = time.perf_counter()
@@ -160,26 +172,22 @@ def _attempt(step_json: dict, context: dict) -> dict:
     except Exception as error:  # a step's bug fails the step, not the worker
         log.exception("step_crashed", job=job_id, step=step.name)
         code, message = "internal", f"{type(error).__name__}: {error}"
-    else:
-        ended: bool | None = None  # set when the step's end also ended the job
-        if context.get("last"):  # then both in one transaction
-            ended = store.run_plain(runtime.engine, lambda c: store.end_last_step(
-                c, job_id, step.name, run, started, output))
-        else:
-            store.run_plain(runtime.engine, lambda s: store.end_step(
-                s, job_id, step.name, "succeeded", started, output=output))
+    else:  # the last step's end also ends the job, in the same transaction
+        outcome = {"ok": True, "output": output, **(FINISHED if context["last"] else {})}
+        ended = store.run_steadily(runtime.engine, lambda c: store.end_attempt(
+            c, job_id, run, seq, step.name, started, outcome))
         STEPS.labels(step.type, "succeeded").observe(time.perf_counter() - clock)
         log.info("step_succeeded", job=job_id, step=step.name,
                  ms=round((time.perf_counter() - clock) * 1000, 1))
-        if ended is None:
-            return {"ok": True, "output": output}
-        _finished(context["pipeline"], job_id, run, None, ended)
-        return {"ok": True, "output": output, "finished": True}
+        if context["last"]:
+            _finished(context["pipeline"], job_id, run, None, ended)
+        return outcome
+    outcome = {"ok": False, "error": code, "message": message}
     STEPS.labels(step.type, code).observe(time.perf_counter() - clock)
-    store.run_plain(runtime.engine, lambda s: store.end_step(
-        s, job_id, step.name, "failed", started, error=f"{code}: {message}"))
+    store.run_steadily(runtime.engine, lambda c: store.end_attempt(
+        c, job_id, run, seq, step.name, started, outcome))
     log.warning("step_failed", job=job_id, step=step.name, error=code, message=message)
-    return {"ok": False, "error": code, "message": message}
+    return outcome
 
 
 def _finish(job_id: str, run: int, pipeline: str, error: dict | None) -> None:

@@ -17,9 +17,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert, Update
 
 from darkroom.catalog.models import ImageVersion, Job, Rendition
-from darkroom.catalog.pipeline_models import JobStep
+from darkroom.catalog.pipeline_models import JobAttempt, JobStep
 
-JOBS, STEPS = Job.__table__, JobStep.__table__
+JOBS, STEPS, ATTEMPTS = Job.__table__, JobStep.__table__, JobAttempt.__table__
 INSERT_JOB, INSERT_STEP = insert(JOBS), insert(STEPS)
 
 
@@ -47,8 +47,9 @@ END_STEP = (update(STEPS).where(*_THE_STEP)
                     duration_ms=bindparam("_ms")))
 MARK_STEP = update(STEPS).where(*_THE_STEP).values(state=bindparam("_state"))
 VERSION_EXISTS = select(ImageVersion.id).where(ImageVersion.id == bindparam("_id"))
-ENDED_WITH = (select(JOBS.c.status, JOBS.c.run, STEPS.c.state, STEPS.c.output)
-              .join_from(STEPS, JOBS, STEPS.c.job_id == JOBS.c.id).where(*_THE_STEP))
+RECORDED = select(ATTEMPTS.c.outcome).where(
+    ATTEMPTS.c.job_id == bindparam("_job"), ATTEMPTS.c.run == bindparam("_run"),
+    ATTEMPTS.c.seq == bindparam("_seq"))
 CATALOGUED = select(Rendition.storage_key).where(Rendition.version_id == bindparam("_id"))
 
 

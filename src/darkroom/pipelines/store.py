@@ -9,12 +9,15 @@ fixed by job, run and state, and a finished or cancelled job is never changed ag
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
 from typing import TypeVar
 
+import structlog
 from sqlalchemy import Connection, Engine, Row, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from darkroom.catalog.models import Image, ImageVersion, Job, OutboxEvent, Rendition, utcnow
@@ -25,6 +28,7 @@ from darkroom.pipelines import statements as sql
 from darkroom.pipelines.definition import Pipeline
 
 T = TypeVar("T")
+log = structlog.get_logger("darkroom.pipelines")
 
 
 def run(engine: Engine, work: Callable[[Session], T]) -> T:
@@ -38,6 +42,20 @@ def run_plain(engine: Engine, work: Callable[[Connection], T]) -> T:
     entities), at half the cost of an ORM session."""
     with engine.begin() as connection:
         return work(connection)
+
+
+def run_steadily(engine: Engine, work: Callable[[Connection], T], tries: int = 8,
+                 wait_s: float = 0.5) -> T:
+    """`run_plain`, tried again after a database error (a restart, a lock held too long):
+    up to `tries` times, waiting `wait_s` and twice as long after each failure; the last
+    error is raised. `work` must be harmless to repeat (see the module's docstring)."""
+    for attempt in range(1, tries):
+        try:
+            return run_plain(engine, work)
+        except DBAPIError:
+            log.warning("bookkeeping_retried", attempt=attempt, exc_info=True)
+            time.sleep(wait_s * 2 ** (attempt - 1))
+    return run_plain(engine, work)
 
 
 def new_job(session: Session, pipeline: Pipeline, image: Image, version: ImageVersion,
@@ -96,8 +114,8 @@ def job_start(session: Session, job: Job | Row, source: Source | None = None) ->
 def begin_attempt(db: Session | Connection, job_id: str, run_number: int, name: str,
                   now: datetime, first: bool) -> int | None:
     """Start an attempt of step `name`, with the job too if it is the run's `first` (see
-    `_claim_job`), in one transaction; the step's attempt (see `begin_step`), or None,
-    starting nothing, when the job is no longer running this run."""
+    `_claim_job`); the step's attempt (see `begin_step`), or None, starting nothing, when
+    the job is no longer running this run."""
     if first:
         job = _claim_job(db, job_id, run_number)
     else:
@@ -105,14 +123,27 @@ def begin_attempt(db: Session | Connection, job_id: str, run_number: int, name: 
     return None if job is None else begin_step(db, job_id, name, now)
 
 
-def ended_with(db: Session | Connection, job_id: str, run_number: int,
-               name: str) -> tuple[bool, dict | None]:
-    """Whether this run of the job succeeded with step `name` (the attempt that ended the
-    job committed, and its process died before DBOS recorded it), and that step's output."""
-    row = db.execute(sql.ENDED_WITH, {"_job": job_id, "_name": name}).one_or_none()
-    done = row is not None and (row.status, row.run, row.state) == (
-        "succeeded", run_number, "succeeded")
-    return done, row.output if done else None
+def recorded(db: Session | Connection, job_id: str, run_number: int, seq: int) -> dict | None:
+    """The outcome of the run's attempt `seq` (its place among the run's attempts) if that
+    attempt ended (see `end_attempt`): a run replayed after a crash answers it again."""
+    return db.scalar(sql.RECORDED, {"_job": job_id, "_run": run_number, "_seq": seq})
+
+
+def end_attempt(db: Session | Connection, job_id: str, run_number: int, seq: int,
+                name: str, started: datetime, outcome: dict) -> bool:
+    """End the run's attempt `seq` of step `name` with `outcome` (`{"ok": True, "output":
+    ...}`, or `{"ok": False, "error": code, "message": ...}`) and record it; an outcome
+    `finished` (the pipeline's last step succeeded) ends the job too, in the same
+    transaction: whether the job ended here (see `finish_job`)."""
+    if outcome["ok"]:
+        end_step(db, job_id, name, "succeeded", started, output=outcome["output"])
+    else:
+        end_step(db, job_id, name, "failed", started,
+                 error=f"{outcome['error']}: {outcome['message']}")
+    db.execute(sql.insert_new(_dialect(db), sql.ATTEMPTS, ("job_id", "run", "seq")),
+               {"job_id": job_id, "run": run_number, "seq": seq, "step": name,
+                "started_at": started, "finished_at": utcnow(), "outcome": outcome})
+    return bool(outcome.get("finished")) and finish_job(db, job_id, run_number, None)
 
 
 def finish_job(db: Session | Connection, job_id: str, run_number: int,
@@ -170,14 +201,6 @@ def end_step(db: Session | Connection, job_id: str, name: str, state: str,
     db.execute(sql.END_STEP, {"_job": job_id, "_name": name, "_state": state, "_now": now,
                               "_output": output, "_error": error,
                               "_ms": int((now - started).total_seconds() * 1000)})
-
-
-def end_last_step(db: Session | Connection, job_id: str, name: str, run_number: int,
-                  started: datetime, output: dict) -> bool:
-    """End the pipeline's last step as succeeded and the job with it, in one transaction;
-    whether the job ended here (see `finish_job`)."""
-    end_step(db, job_id, name, "succeeded", started, output=output)
-    return finish_job(db, job_id, run_number, None)
 
 
 def mark_step(db: Session | Connection, job_id: str, name: str, state: str) -> None:
