@@ -161,7 +161,8 @@ def jobs_list(
 
 @jobs_app.command("show")
 def jobs_show(job_id: str) -> None:
-    """A run with each step's state, attempts, duration, error and output, as JSON."""
+    """A job with each step's state, attempts, duration, error and output, and the
+    history of its attempts, as JSON."""
     from darkroom.pipelines import admin
 
     _echo(_catalog(lambda s: admin.job_detail(s, job_id)))

@@ -59,6 +59,8 @@ async def test_overwrite_changes_etag(storage: Storage) -> None:
     assert first.etag != second.etag
     assert (await storage.head("k")).etag == second.etag
     assert await storage.get("k") == b"y" * 10
+    third = await storage.put("k", b"z" * 10, sweep=True)  # as a pipeline writes
+    assert third.etag != second.etag and await storage.get("k") == b"z" * 10
 
 
 async def test_missing_key(storage: Storage) -> None:
@@ -224,18 +226,22 @@ async def test_local_list_skips_temp_files(tmp_path: Path) -> None:
     assert await keys(storage) == {"d/k"}
 
 
-async def test_local_discard_partial_removes_only_dead_writers_temp_files(tmp_path: Path
-                                                                          ) -> None:
+async def test_local_put_sweeps_only_dead_writers_temp_files_of_its_key(tmp_path: Path
+                                                                        ) -> None:
     storage = LocalStorage(tmp_path)
     await storage.put("d/k", b"done")
     dead = _finished_pid()
     (tmp_path / "d" / f".k.{dead}.{'1' * 32}.tmp").write_bytes(b"cut short")
     (tmp_path / "d" / f".k.{os.getpid()}.{'2' * 32}.tmp").write_bytes(b"being written")
     (tmp_path / "d" / f".other.{dead}.{'3' * 32}.tmp").write_bytes(b"another key's")
-    assert await storage.discard_partial("d/k") == 1
+    await storage.put("d/k", b"again")  # no sweep unless asked
+    assert len(list((tmp_path / "d").iterdir())) == 4
+    await storage.put("d/k", b"swept", sweep=True)
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == [
         f".k.{os.getpid()}.{'2' * 32}.tmp", f".other.{dead}.{'3' * 32}.tmp", "k"]
-    assert await storage.discard_partial("never/written") == 0
+    assert await storage.get("d/k") == b"swept"
+    await storage.put("never/written", b"new", sweep=True)  # a new directory: nothing to do
+    assert await storage.get("never/written") == b"new"
 
 
 def _finished_pid() -> int:

@@ -124,11 +124,11 @@ def test_a_head_start_that_cannot_be_stored_is_left_to_the_step(client, monkeypa
     _pipeline(client, [SIZES])
     put, refused = LocalStorage.put, []
 
-    async def refuse(self, key, data, content_type=None):
+    async def refuse(self, key, data, content_type=None, sweep=False):
         if key.startswith("_renditions/") and threading.current_thread().name != "pipeline-io":
             refused.append(key)  # the upload's, not the worker's (its own loop thread)
             raise StorageError("injected storage failure")
-        return await put(self, key, data, content_type)
+        return await put(self, key, data, content_type, sweep)
 
     monkeypatch.setattr(LocalStorage, "put", refuse)
     upload = _upload(client)

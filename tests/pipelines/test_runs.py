@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from dbos import DBOS
 from pydantic import BaseModel
 from sqlalchemy import text
 
@@ -188,6 +189,25 @@ def test_the_last_step_ends_a_good_run_itself_and_a_failed_run_has_a_finish_step
     assert kinds["job.succeeded"] == kinds["job.failed"] == 1
     assert metric(client, "darkroom_jobs_total", pipeline="p",
                   status="succeeded") == counted + 1
+
+
+def test_a_replayed_run_answers_its_ended_attempts_from_their_records(client):
+    """DBOS replays a run after a crash: here a fork of a finished run with every DBOS
+    checkpoint (its retry's jitter and wait) replays all of it. Each attempt answers from
+    its record, so no step runs again and the job is left as it was."""
+    _pipeline(client, [
+        {"name": "f", "type": "flaky", "params": {"fail_times": 1},
+         "retry": [{"errors": ["storage_unavailable"], "interval_s": 0.01}]},
+        {"name": "g", "type": "flaky"}])
+    job = _finished(client, _upload(client)["jobs"][0]["id"])
+    assert [(h["step"], h["status"]) for h in job["history"]] == [
+        ("f", "failed"), ("f", "succeeded"), ("g", "succeeded")]
+    seen = {step: ATTEMPTS[(job["id"], step)] for step in ("f", "g")}
+    replay = DBOS.fork_workflow(f"{job['id']}.1", start_step=1000)
+    assert replay.get_result() == "succeeded"
+    assert {step: ATTEMPTS[(job["id"], step)] for step in ("f", "g")} == seen == {
+        "f": 2, "g": 1}
+    assert client.get(f"/v1/jobs/{job['id']}").json() == job
 
 
 def test_a_timeout_is_states_timeout_which_task_failed_does_not_cover(client):

@@ -7,6 +7,7 @@ import hashlib
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from darkroom.catalog.metadata import describe
 from darkroom.catalog.models import Job, OutboxEvent, utcnow
@@ -96,35 +97,66 @@ def test_a_stopped_run_may_not_catalogue_renditions_or_write_copies(engine):
     assert not store.run(engine, lambda s: store.may_write_copy(s, job_id, 1, "cdn/a.jpg"))
 
 
+def _end(engine, job_id: str, seq: int, outcome: dict, name: str = "meta",
+         run: int = 1) -> tuple[dict, bool]:
+    return store.run_plain(engine, lambda c: store.end_attempt(c, job_id, run, seq, name,
+                                                               utcnow(), outcome))
+
+
+def _recorded(engine, job_id: str, seq: int, name: str = "meta", run: int = 1):
+    return store.run_plain(engine, lambda c: store.recorded(c, job_id, run, seq, name))
+
+
 def test_an_attempt_that_ended_answers_its_recorded_outcome_on_a_replay(engine):
     """An attempt's end records its outcome in the same transaction (and the last step's
     ends the job too): a run replayed after its process died answers the attempts that
     ended from their records, never running a step again nor taking the job it ended for
     stopped (which made a renditions step delete what it catalogued)."""
-    job_id, now = _job(engine), utcnow()
+    job_id = _job(engine)
     failed = {"ok": False, "error": "storage_unavailable", "message": "planned"}
     done = {"ok": True, "output": {"made": 1}, "finished": True}
     assert _start(engine, job_id) == 1
-    assert store.run_plain(engine, lambda c: store.end_attempt(
-        c, job_id, 1, 0, "meta", now, failed)) is False
+    assert _end(engine, job_id, 0, failed) == (failed, False)
     assert _start(engine, job_id, first=False) == 2  # a retry
-    assert store.run_plain(engine, lambda c: store.end_attempt(
-        c, job_id, 1, 1, "meta", now, done)) is True  # ... that ends the job
+    assert _end(engine, job_id, 1, done) == (done, True)  # ... that ends the job
     for seq, outcome in enumerate((failed, done, None)):
-        assert store.run_plain(engine, lambda c: store.recorded(c, job_id, 1, seq)) == outcome
-    assert store.run_plain(engine, lambda c: store.recorded(c, job_id, 2, 0)) is None
+        assert _recorded(engine, job_id, seq) == outcome
+    assert _recorded(engine, job_id, 0, run=2) is None
+    with pytest.raises(RuntimeError, match="attempt 1 was of step 'meta'"):
+        _recorded(engine, job_id, 1, name="other")  # a replay that took another path
     step = store.run(engine, lambda s: s.scalars(select(JobStep).where(
         JobStep.job_id == job_id)).one())
     assert (step.state, step.attempts, step.output) == ("succeeded", 2, {"made": 1})
     assert store.run(engine, lambda s: s.get(Job, job_id).status) == "succeeded"
-    assert store.run_plain(engine, lambda c: store.end_attempt(  # a second writer: no-op
-        c, job_id, 1, 1, "meta", now, done)) is False
-    assert store.run_plain(engine, lambda c: store.recorded(c, job_id, 1, 1)) == done
     kinds = store.run(engine, lambda s: sorted(s.scalars(select(OutboxEvent.type))))
     assert kinds == ["job.started", "job.succeeded"]  # each once
     history = store.run(engine, lambda s: admin.job_detail(s, job_id))["history"]
     assert [(h["run"], h["step"], h["status"], h["error"]) for h in history] == [
         (1, "meta", "failed", "storage_unavailable: planned"), (1, "meta", "succeeded", None)]
+
+
+def test_a_second_execution_of_a_run_takes_the_first_ones_outcome_and_changes_nothing(
+        engine):
+    """A worker wrongly presumed dead and the one that resumed its run may both end the
+    same attempt: the second finds it ended and takes that outcome, step row untouched."""
+    job_id = _job(engine)
+    _start(engine, job_id)
+    first = {"ok": True, "output": {"by": "first"}}
+    assert _end(engine, job_id, 0, first) == (first, False)
+    before = store.run(engine, lambda s: s.get(JobStep, (job_id, "meta")))
+    second = {"ok": False, "error": "storage_unavailable", "message": "late"}
+    assert _end(engine, job_id, 0, second) == (first, False)
+    after = store.run(engine, lambda s: s.get(JobStep, (job_id, "meta")))
+    assert (after.state, after.output, after.error, after.finished_at) == (
+        before.state, before.output, before.error, before.finished_at)
+
+
+def test_an_attempt_whose_job_was_deleted_ends_as_stopped(engine):
+    job_id = _job(engine)
+    _start(engine, job_id)
+    store.run(engine, lambda s: s.delete(s.get(Job, job_id)))
+    assert _end(engine, job_id, 0, {"ok": True, "output": {}}) == (store.STOPPED, False)
+    assert _recorded(engine, job_id, 0) is None
 
 
 def test_a_masked_secret_is_never_saved(engine):
@@ -151,3 +183,28 @@ def test_a_change_that_does_not_happen_leaves_the_loaded_job_alone(engine):
         return loaded.status
 
     assert store.run(engine, refused_cancel) == "queued"  # not claimed "cancelled" in memory
+
+
+def test_bookkeeping_rides_out_database_errors_then_gives_up(engine):
+    calls = []
+
+    def flaky(connection):
+        calls.append(1)
+        if len(calls) < 3:
+            raise OperationalError("UPDATE jobs", {}, Exception("database is locked"))
+        return connection.scalar(select(1))
+
+    assert store.run_steadily(engine, flaky, wait_s=0.001) == 1 and len(calls) == 3
+    calls.clear()
+    with pytest.raises(OperationalError):
+        store.run_steadily(engine, flaky, tries=2, wait_s=0.001)
+    assert len(calls) == 2  # tried twice, the last error raised
+    calls.clear()
+
+    def wrong(connection):
+        calls.append(1)
+        raise IntegrityError("INSERT", {}, Exception("constraint failed"))
+
+    with pytest.raises(IntegrityError):
+        store.run_steadily(engine, wrong, wait_s=0.001)
+    assert len(calls) == 1  # the statement's own fault: not tried again

@@ -19,6 +19,7 @@ from darkroom.pipelines.queue import JobQueue
 
 MAX_LIMIT = 100
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+HISTORY = 200  # attempts a job shows, the latest (a catch loop may make many)
 _SECRET_PARAMS = {"signing_keys", "password", "secret", "token"}
 MASK = "**********"
 
@@ -121,20 +122,21 @@ def job_summary(job: Job) -> dict:
 
 def job_detail(session: Session, job_id: str) -> dict:
     """The job, each step's state, attempts, duration, error and output, and the history
-    of its attempts over every run."""
+    of its attempts over every run (the latest `HISTORY`, oldest first)."""
     job = _job(session, job_id)
     steps = session.scalars(select(JobStep).where(JobStep.job_id == job_id)
                             .order_by(JobStep.position)).all()
     attempts = session.scalars(select(JobAttempt).where(JobAttempt.job_id == job_id)
-                               .order_by(JobAttempt.run, JobAttempt.seq)).all()
+                               .order_by(JobAttempt.run.desc(), JobAttempt.seq.desc())
+                               .limit(HISTORY)).all()
     return {**job_summary(job), "steps": [
         {"name": s.name, "type": s.kind, "state": s.state, "attempts": s.attempts,
          "started_at": _iso(s.started_at), "finished_at": _iso(s.finished_at),
          "duration_ms": s.duration_ms, "error": s.error, "output": s.output}
-        for s in steps], "history": [_attempt(a) for a in attempts]}
+        for s in steps], "history": [_history_entry(a) for a in reversed(attempts)]}
 
 
-def _attempt(attempt: JobAttempt) -> dict:
+def _history_entry(attempt: JobAttempt) -> dict:
     outcome = attempt.outcome
     return {"run": attempt.run, "step": attempt.step,
             "status": "succeeded" if outcome["ok"] else "failed",

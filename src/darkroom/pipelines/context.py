@@ -53,8 +53,7 @@ class Runtime:
 
     async def write(self, key: str, data: bytes, content_type: str) -> None:
         """`put` as a coroutine, for steps that start several writes at once."""
-        await self.storage.discard_partial(key)
-        await self.storage.put(key, data, content_type)
+        await self.storage.put(key, data, content_type, sweep=True)
 
     def start(self, coroutine: Awaitable[T]) -> Future:
         """Run a coroutine on the runtime's loop; its future."""

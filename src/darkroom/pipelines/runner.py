@@ -41,7 +41,6 @@ _inflight: dict[tuple[str, str], Future] = {}  # (job, step) -> its latest attem
 _inflight_lock = threading.Lock()
 FINISHED = {"finished": True}  # _run_steps' answer when the last attempt ended the job
 SKIPPED = {"skipped": True}  # ... when an attempt found the job no longer this run's
-STOPPED = {"ok": False, **SKIPPED}  # that attempt's outcome
 
 
 def use_runtime(runtime: Runtime | None) -> None:
@@ -147,12 +146,12 @@ def _attempt(step: Step, context: dict, seq: int) -> dict:
 
     def begin(connection) -> dict | None:
         """The outcome that stands for this attempt, or None once it began."""
-        done = store.recorded(connection, job_id, run, seq)
+        done = store.recorded(connection, job_id, run, seq, step.name)
         if done is not None:
             return done
         begun = store.begin_attempt(connection, job_id, run, step.name, started,
                                     context["first"])
-        return STOPPED if begun is None else None
+        return store.STOPPED if begun is None else None
 
     standing = store.run_steadily(runtime.engine, begin)
     if standing is not None:
@@ -161,33 +160,35 @@ def _attempt(step: Step, context: dict, seq: int) -> dict:
                       Source(**context["source"]), context["outputs"], context["caught"])
     clock = time.perf_counter()
     future = runtime.steps.submit(kind.run, ctx, cached(kind.params, step.params))
-    try:
-        output = future.result(timeout=step.timeout_s)
+    try:  # the last step's end also ends the job, in the same transaction
+        outcome = {"ok": True, "output": future.result(timeout=step.timeout_s),
+                   **(FINISHED if context["last"] else {})}
     except FutureTimeout:
         with _inflight_lock:
             _inflight[(job_id, step.name)] = future
-        code, message = TIMEOUT, f"step {step.name!r} ran past {step.timeout_s} s"
+        outcome = _failure(TIMEOUT, f"step {step.name!r} ran past {step.timeout_s} s")
     except DarkroomError as error:
-        code, message = error.code, error.message
+        outcome = _failure(error.code, error.message)
     except Exception as error:  # a step's bug fails the step, not the worker
         log.exception("step_crashed", job=job_id, step=step.name)
-        code, message = "internal", f"{type(error).__name__}: {error}"
-    else:  # the last step's end also ends the job, in the same transaction
-        outcome = {"ok": True, "output": output, **(FINISHED if context["last"] else {})}
-        ended = store.run_steadily(runtime.engine, lambda c: store.end_attempt(
-            c, job_id, run, seq, step.name, started, outcome))
-        STEPS.labels(step.type, "succeeded").observe(time.perf_counter() - clock)
-        log.info("step_succeeded", job=job_id, step=step.name,
-                 ms=round((time.perf_counter() - clock) * 1000, 1))
-        if context["last"]:
-            _finished(context["pipeline"], job_id, run, None, ended)
-        return outcome
-    outcome = {"ok": False, "error": code, "message": message}
-    STEPS.labels(step.type, code).observe(time.perf_counter() - clock)
-    store.run_steadily(runtime.engine, lambda c: store.end_attempt(
+        outcome = _failure("internal", f"{type(error).__name__}: {error}")
+    seconds = time.perf_counter() - clock
+    label = "succeeded" if outcome["ok"] else outcome["error"]
+    STEPS.labels(step.type, label).observe(seconds)
+    standing, ended = store.run_steadily(runtime.engine, lambda c: store.end_attempt(
         c, job_id, run, seq, step.name, started, outcome))
-    log.warning("step_failed", job=job_id, step=step.name, error=code, message=message)
-    return outcome
+    if outcome["ok"]:
+        log.info("step_succeeded", job=job_id, step=step.name, ms=round(seconds * 1000, 1))
+    else:
+        log.warning("step_failed", job=job_id, step=step.name, error=outcome["error"],
+                    message=outcome["message"])
+    if outcome.get("finished"):
+        _finished(context["pipeline"], job_id, run, None, ended)
+    return standing
+
+
+def _failure(code: str, message: str) -> dict:
+    return {"ok": False, "error": code, "message": message}
 
 
 def _finish(job_id: str, run: int, pipeline: str, error: dict | None) -> None:

@@ -20,7 +20,7 @@ from darkroom.catalog.models import ImageVersion, Job, Rendition
 from darkroom.catalog.pipeline_models import JobAttempt, JobStep
 
 JOBS, STEPS, ATTEMPTS = Job.__table__, JobStep.__table__, JobAttempt.__table__
-INSERT_JOB, INSERT_STEP = insert(JOBS), insert(STEPS)
+INSERT_JOB, INSERT_STEP, INSERT_ATTEMPT = insert(JOBS), insert(STEPS), insert(ATTEMPTS)
 
 
 @functools.lru_cache(maxsize=64)
@@ -47,7 +47,9 @@ END_STEP = (update(STEPS).where(*_THE_STEP)
                     duration_ms=bindparam("_ms")))
 MARK_STEP = update(STEPS).where(*_THE_STEP).values(state=bindparam("_state"))
 VERSION_EXISTS = select(ImageVersion.id).where(ImageVersion.id == bindparam("_id"))
-RECORDED = select(ATTEMPTS.c.outcome).where(
+TOUCH_JOB = (update(JOBS).where(JOBS.c.id == bindparam("_id"))
+             .values(updated_at=bindparam("_now")).returning(JOBS.c.id))
+RECORDED = select(ATTEMPTS.c.step, ATTEMPTS.c.outcome).where(
     ATTEMPTS.c.job_id == bindparam("_job"), ATTEMPTS.c.run == bindparam("_run"),
     ATTEMPTS.c.seq == bindparam("_seq"))
 CATALOGUED = select(Rendition.storage_key).where(Rendition.version_id == bindparam("_id"))

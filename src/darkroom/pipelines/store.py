@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import structlog
 from sqlalchemy import Connection, Engine, Row, select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from darkroom.catalog.models import Image, ImageVersion, Job, OutboxEvent, Rendition, utcnow
@@ -29,6 +29,8 @@ from darkroom.pipelines.definition import Pipeline
 
 T = TypeVar("T")
 log = structlog.get_logger("darkroom.pipelines")
+STOPPED = {"ok": False, "skipped": True}  # the outcome of an attempt whose job stopped
+TRANSIENT = (OperationalError, InterfaceError)  # the database's, not the statement's fault
 
 
 def run(engine: Engine, work: Callable[[Session], T]) -> T:
@@ -52,7 +54,7 @@ def run_steadily(engine: Engine, work: Callable[[Connection], T], tries: int = 8
     for attempt in range(1, tries):
         try:
             return run_plain(engine, work)
-        except DBAPIError:
+        except TRANSIENT:
             log.warning("bookkeeping_retried", attempt=attempt, exc_info=True)
             time.sleep(wait_s * 2 ** (attempt - 1))
     return run_plain(engine, work)
@@ -123,27 +125,43 @@ def begin_attempt(db: Session | Connection, job_id: str, run_number: int, name: 
     return None if job is None else begin_step(db, job_id, name, now)
 
 
-def recorded(db: Session | Connection, job_id: str, run_number: int, seq: int) -> dict | None:
+def recorded(db: Session | Connection, job_id: str, run_number: int, seq: int,
+             name: str) -> dict | None:
     """The outcome of the run's attempt `seq` (its place among the run's attempts) if that
-    attempt ended (see `end_attempt`): a run replayed after a crash answers it again."""
-    return db.scalar(sql.RECORDED, {"_job": job_id, "_run": run_number, "_seq": seq})
+    attempt ended (see `end_attempt`): a run replayed after a crash answers it again. The
+    attempt must have been of step `name`: a replay that took another path is a bug."""
+    row = db.execute(sql.RECORDED, {"_job": job_id, "_run": run_number, "_seq": seq}
+                     ).one_or_none()
+    if row is not None and row.step != name:
+        raise RuntimeError(f"job {job_id} run {run_number}: attempt {seq} was of step "
+                           f"{row.step!r}, the replay is at {name!r}")
+    return None if row is None else row.outcome
 
 
 def end_attempt(db: Session | Connection, job_id: str, run_number: int, seq: int,
-                name: str, started: datetime, outcome: dict) -> bool:
+                name: str, started: datetime, outcome: dict) -> tuple[dict, bool]:
     """End the run's attempt `seq` of step `name` with `outcome` (`{"ok": True, "output":
     ...}`, or `{"ok": False, "error": code, "message": ...}`) and record it; an outcome
     `finished` (the pipeline's last step succeeded) ends the job too, in the same
-    transaction: whether the job ended here (see `finish_job`)."""
+    transaction. The outcome that stands, and whether the job ended here (see
+    `finish_job`): `outcome`, unless the job is gone (an image deleted: STOPPED) or another
+    execution of the run (a worker wrongly presumed dead) ended this attempt first: then
+    its outcome, and nothing changes. The job's row is written first, so two executions
+    take turns."""
+    now = utcnow()
+    if db.execute(sql.TOUCH_JOB, {"_id": job_id, "_now": now}).one_or_none() is None:
+        return STOPPED, False
+    if (earlier := recorded(db, job_id, run_number, seq, name)) is not None:
+        return earlier, False
     if outcome["ok"]:
-        end_step(db, job_id, name, "succeeded", started, output=outcome["output"])
+        end_step(db, job_id, name, "succeeded", started, now, output=outcome["output"])
     else:
-        end_step(db, job_id, name, "failed", started,
+        end_step(db, job_id, name, "failed", started, now,
                  error=f"{outcome['error']}: {outcome['message']}")
-    db.execute(sql.insert_new(_dialect(db), sql.ATTEMPTS, ("job_id", "run", "seq")),
-               {"job_id": job_id, "run": run_number, "seq": seq, "step": name,
-                "started_at": started, "finished_at": utcnow(), "outcome": outcome})
-    return bool(outcome.get("finished")) and finish_job(db, job_id, run_number, None)
+    db.execute(sql.INSERT_ATTEMPT, {"job_id": job_id, "run": run_number, "seq": seq,
+                                    "step": name, "started_at": started, "finished_at": now,
+                                    "outcome": outcome})
+    return outcome, bool(outcome.get("finished")) and finish_job(db, job_id, run_number, None)
 
 
 def finish_job(db: Session | Connection, job_id: str, run_number: int,
@@ -196,8 +214,8 @@ def begin_step(db: Session | Connection, job_id: str, name: str, now: datetime) 
 
 
 def end_step(db: Session | Connection, job_id: str, name: str, state: str,
-             started: datetime, output: dict | None = None, error: str | None = None) -> None:
-    now = utcnow()
+             started: datetime, now: datetime, output: dict | None = None,
+             error: str | None = None) -> None:
     db.execute(sql.END_STEP, {"_job": job_id, "_name": name, "_state": state, "_now": now,
                               "_output": output, "_error": error,
                               "_ms": int((now - started).total_seconds() * 1000)})

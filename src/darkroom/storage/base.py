@@ -33,8 +33,11 @@ class Storage(Protocol):
     async def head(self, key: str) -> ObjectInfo:
         """Size and version without the body; raises NotFound."""
 
-    async def put(self, key: str, data: bytes, content_type: str | None = None) -> ObjectInfo:
-        """Write atomically: readers see the old object or the new one, never a part."""
+    async def put(self, key: str, data: bytes, content_type: str | None = None,
+                  sweep: bool = False) -> ObjectInfo:
+        """Write atomically: readers see the old object or the new one, never a part.
+        `sweep` first removes what writes of `key` cut short by a crash left behind
+        (temporary files of writers that are gone; a write under way is left alone)."""
 
     async def put_file(self, key: str, source: Path, content_type: str | None = None,
                        move: bool = False) -> ObjectInfo:
@@ -42,10 +45,6 @@ class Storage(Protocol):
         (never the whole file in memory); the file itself is left in place, unless `move`
         lets the backend take it over (local disk renames it into place on the same
         filesystem, instead of writing it again): then the caller must not use it again."""
-
-    async def discard_partial(self, key: str) -> int:
-        """Remove what writes of `key` cut short by a crash left behind (temporary files of
-        writers that are gone); how many. A write under way is left alone."""
 
     async def delete(self, key: str) -> None:
         """Remove the object; a missing key is not an error."""

@@ -87,10 +87,11 @@ class LocalStorage:
             raise NotFound(f"no object {key!r}", "not_found")
         return _info(key, st)
 
-    async def put(self, key: str, data: bytes, content_type: str | None = None) -> ObjectInfo:
+    async def put(self, key: str, data: bytes, content_type: str | None = None,
+                  sweep: bool = False) -> ObjectInfo:
         path = self.path_for(key)
         try:
-            st = await asyncio.to_thread(_write_atomic, path, data)
+            st = await asyncio.to_thread(_write_atomic, path, data, sweep)
         except OSError as e:
             raise StorageError(f"cannot write {key!r}: {e.strerror or e}") from e
         return _info(key, st)
@@ -113,27 +114,6 @@ class LocalStorage:
             return  # no object there
         except OSError as e:
             raise StorageError(f"cannot delete {key!r}: {e.strerror or e}") from e
-
-    async def discard_partial(self, key: str) -> int:
-        """Temporary files of `key` whose writer is gone: their name holds the writing
-        process's id, so one still writing (this host) is left alone."""
-        path = self.path_for(key)
-        leftovers = re.compile(rf"^\.{re.escape(path.name)}\.([0-9]+)\.[0-9a-f]{{32}}\.tmp$")
-
-        def sweep() -> int:
-            try:
-                names = os.listdir(path.parent)
-            except FileNotFoundError:
-                return 0
-            gone = [n for n in names if (m := leftovers.match(n)) and not process_alive(int(m[1]))]
-            for name in gone:
-                (path.parent / name).unlink(missing_ok=True)
-            return len(gone)
-
-        try:
-            return await asyncio.to_thread(sweep)
-        except OSError as e:
-            raise StorageError(f"cannot clean up {key!r}: {e.strerror or e}") from e
 
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
         folder = check_prefix(prefix)
@@ -171,10 +151,13 @@ class LocalStorage:
         return found
 
 
-def _write_atomic(path: Path, data: bytes | Path) -> os.stat_result:
+def _write_atomic(path: Path, data: bytes | Path, sweep: bool = False) -> os.stat_result:
     """Write `data` (bytes, or a file's content) to a unique temp file beside `path`,
-    fsync it, rename it over `path`."""
+    fsync it, rename it over `path`; first, if `sweep`, remove the temp files of `path`
+    whose writer is gone (`_sweep`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if sweep:
+        _sweep(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
@@ -195,6 +178,17 @@ def _write_atomic(path: Path, data: bytes | Path) -> os.stat_result:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _sweep(path: Path) -> int:
+    """Remove the temp files of `path` that a writer now gone left (their name holds the
+    writing process's id, so one still writing on this host is left alone); how many."""
+    leftovers = re.compile(rf"^\.{re.escape(path.name)}\.([0-9]+)\.[0-9a-f]{{32}}\.tmp$")
+    gone = [n for n in os.listdir(path.parent)
+            if (m := leftovers.match(n)) and not process_alive(int(m[1]))]
+    for name in gone:
+        (path.parent / name).unlink(missing_ok=True)
+    return len(gone)
 
 
 def _move_atomic(path: Path, source: Path) -> os.stat_result:

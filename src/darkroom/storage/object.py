@@ -72,7 +72,11 @@ class ObjectStorage:
         except _FOREIGN as e:
             raise _translate(e, key, "read") from e
 
-    async def put(self, key: str, data: bytes, content_type: str | None = None) -> ObjectInfo:
+    async def put(self, key: str, data: bytes, content_type: str | None = None,
+                  sweep: bool = False) -> ObjectInfo:
+        """`sweep` changes nothing: a put is one request (or a multipart upload the store
+        never shows), so a crash leaves nothing to clean up here; abandoned parts are the
+        bucket's lifecycle rules' job."""
         check_key(key)
         attributes = {"Content-Type": content_type} if content_type else None
         try:
@@ -95,12 +99,6 @@ class ObjectStorage:
             raise StorageError(f"cannot write {key!r}: {_first_line(e)}") from e
         etag = (result["e_tag"] or "").strip('"')
         return ObjectInfo(key=key, size=size, etag=etag, modified=time.time())
-
-    async def discard_partial(self, key: str) -> int:
-        """A put is one request (or a multipart upload the store never shows): nothing to
-        clean up here; abandoned parts are the bucket's lifecycle rules' job."""
-        check_key(key)
-        return 0
 
     async def delete(self, key: str) -> None:
         check_key(key)
