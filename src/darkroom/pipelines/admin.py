@@ -140,7 +140,7 @@ def _history_entry(attempt: JobAttempt) -> dict:
     outcome = attempt.outcome
     return {"run": attempt.run, "step": attempt.step,
             "status": "succeeded" if outcome["ok"] else "failed",
-            "error": None if outcome["ok"] else f"{outcome['error']}: {outcome['message']}",
+            "error": None if outcome["ok"] else store.error_text(outcome),
             "started_at": _iso(attempt.started_at), "finished_at": _iso(attempt.finished_at),
             "duration_ms": int((attempt.finished_at - attempt.started_at).total_seconds()
                                * 1000)}

@@ -34,8 +34,8 @@ WORKFLOW = "darkroom.pipeline"
 MAX_TRANSITIONS = 200  # a catch loop cannot run forever
 # The job's own bookkeeping rides out a database hiccup; after that the run fails cleanly
 # (DBOS's retries of the bookkeeping steps; `store.run_steadily` does the same for attempts).
-BOOKKEEPING = {"retries_allowed": True, "max_attempts": 8, "interval_seconds": 0.5,
-               "backoff_rate": 2.0}
+BOOKKEEPING = {"retries_allowed": True, "max_attempts": store.TRIES,
+               "interval_seconds": store.FIRST_WAIT_S, "backoff_rate": 2.0}
 _runtime: Runtime | None = None
 _inflight: dict[tuple[str, str], Future] = {}  # (job, step) -> its latest attempt
 _inflight_lock = threading.Lock()

@@ -31,6 +31,7 @@ T = TypeVar("T")
 log = structlog.get_logger("darkroom.pipelines")
 STOPPED = {"ok": False, "skipped": True}  # the outcome of an attempt whose job stopped
 TRANSIENT = (OperationalError, InterfaceError)  # the database's, not the statement's fault
+TRIES, FIRST_WAIT_S = 8, 0.5  # bookkeeping retries: the first wait, doubling after
 
 
 def run(engine: Engine, work: Callable[[Session], T]) -> T:
@@ -46,8 +47,8 @@ def run_plain(engine: Engine, work: Callable[[Connection], T]) -> T:
         return work(connection)
 
 
-def run_steadily(engine: Engine, work: Callable[[Connection], T], tries: int = 8,
-                 wait_s: float = 0.5) -> T:
+def run_steadily(engine: Engine, work: Callable[[Connection], T], tries: int = TRIES,
+                 wait_s: float = FIRST_WAIT_S) -> T:
     """`run_plain`, tried again after a database error (a restart, a lock held too long):
     up to `tries` times, waiting `wait_s` and twice as long after each failure; the last
     error is raised. `work` must be harmless to repeat (see the module's docstring)."""
@@ -156,12 +157,17 @@ def end_attempt(db: Session | Connection, job_id: str, run_number: int, seq: int
     if outcome["ok"]:
         end_step(db, job_id, name, "succeeded", started, now, output=outcome["output"])
     else:
-        end_step(db, job_id, name, "failed", started, now,
-                 error=f"{outcome['error']}: {outcome['message']}")
+        end_step(db, job_id, name, "failed", started, now, error=error_text(outcome))
     db.execute(sql.INSERT_ATTEMPT, {"job_id": job_id, "run": run_number, "seq": seq,
                                     "step": name, "started_at": started, "finished_at": now,
                                     "outcome": outcome})
     return outcome, bool(outcome.get("finished")) and finish_job(db, job_id, run_number, None)
+
+
+def error_text(failure: dict) -> str:
+    """How a step's or a run's failure (`{"error": code, "message": ...}`) reads in the
+    catalog: `code: message`."""
+    return f"{failure['error']}: {failure['message']}"
 
 
 def finish_job(db: Session | Connection, job_id: str, run_number: int,
@@ -170,7 +176,7 @@ def finish_job(db: Session | Connection, job_id: str, run_number: int,
     running; whether it was (False: cancelled, retried, gone, or finished before)."""
     status = "failed" if error else "succeeded"
     job = set_job(db, job_id, ("running",), run_number, status=status,
-                  error=f"{error['error']}: {error['message']}" if error else None,
+                  error=error_text(error) if error else None,
                   finished_at=utcnow())
     if job is None:
         return False
