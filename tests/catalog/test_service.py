@@ -71,10 +71,10 @@ async def test_a_storage_failure_on_delete_changes_nothing(
         catalog: Catalog, database_url, monkeypatch):  # noqa: F811
     body, _ = await catalog.upload(staged(SMALL[0]), "kept.img", ["t"])
 
-    async def fail(key: str) -> None:
+    def fail(key: str) -> None:
         raise StorageError("injected")
 
-    monkeypatch.setattr(catalog.storage, "delete", fail)
+    monkeypatch.setattr(catalog.storage.blocking, "delete", fail)
     with pytest.raises(StorageError):
         await catalog.delete(body["id"])
     monkeypatch.undo()

@@ -31,13 +31,44 @@ SHORT_RETRY = {
 BAD_KEYS = ["../x", "/abs", "a//b", "a/./b", "a\\b", "\x00", "", "k" * 1025, "a/", "a/.."]
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "s3", "local-blocking", "s3-blocking"])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
-    if request.param == "local":
+    if request.param.startswith("local"):
         (tmp_path / "root").mkdir()
-        return LocalStorage(tmp_path / "root")
-    settings: S3 = request.getfixturevalue("s3_settings")
-    return ObjectStorage(settings, retry_config=SHORT_RETRY)
+        backend: Storage = LocalStorage(tmp_path / "root")
+    else:
+        settings: S3 = request.getfixturevalue("s3_settings")
+        backend = ObjectStorage(settings, retry_config=SHORT_RETRY)
+    return ThroughBlocking(backend) if request.param.endswith("blocking") else backend
+
+
+class ThroughBlocking:
+    """A backend whose reads and writes the contract makes through `blocking`, from the
+    test's own thread (head, list and ping stay the backend's)."""
+
+    def __init__(self, backend: Storage) -> None:
+        self.backend = backend
+
+    async def get(self, key: str) -> bytes:
+        return self.backend.blocking.get(key)
+
+    async def put(self, key: str, data: bytes, content_type: str | None = None,
+                  sweep: bool = False):
+        return self.backend.blocking.put(key, data, content_type, sweep)
+
+    async def put_file(self, key: str, source: Path, content_type: str | None = None,
+                       move: bool = False):
+        return self.backend.blocking.put_file(key, source, content_type, move)
+
+    async def delete(self, key: str) -> None:
+        self.backend.blocking.delete(key)
+
+    def __getattr__(self, name: str):
+        return getattr(self.backend, name)
+
+
+def is_local(storage: Storage) -> bool:
+    return isinstance(getattr(storage, "backend", storage), LocalStorage)
 
 
 async def keys(storage: Storage, prefix: str = "") -> set[str]:
@@ -113,13 +144,17 @@ def _break_writes(storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*args: object, **kwargs: object) -> None:
         raise OSError(5, "Input/output error")
 
-    async def fail_async(*args: object, **kwargs: object) -> None:
+    def fail_s3(*args: object, **kwargs: object) -> None:
         raise GenericError("Generic S3 error: injected")
 
-    if isinstance(storage, LocalStorage):
+    async def fail_async(*args: object, **kwargs: object) -> None:
+        fail_s3()
+
+    if is_local(storage):
         monkeypatch.setattr(os, "replace", fail)
     else:
         monkeypatch.setattr(object_module.obstore, "put_async", fail_async)
+        monkeypatch.setattr(object_module.obstore, "put", fail_s3)
 
 
 async def test_failed_write_keeps_old_object(
@@ -133,7 +168,7 @@ async def test_failed_write_keeps_old_object(
     monkeypatch.undo()
     assert await storage.get("k") == b"old"
     assert await keys(storage) == {"k"}
-    if isinstance(storage, LocalStorage):
+    if is_local(storage):
         assert os.listdir(storage.root) == ["k"]
 
 
@@ -168,7 +203,7 @@ async def test_put_file_may_take_the_file_over(storage: Storage, tmp_path: Path)
     info = await storage.put_file("k", source, "image/jpeg", move=True)
     assert await storage.get("k") == b"received bytes"
     assert (await storage.head("k")).etag == info.etag
-    if isinstance(storage, LocalStorage):  # renamed into place, not written again
+    if is_local(storage):  # renamed into place, not written again
         assert not source.exists()
 
 
@@ -226,9 +261,11 @@ async def test_local_list_skips_temp_files(tmp_path: Path) -> None:
     assert await keys(storage) == {"d/k"}
 
 
-async def test_local_put_sweeps_only_dead_writers_temp_files_of_its_key(tmp_path: Path
-                                                                        ) -> None:
+@pytest.mark.parametrize("blocking", [False, True])
+async def test_local_put_sweeps_only_dead_writers_temp_files_of_its_key(tmp_path: Path,
+                                                                        blocking: bool) -> None:
     storage = LocalStorage(tmp_path)
+    storage = ThroughBlocking(storage) if blocking else storage
     await storage.put("d/k", b"done")
     dead = _finished_pid()
     (tmp_path / "d" / f".k.{dead}.{'1' * 32}.tmp").write_bytes(b"cut short")

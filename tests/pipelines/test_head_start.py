@@ -16,7 +16,7 @@ from darkroom.config import Settings
 from darkroom.errors import CatalogError, StorageError
 from darkroom.pipelines.steps import HEAD_START_PIXELS
 from darkroom.server.app import create_app
-from darkroom.storage import LocalStorage
+from darkroom.storage.local import LocalFiles
 
 from corpus_files import CORPUS, REJECT_FILES
 from server.helpers import PHOTO, ROTATED, TestClient
@@ -122,15 +122,16 @@ def test_a_failed_upload_stores_no_head_start(client, monkeypatch):
 
 def test_a_head_start_that_cannot_be_stored_is_left_to_the_step(client, monkeypatch):
     _pipeline(client, [SIZES])
-    put, refused = LocalStorage.put, []
+    put, refused = LocalFiles.put, []
 
-    async def refuse(self, key, data, content_type=None, sweep=False):
-        if key.startswith("_renditions/") and threading.current_thread().name != "pipeline-io":
-            refused.append(key)  # the upload's, not the worker's (its own loop thread)
+    def refuse(self, key, data, content_type=None, sweep=False):
+        if key.startswith("_renditions/") and not threading.current_thread().name.startswith(
+                "render"):
+            refused.append(key)  # the upload's, not the worker's (on its render threads)
             raise StorageError("injected storage failure")
-        return await put(self, key, data, content_type, sweep)
+        return put(self, key, data, content_type, sweep)
 
-    monkeypatch.setattr(LocalStorage, "put", refuse)
+    monkeypatch.setattr(LocalFiles, "put", refuse)
     upload = _upload(client)
     assert upload.status_code == 201 and len(refused) == 1
     job = _finished(client, upload.json()["jobs"][0]["id"])

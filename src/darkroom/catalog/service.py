@@ -4,7 +4,8 @@ Each write runs in one database transaction that first claims the image's row, t
 writes the object, then adds the version and its outbox event. If anything fails after
 the object was written, the object is deleted again, so a failed upload leaves nothing.
 A head start (the rendition an upload makes for its pipelines from the decode that gives
-its descriptors, see `steps.head_start`) is stored after the commit, best effort.
+its descriptors, see `steps.head_start`) is stored after the commit, best effort. Storage
+calls made inside a transaction go through `storage.blocking`, on the transaction's thread.
 """
 
 from __future__ import annotations
@@ -75,8 +76,8 @@ class Catalog:
         self.pool = pool
         self.limits = limits
         self.invalidate = invalidate
-        # Database work has its own threads: a transaction waits on storage writes that
-        # use the loop's default executor, which must never be filled by transactions.
+        # Database work (with the storage calls inside its transactions) has its own
+        # threads, so that it never fills the loop's default executor.
         self._threads = ThreadPoolExecutor(DB_THREADS, thread_name_prefix="catalog")
 
     def close(self) -> None:
@@ -105,18 +106,17 @@ class Catalog:
 
         facts = await self._describe(staged, await self._head_start(key_for))
         key = key_for(facts.header.format)
-        loop = asyncio.get_running_loop()
 
         def write(session: Session, undo: Undo) -> tuple[dict, str | None]:
             image = repository.claim_new(session, key, tags)
-            body, fired = self._record(session, loop, image, staged, facts, "image.uploaded",
-                                       undo)
+            body, fired = self._record(session, image, staged, facts, "image.uploaded", undo)
             if idempotency_key:
                 idempotency.remember(session, idempotency_key, request, body)
             return body, _made_key(image, staged.sha256, facts.made, fired)
 
         try:
-            body, made_key = await self._run(write)
+            body = (await self._run(write, then=lambda written: self._store_made(
+                written[1], facts.made)))[0]
         except (Conflict, CatalogError):
             if not idempotency_key:
                 raise
@@ -124,8 +124,6 @@ class Catalog:
             if replay is None:  # not a race with the same request: the error stands
                 raise
             return replay, True
-        if made_key is not None and facts.made is not None:
-            await self._store_made(made_key, facts.made[1])
         return body, False
 
     async def replace(self, image_id: str, staged: Staged) -> dict:
@@ -133,23 +131,22 @@ class Catalog:
         If the new version cannot be recorded, the old bytes are put back (they are read
         first, within the size limit)."""
         facts = await self._describe(staged)
-        loop = asyncio.get_running_loop()
         superseded: list[str] = []
+        blocking = self.storage.blocking
 
         def write(session: Session, undo: Undo) -> dict:
             image = repository.claim_existing(session, image_id)
             key = image.key
             try:  # the current bytes, put back if the new version cannot be recorded
-                previous: bytes | None = self._call(loop, self.storage.get(key))
+                previous: bytes | None = blocking.get(key)
             except NotFound:
                 previous = None
-            undo.append(lambda: self._call(loop, self.storage.put(key, previous)
-                                           if previous is not None
-                                           else self.storage.delete(key)))
+            undo.append(lambda: blocking.put(key, previous) if previous is not None
+                        else blocking.delete(key))
             _drop_renditions(session, image)
             superseded.extend(repository.stop_jobs(session, image.id, "superseded by a "
                                                    f"new version ({image.version + 1})"))
-            return self._record(session, loop, image, staged, facts, "image.replaced")[0]
+            return self._record(session, image, staged, facts, "image.replaced")[0]
 
         body = await self._run(write)
         await self._forget(body["key"], image_id, superseded, keep=staged.sha256[:16])
@@ -157,7 +154,6 @@ class Catalog:
 
     async def delete(self, image_id: str) -> None:
         """Delete the image's object, rows and derivatives, with an `image.deleted` event."""
-        loop = asyncio.get_running_loop()
         stopped: list[str] = []
 
         def write(session: Session, _undo: Undo) -> str:
@@ -168,7 +164,7 @@ class Catalog:
             repository.delete_image(session, image)
             repository.add_event(session, "image.deleted", image_id,
                                  {"image_id": image_id, "key": key, "version": version})
-            self._call(loop, self.storage.delete(key))  # a storage failure rolls back
+            self.storage.blocking.delete(key)  # a storage failure rolls back
             return key
 
         await self._forget(await self._run(write), image_id, stopped)
@@ -192,17 +188,16 @@ class Catalog:
 
         return await self._run(read)
 
-    def _record(self, session: Session, loop, image: Image, staged: Staged, facts: Facts,
+    def _record(self, session: Session, image: Image, staged: Staged, facts: Facts,
                 kind: str, undo: Undo | None = None) -> tuple[dict, list[tuple[Job, Pipeline]]]:
         """Write the object, then the version and its event, and fire the pipelines; the
         image's detail and the jobs fired. With `undo`, a later failure deletes the object
         again."""
         key = image.key
-        info = self._call(loop, self.storage.put_file(key, staged.path,
-                                                      MIME[facts.header.format],
-                                                      move=staged.owned))
+        info = self.storage.blocking.put_file(key, staged.path, MIME[facts.header.format],
+                                              move=staged.owned)
         if undo is not None:
-            undo.append(lambda: self._call(loop, self.storage.delete(key)))
+            undo.append(lambda: self.storage.blocking.delete(key))
         version = repository.add_version(session, image, facts, staged.sha256, staged.size,
                                          info.etag)
         repository.add_event(session, kind, image.id, _payload(image, version))
@@ -211,11 +206,14 @@ class Catalog:
         return repository.detail(session, image, version, new_version=True, jobs=[
             j for j, _ in fired] if kind == "image.uploaded" else None), fired
 
-    async def _store_made(self, key: str, rendered: Rendered) -> None:
-        """Store the rendition the upload made, after the commit (a job fired waits for
-        the next poll of the queue); best effort: a step that does not find it makes it."""
+    def _store_made(self, key: str | None, made: tuple[EditPlan, Rendered] | None) -> None:
+        """Store the rendition the upload made at `key` (None: no job fired wants it), after
+        the commit (a job fired waits for the next poll of the queue); best effort: a step
+        that does not find it makes it."""
+        if key is None or made is None:
+            return
         try:
-            await self.storage.put(key, rendered.data, MIME[rendered.format])
+            self.storage.blocking.put(key, made[1].data, MIME[made[1].format])
         except DarkroomError as error:
             log.warning("head_start_not_stored", key=key, error=error.message)
 
@@ -257,15 +255,19 @@ class Catalog:
         except DarkroomError as error:
             log.warning("derivative_cleanup_failed", key=key, error=error.message)
 
-    async def _run(self, work: Callable[[Session, Undo], T]) -> T:
+    async def _run(self, work: Callable[[Session, Undo], T],
+                   then: Callable[[T], None] | None = None) -> T:
+        """`work` in one transaction on the database threads; `then(result)` after the
+        commit, on the same thread."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._threads, self._transaction, work)
+        return await loop.run_in_executor(self._threads, self._transaction, work, then)
 
-    def _transaction(self, work: Callable[[Session, Undo], T]) -> T:
+    def _transaction(self, work: Callable[[Session, Undo], T],
+                     then: Callable[[T], None] | None = None) -> T:
         undo: Undo = []
         try:
             with Session(self.engine, expire_on_commit=False) as session, session.begin():
-                return work(session, undo)
+                result = work(session, undo)
         except BaseException as error:
             for action in reversed(undo):
                 try:
@@ -276,11 +278,9 @@ class Catalog:
                 raise CatalogError(f"catalog write failed: {str(error).splitlines()[0]}"
                                    ) from error
             raise
-
-    @staticmethod
-    def _call(loop: asyncio.AbstractEventLoop, coroutine: Awaitable[T]) -> T:
-        """Run a storage coroutine on the server's loop from a database thread."""
-        return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+        if then is not None:
+            then(result)
+        return result
 
 
 def _made_key(image: Image, sha256: str, made: tuple[EditPlan, Rendered] | None,

@@ -1,8 +1,8 @@
 """What a step works with: the image version of its job, earlier outputs, the runtime.
 
-`Runtime` is one per worker process: the storage (async, driven on its own event loop
-thread so the synchronous DBOS steps can call it), the catalog engine, the limits and a
-thread pool for renders.
+`Runtime` is one per worker process: the storage (steps call its `blocking` side from
+their threads), the catalog engine, the limits, a thread pool for renders and an event loop
+thread for the async work steps start (webhooks, the outbox's dispatch).
 """
 
 from __future__ import annotations
@@ -44,16 +44,13 @@ class Runtime:
         self._thread.start()
 
     def call(self, coroutine: Awaitable[T]) -> T:
-        """Run a storage coroutine to its end from any thread."""
+        """Run a coroutine to its end on the runtime's loop, from any thread."""
         return self.start(coroutine).result()
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
-        """Write `key`, first removing what a writer killed mid-write left behind."""
-        self.call(self.write(key, data, content_type))
-
-    async def write(self, key: str, data: bytes, content_type: str) -> None:
-        """`put` as a coroutine, for steps that start several writes at once."""
-        await self.storage.put(key, data, content_type, sweep=True)
+        """Write `key` from this thread, first removing what a writer killed mid-write
+        left behind."""
+        self.storage.blocking.put(key, data, content_type, sweep=True)
 
     def start(self, coroutine: Awaitable[T]) -> Future:
         """Run a coroutine on the runtime's loop; its future."""
@@ -107,7 +104,7 @@ class StepContext:
     def read_source(self) -> bytes:
         """The version's bytes; Conflict(source_changed) once a newer version replaced them
         (that version's own jobs do its work)."""
-        data = self.runtime.call(self.runtime.storage.get(self.source.storage_key))
+        data = self.runtime.storage.blocking.get(self.source.storage_key)
         if hashlib.sha256(data).hexdigest() != self.source.sha256:
             raise Conflict(f"image {self.source.image_id} version {self.source.version} was "
                            "replaced while its job ran", "source_changed")

@@ -8,7 +8,6 @@ step, so receivers drop a redelivery.
 
 from __future__ import annotations
 
-import asyncio
 import posixpath
 import re
 from functools import cached_property
@@ -88,37 +87,37 @@ class RenditionsParams(_Params):
 def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
     """Render each named plan of the source in parallel; store each once, catalogue them.
 
-    Only the renders run on the render threads. Each output is written (fsynced) as soon
-    as its render ends, on the runtime's loop, while the other renders go on."""
+    Each rendition is looked for, rendered and written (fsynced) by one task on the render
+    threads, so the renders go on while others write."""
     source, runtime = ctx.source, ctx.runtime
     data = ctx.read_source()
     header = probe(data)
+
+    def make(plan: EditPlan, key: str) -> dict:
+        """The rendition at `key`: as an earlier attempt (or the upload's head start)
+        stored it, else rendered and stored now."""
+        try:
+            found = probe(runtime.storage.blocking.get(key))
+            return {"bytes": found.bytes, "width": found.width, "height": found.height,
+                    "written": False}
+        except NotFound:
+            pass
+        out = render(plan, data, runtime.limits, header=header)
+        runtime.put(key, out.data, MIME[out.format])
+        log.info("rendition_written", key=key, job=ctx.job_id, bytes=len(out.data))
+        return {"bytes": len(out.data), "width": out.width, "height": out.height,
+                "written": True}
+
     made: dict[str, dict] = {}
-    plans = {}
+    tasks = {}
     for name, plan in params.plans.items():
         fmt = choose_format(plan.output.format, header, frozenset(),
                             plan.output.opaque_png_as_jpeg)
         key = rendition_key(source.image_id, source.sha256, plan, fmt)
         made[name] = {"key": key, "format": fmt, "plan_hash": plan.recipe_hash}
-        plans[name] = plan
-    for name, existing in runtime.call(_existing(runtime, made)).items():
-        made[name].update(bytes=existing.bytes, width=existing.width, height=existing.height,
-                          written=False)
-        del plans[name]
-    rendering = {name: runtime.renders.submit(render, plan, data, runtime.limits,
-                                              header=header)
-                 for name, plan in plans.items()}
-    writes = []
-    for name, future in rendering.items():
-        out = future.result()
-        writes.append(runtime.start(runtime.write(made[name]["key"], out.data,
-                                                  MIME[out.format])))
-        made[name].update(bytes=len(out.data), width=out.width, height=out.height,
-                          written=True)
-    for name, write in zip(rendering, writes):
-        write.result()
-        log.info("rendition_written", key=made[name]["key"], job=ctx.job_id,
-                 bytes=made[name]["bytes"])
+        tasks[name] = runtime.renders.submit(make, plan, key)
+    for name, task in tasks.items():
+        made[name].update(task.result())
     rows = [dict(version_id=source.version_id, name=name, storage_key=m["key"],
                  **{k: m[k] for k in ("plan_hash", "format", "bytes", "width", "height")})
             for name, m in made.items()]
@@ -127,7 +126,7 @@ def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
         kept = store.run_plain(runtime.engine, lambda c: store.catalogued(
             c, source.version_id))  # what it only found stored is not its to delete
         for key in {m["key"] for m in made.values() if m["written"]} - kept:
-            runtime.call(runtime.storage.delete(key))
+            runtime.storage.blocking.delete(key)
         raise NotFound(f"job {ctx.job_id} stopped while its renditions were made: image "
                        f"{source.image_id} version {source.version} replaced, deleted or "
                        "the job cancelled", "image_gone")
@@ -162,19 +161,6 @@ def head_start(pipelines: list[Pipeline], header: Header) -> EditPlan | None:
               if plan.source.orient]
     scale, plan = min(scales, key=lambda pair: pair[0], default=(1.0, None))
     return plan if header.width * header.height * scale**2 <= HEAD_START_PIXELS else None
-
-
-async def _existing(runtime, made: dict[str, dict]) -> dict:
-    """The renditions an earlier attempt already stored (all looked up at once), with
-    their header; the rest are to be made."""
-    async def one(key: str):
-        try:
-            return probe(await runtime.storage.get(key))
-        except NotFound:
-            return None
-
-    found = await asyncio.gather(*(one(m["key"]) for m in made.values()))
-    return {name: header for name, header in zip(made, found) if header is not None}
 
 
 class CopyParams(_Params):
@@ -213,7 +199,7 @@ def copy(ctx: StepContext, params: CopyParams) -> dict:
                 s, ctx.job_id, ctx.run, key)):
             raise Conflict(f"{key!r} is a catalogued image, or the job stopped: not "
                            "overwritten", "copy_refused")
-        body = data if origin is None else ctx.runtime.call(ctx.runtime.storage.get(origin))
+        body = data if origin is None else ctx.runtime.storage.blocking.get(origin)
         ctx.runtime.put(key, body, MIME[fmt])
     return {name: key for name, (key, _fmt, _origin) in copies.items()}
 

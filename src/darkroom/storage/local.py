@@ -37,6 +37,7 @@ class LocalStorage:
         self.root = Path(root).resolve()
         self._root = str(self.root)
         self._safe_dirs: set[str] = set()  # existing directories already resolved inside root
+        self.blocking = LocalFiles(self)
 
     def path_for(self, key: str) -> Path:
         """The file holding `key`; raises BadRequest(bad_key) if it would leave the root."""
@@ -89,31 +90,14 @@ class LocalStorage:
 
     async def put(self, key: str, data: bytes, content_type: str | None = None,
                   sweep: bool = False) -> ObjectInfo:
-        path = self.path_for(key)
-        try:
-            st = await asyncio.to_thread(_write_atomic, path, data, sweep)
-        except OSError as e:
-            raise StorageError(f"cannot write {key!r}: {e.strerror or e}") from e
-        return _info(key, st)
+        return await asyncio.to_thread(self.blocking.put, key, data, content_type, sweep)
 
     async def put_file(self, key: str, source: Path, content_type: str | None = None,
                        move: bool = False) -> ObjectInfo:
-        path = self.path_for(key)
-        try:
-            st = await asyncio.to_thread(_move_atomic if move else _write_atomic, path,
-                                         Path(source))
-        except OSError as e:
-            raise StorageError(f"cannot write {key!r}: {e.strerror or e}") from e
-        return _info(key, st)
+        return await asyncio.to_thread(self.blocking.put_file, key, source, content_type, move)
 
     async def delete(self, key: str) -> None:
-        path = self.path_for(key)
-        try:
-            await asyncio.to_thread(path.unlink, missing_ok=True)
-        except (NotADirectoryError, IsADirectoryError):
-            return  # no object there
-        except OSError as e:
-            raise StorageError(f"cannot delete {key!r}: {e.strerror or e}") from e
+        await asyncio.to_thread(self.blocking.delete, key)
 
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
         folder = check_prefix(prefix)
@@ -149,6 +133,43 @@ class LocalStorage:
                         except FileNotFoundError:  # deleted while scanning
                             pass
         return found
+
+
+class LocalFiles:
+    """`LocalStorage.blocking`: its writes and reads done in the calling thread."""
+
+    def __init__(self, storage: LocalStorage) -> None:
+        self._storage = storage
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._storage.path_for(key).read_bytes()
+        except OSError as e:
+            raise _translate(e, key) from e
+
+    def put(self, key: str, data: bytes, content_type: str | None = None,
+            sweep: bool = False) -> ObjectInfo:
+        return self._write(key, _write_atomic, data, sweep)
+
+    def put_file(self, key: str, source: Path, content_type: str | None = None,
+                 move: bool = False) -> ObjectInfo:
+        return self._write(key, _move_atomic if move else _write_atomic, Path(source))
+
+    def delete(self, key: str) -> None:
+        path = self._storage.path_for(key)
+        try:
+            path.unlink(missing_ok=True)
+        except (NotADirectoryError, IsADirectoryError):
+            return  # no object there
+        except OSError as e:
+            raise StorageError(f"cannot delete {key!r}: {e.strerror or e}") from e
+
+    def _write(self, key: str, write, *args) -> ObjectInfo:
+        path = self._storage.path_for(key)
+        try:
+            return _info(key, write(path, *args))
+        except OSError as e:
+            raise StorageError(f"cannot write {key!r}: {e.strerror or e}") from e
 
 
 def _write_atomic(path: Path, data: bytes | Path, sweep: bool = False) -> os.stat_result:

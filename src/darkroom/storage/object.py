@@ -1,4 +1,5 @@
-"""Storage on S3 or an S3-compatible service, through obstore's async API."""
+"""Storage on S3 or an S3-compatible service, through obstore's async API (and its
+blocking one for worker threads)."""
 
 from __future__ import annotations
 
@@ -56,6 +57,7 @@ class ObjectStorage:
             )
         except _FOREIGN as e:
             raise DarkroomError(f"bad S3 settings: {_first_line(e)}", "bad_config") from e
+        self.blocking = ObjectCalls(self._store)
 
     async def get(self, key: str) -> bytes:
         check_key(key)
@@ -78,27 +80,24 @@ class ObjectStorage:
         never shows), so a crash leaves nothing to clean up here; abandoned parts are the
         bucket's lifecycle rules' job."""
         check_key(key)
-        attributes = {"Content-Type": content_type} if content_type else None
         try:
-            result = await obstore.put_async(self._store, key, data, attributes=attributes)
+            result = await obstore.put_async(self._store, key, data,
+                                             attributes=_attributes(content_type))
         except _FOREIGN as e:  # here "not found" means the bucket is missing
             raise StorageError(f"cannot write {key!r}: {_first_line(e)}") from e
-        etag = (result["e_tag"] or "").strip('"')
-        return ObjectInfo(key=key, size=len(data), etag=etag, modified=time.time())
+        return _written(key, len(data), result)
 
     async def put_file(self, key: str, source: Path, content_type: str | None = None,
                        move: bool = False) -> ObjectInfo:
         check_key(key)  # `move` changes nothing: the file is sent either way
-        attributes = {"Content-Type": content_type} if content_type else None
         try:
             size = os.path.getsize(source)
             result = await obstore.put_async(self._store, key, Path(source),
-                                             attributes=attributes, chunk_size=PART_BYTES,
-                                             max_concurrency=4)
+                                             attributes=_attributes(content_type),
+                                             chunk_size=PART_BYTES, max_concurrency=4)
         except _FOREIGN as e:
             raise StorageError(f"cannot write {key!r}: {_first_line(e)}") from e
-        etag = (result["e_tag"] or "").strip('"')
-        return ObjectInfo(key=key, size=size, etag=etag, modified=time.time())
+        return _written(key, size, result)
 
     async def delete(self, key: str) -> None:
         check_key(key)
@@ -125,6 +124,60 @@ class ObjectStorage:
             await anext(aiter(obstore.list(self._store, chunk_size=1)), None)
         except _FOREIGN as e:
             raise StorageError(f"bucket {self.bucket!r} unreachable: {_first_line(e)}") from e
+
+
+class ObjectCalls:
+    """`ObjectStorage.blocking`: the same requests through obstore's blocking API."""
+
+    def __init__(self, store: S3Store) -> None:
+        self._store = store
+
+    def get(self, key: str) -> bytes:
+        check_key(key)
+        try:
+            return bytes(obstore.get(self._store, key).bytes())
+        except _FOREIGN as e:
+            raise _translate(e, key, "read") from e
+
+    def put(self, key: str, data: bytes, content_type: str | None = None,
+            sweep: bool = False) -> ObjectInfo:
+        check_key(key)  # `sweep`: as ObjectStorage.put
+        try:
+            result = obstore.put(self._store, key, data, attributes=_attributes(content_type))
+        except _FOREIGN as e:
+            raise StorageError(f"cannot write {key!r}: {_first_line(e)}") from e
+        return _written(key, len(data), result)
+
+    def put_file(self, key: str, source: Path, content_type: str | None = None,
+                 move: bool = False) -> ObjectInfo:
+        check_key(key)
+        try:
+            size = os.path.getsize(source)
+            result = obstore.put(self._store, key, Path(source),
+                                 attributes=_attributes(content_type),
+                                 chunk_size=PART_BYTES, max_concurrency=4)
+        except _FOREIGN as e:
+            raise StorageError(f"cannot write {key!r}: {_first_line(e)}") from e
+        return _written(key, size, result)
+
+    def delete(self, key: str) -> None:
+        check_key(key)
+        try:
+            obstore.delete(self._store, key)
+        except FileNotFoundError:
+            return
+        except _FOREIGN as e:
+            raise StorageError(f"cannot delete {key!r}: {_first_line(e)}") from e
+
+
+def _attributes(content_type: str | None) -> dict | None:
+    return {"Content-Type": content_type} if content_type else None
+
+
+def _written(key: str, size: int, result) -> ObjectInfo:
+    """What a put answers, from obstore's PutResult."""
+    etag = (result["e_tag"] or "").strip('"')
+    return ObjectInfo(key=key, size=size, etag=etag, modified=time.time())
 
 
 def _info(meta: ObjectMeta) -> ObjectInfo:
