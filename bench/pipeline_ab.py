@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""Two builds of the upload pipeline under the same load at the same time: server CPU an
+image of each, so what the shared machine does to one it does to the other.
+
+usage: bench/pipeline_ab.py A B [--images 96] [--rounds 4] [--env-a K=V] [--env-b K=V]
+
+A and B are git revisions (checked out in temporary worktrees) or `.` for the working tree;
+`--env-a`/`--env-b` add settings to one side (e.g. `--env-b DARKROOM_PIPELINES__RENDER_
+THREADS=2`), so `. .` with an env compares configurations. Each round starts both servers
+(`darkroom serve`, defaults, each on a fresh data dir, the pipeline of bench/pipeline.py),
+uploads the same corpus photos to both at once (4 at a time each) and waits for every job
+to succeed; the figure is the median of the rounds' B/A ratios of server CPU an image.
+Wall-clock ratios drift by 10-40% between minutes here; this ratio moved by 1-2%
+between rounds of identical builds. It says nothing about latency, only about cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+
+from pipeline import (PIPELINE, ROOT, _finished, _wait_ready, corpus_photos, cpu_seconds,
+                      free_port)
+
+
+def source_dir(revision: str, stack: ExitStack) -> Path:
+    """The `src` folder of `revision` (`.`: the working tree's own)."""
+    if revision == ".":
+        return ROOT / "src"
+    folder = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "tree"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(folder),
+                    revision], check=True)
+    stack.callback(subprocess.run, ["git", "-C", str(ROOT), "worktree", "remove", "--force",
+                                    str(folder)], check=False)
+    return folder / "src"
+
+
+class Server:
+    """`darkroom serve` with `src` first on its path, a trigger on `t/`, uploads over HTTP."""
+
+    def __init__(self, src: Path, env: dict[str, str], data: Path) -> None:
+        import httpx
+
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [str(Path(sys.executable).with_name("darkroom")), "serve"],
+            env={**os.environ, "PYTHONPATH": str(src), "DARKROOM_DATA_DIR": str(data),
+                 "DARKROOM_PORT": str(self.port), "DARKROOM_ALLOW_UNSIGNED": "true",
+                 "DARKROOM_ACCESS_LOG": "false", "DARKROOM_LOG_LEVEL": "warning", **env},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=120)
+        _wait_ready(self.client)
+        self.client.put("/v1/pipelines/ab", json={**PIPELINE, "trigger": {"prefix": "t/"}}
+                        ).raise_for_status()
+        self._local = threading.local()
+
+    def upload_all(self, bodies: list[bytes]) -> float:
+        """CPU seconds the server spent on uploading `bodies` and running their jobs."""
+        start = cpu_seconds(self.process.pid)
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda i: self._upload(f"t/{i}.jpg", bodies[i]), range(len(bodies))))
+        _finished(self.client, "ab", len(bodies))
+        return cpu_seconds(self.process.pid) - start
+
+    def _upload(self, key: str, body: bytes) -> None:
+        if not hasattr(self._local, "http"):
+            self._local.http = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        self._local.http.request("POST", f"/v1/images?key={key}", body,
+                                 {"content-type": "image/jpeg"})
+        answer = self._local.http.getresponse()
+        text = answer.read()
+        if answer.status != 201:
+            raise SystemExit(f"upload {key}: {answer.status} {text[:200]!r}")
+
+    def stop(self) -> None:
+        self.client.close()
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("a", help="git revision, or . for the working tree")
+    parser.add_argument("b", help="git revision, or . for the working tree")
+    parser.add_argument("--images", type=int, default=96)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--env-a", action="append", default=[], metavar="K=V")
+    parser.add_argument("--env-b", action="append", default=[], metavar="K=V")
+    args = parser.parse_args()
+    os.environ["VIPS_CONCURRENCY"] = "1"
+    photos = corpus_photos()
+    bodies = [photos[i % len(photos)].read_bytes() for i in range(args.images)]
+    envs = [dict(pair.split("=", 1) for pair in pairs) for pairs in (args.env_a, args.env_b)]
+    ratios = []
+    with ExitStack() as stack:
+        sources = [source_dir(revision, stack) for revision in (args.a, args.b)]
+        for round_ in range(args.rounds):
+            with tempfile.TemporaryDirectory() as data:
+                servers = [Server(src, env, Path(data) / side) for src, env, side
+                           in zip(sources, envs, "ab")]
+                try:
+                    with ThreadPoolExecutor(2) as both:
+                        cpu = list(both.map(lambda server: server.upload_all(bodies), servers))
+                finally:
+                    for server in servers:
+                        server.stop()
+            a, b = (1000 * seconds / len(bodies) for seconds in cpu)
+            ratios.append(b / a)
+            print(f"round {round_ + 1}: server CPU an image A {a:.1f} ms, B {b:.1f} ms, "
+                  f"B/A {b / a:.3f}", flush=True)
+    print(f"B/A, median of {args.rounds} rounds: {statistics.median(ratios):.3f} "
+          f"(rounds {min(ratios):.3f}-{max(ratios):.3f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
