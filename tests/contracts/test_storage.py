@@ -125,7 +125,8 @@ async def test_list_and_prefix(storage: Storage) -> None:
 
 @pytest.mark.parametrize("key", BAD_KEYS)
 async def test_bad_keys(storage: Storage, key: str) -> None:
-    calls = [storage.get(key), storage.head(key), storage.put(key, b"1"), storage.delete(key)]
+    calls = [storage.get(key), storage.head(key), storage.put(key, b"1"), storage.delete(key),
+             storage.put_file(key, Path(__file__))]
     for call in calls:
         with pytest.raises(BadRequest) as err:
             await call

@@ -214,8 +214,8 @@ class Catalog:
             return
         try:
             self.storage.blocking.put(key, made[1].data, MIME[made[1].format])
-        except DarkroomError as error:
-            log.warning("head_start_not_stored", key=key, error=error.message)
+        except Exception as error:  # noqa: BLE001  (the upload is committed: it stands)
+            log.warning("head_start_not_stored", key=key, error=str(error))
 
     async def _head_start(self, key_for: Callable[[str], str]
                           ) -> Callable[[Header], EditPlan | None] | None:

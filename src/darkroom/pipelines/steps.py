@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+from concurrent.futures import wait
 from functools import cached_property
 from typing import Literal
 from urllib.parse import parse_qsl
@@ -116,8 +117,14 @@ def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
         key = rendition_key(source.image_id, source.sha256, plan, fmt)
         made[name] = {"key": key, "format": fmt, "plan_hash": plan.recipe_hash}
         tasks[name] = runtime.renders.submit(make, plan, key)
-    for name, task in tasks.items():
-        made[name].update(task.result())
+    try:
+        for name, task in tasks.items():
+            made[name].update(task.result())
+    except BaseException:
+        for task in tasks.values():
+            task.cancel()  # those not started yet
+        wait(tasks.values())  # none writes once the step has ended
+        raise
     rows = [dict(version_id=source.version_id, name=name, storage_key=m["key"],
                  **{k: m[k] for k in ("plan_hash", "format", "bytes", "width", "height")})
             for name, m in made.items()]

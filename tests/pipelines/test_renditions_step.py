@@ -1,0 +1,82 @@
+"""The `renditions` step on its own: its renders run on the render threads, and none of
+them is still running (or writing) once the step has ended."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from darkroom.config import Settings
+from darkroom.errors import BadRequest
+from darkroom.pipelines import steps
+from darkroom.pipelines.context import Runtime, Source, StepContext
+
+from corpus_files import CORPUS
+from server.helpers import PHOTO
+
+
+@pytest.fixture
+def runtime(tmp_path: Path):
+    runtime = Runtime(Settings(data_dir=tmp_path), engine=None)  # no catalogue reached
+    yield runtime
+    runtime.close()
+
+
+def _context(runtime: Runtime) -> StepContext:
+    data = (CORPUS / PHOTO["path"]).read_bytes()
+    runtime.storage.blocking.put("photo.jpg", data)
+    source = Source(image_id="img", key="photo.jpg", version=1, version_id=1,
+                    sha256=hashlib.sha256(data).hexdigest(), format="jpeg", width=1,
+                    height=1, bytes=len(data), storage_key="photo.jpg")
+    return StepContext(runtime, "job", 1, "p", "sizes", source)
+
+
+def _stored(runtime: Runtime) -> list[str]:
+    folder = runtime.storage.root / "_renditions" / "img"
+    return sorted(p.name for p in folder.glob("*")) if folder.is_dir() else []
+
+
+def test_a_failed_rendition_waits_for_the_others_and_nothing_is_written_after(
+        runtime, monkeypatch):
+    real, slow_done = steps.render, threading.Event()
+
+    def render(plan, *args, **kwargs):
+        out = real(plan, *args, **kwargs)
+        if out.width == 10:
+            raise BadRequest("injected render failure", "bad_param")
+        time.sleep(0.5)  # still rendering when the other one fails
+        slow_done.set()
+        return out
+
+    monkeypatch.setattr(steps, "render", render)
+    params = steps.RenditionsParams(renditions={"a": "w=10&fm=png", "b": "w=20&fm=png"})
+    with pytest.raises(BadRequest):
+        steps.renditions(_context(runtime), params)
+    assert slow_done.is_set()  # the step ended after its other render, not before
+    at_end = _stored(runtime)
+    assert len(at_end) == 1  # b is stored (a retry finds it), a is not
+    time.sleep(0.6)
+    assert _stored(runtime) == at_end
+
+
+def test_renditions_found_stored_are_not_rendered_again(runtime, monkeypatch):
+    ctx = _context(runtime)
+    params = steps.RenditionsParams(renditions={"a": "w=10&fm=png", "b": "w=20&fm=webp"})
+    made = {name: steps.render(plan, (CORPUS / PHOTO["path"]).read_bytes(), runtime.limits)
+            for name, plan in params.plans.items()}
+    key = steps.rendition_key("img", ctx.source.sha256, params.plans["a"], "png")
+    runtime.storage.blocking.put(key, made["a"].data)
+    rendered = []
+    real = steps.render
+    monkeypatch.setattr(steps, "render", lambda plan, *a, **k: rendered.append(plan) or
+                        real(plan, *a, **k))
+    monkeypatch.setattr(steps.store, "run_plain", lambda _engine, _work: True)
+    output = steps.renditions(ctx, params)
+    assert rendered == [params.plans["b"]]
+    assert (output["a"]["written"], output["b"]["written"]) == (False, True)
+    assert (output["a"]["width"], output["b"]["width"]) == (10, 20)
+    assert output["a"]["bytes"] == len(made["a"].data)
