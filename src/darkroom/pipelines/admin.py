@@ -142,8 +142,7 @@ def _history_entry(attempt: JobAttempt) -> dict:
             "status": "succeeded" if outcome["ok"] else "failed",
             "error": None if outcome["ok"] else store.error_text(outcome),
             "started_at": _iso(attempt.started_at), "finished_at": _iso(attempt.finished_at),
-            "duration_ms": int((attempt.finished_at - attempt.started_at).total_seconds()
-                               * 1000)}
+            "duration_ms": store.duration_ms(attempt.started_at, attempt.finished_at)}
 
 
 def run_pipeline(session: Session, queue: JobQueue, name: str, image_id: str) -> dict:

@@ -224,7 +224,12 @@ def end_step(db: Session | Connection, job_id: str, name: str, state: str,
              error: str | None = None) -> None:
     db.execute(sql.END_STEP, {"_job": job_id, "_name": name, "_state": state, "_now": now,
                               "_output": output, "_error": error,
-                              "_ms": int((now - started).total_seconds() * 1000)})
+                              "_ms": duration_ms(started, now)})
+
+
+def duration_ms(started: datetime, finished: datetime) -> int:
+    """How long a step or an attempt took, as the catalog keeps it."""
+    return int((finished - started).total_seconds() * 1000)
 
 
 def mark_step(db: Session | Connection, job_id: str, name: str, state: str) -> None:
