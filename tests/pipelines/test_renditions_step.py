@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from darkroom.config import Settings
-from darkroom.errors import BadRequest
+from darkroom.errors import BadRequest, StorageError
 from darkroom.pipelines import steps
 from darkroom.pipelines.context import Runtime, Source, StepContext
 
@@ -80,3 +80,33 @@ def test_renditions_found_stored_are_not_rendered_again(runtime, monkeypatch):
     assert (output["a"]["written"], output["b"]["written"]) == (False, True)
     assert (output["a"]["width"], output["b"]["width"]) == (10, 20)
     assert output["a"]["bytes"] == len(made["a"].data)
+
+
+def test_a_failed_lookup_waits_for_the_renders_already_started(runtime, monkeypatch):
+    """Stored renditions are looked up on the step's thread while the others render: a
+    storage failure there still lets the renders started end before the step does."""
+    real_render, real_get = steps.render, runtime.storage.blocking.get
+    rendering, slow_done = threading.Event(), threading.Event()
+
+    def render(plan, *args, **kwargs):
+        rendering.set()
+        out = real_render(plan, *args, **kwargs)
+        time.sleep(0.5)  # still rendering when the lookup fails
+        slow_done.set()
+        return out
+
+    def get(key):
+        if key.endswith(".webp"):  # the second rendition's lookup
+            assert rendering.wait(5)
+            raise StorageError("injected storage failure")
+        return real_get(key)
+
+    monkeypatch.setattr(steps, "render", render)
+    monkeypatch.setattr(runtime.storage.blocking, "get", get)
+    params = steps.RenditionsParams(renditions={"a": "w=10&fm=png", "b": "w=20&fm=webp"})
+    with pytest.raises(StorageError):
+        steps.renditions(_context(runtime), params)
+    assert slow_done.is_set()  # the step ended after the render it had started
+    at_end = _stored(runtime)
+    time.sleep(0.6)
+    assert _stored(runtime) == at_end

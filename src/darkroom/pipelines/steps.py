@@ -88,21 +88,14 @@ class RenditionsParams(_Params):
 def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
     """Render each named plan of the source in parallel; store each once, catalogue them.
 
-    Each rendition is looked for, rendered and written (fsynced) by one task on the render
-    threads, so the renders go on while others write."""
+    Renditions already stored (by an earlier attempt, or the upload's head start) are
+    looked up here; each of the others is rendered and written (fsynced) by one task on
+    the render threads, so the renders go on while others write."""
     source, runtime = ctx.source, ctx.runtime
     data = ctx.read_source()
     header = probe(data)
 
     def make(plan: EditPlan, key: str) -> dict:
-        """The rendition at `key`: as an earlier attempt (or the upload's head start)
-        stored it, else rendered and stored now."""
-        try:
-            found = probe(runtime.storage.blocking.get(key))
-            return {"bytes": found.bytes, "width": found.width, "height": found.height,
-                    "written": False}
-        except NotFound:
-            pass
         out = render(plan, data, runtime.limits, header=header)
         runtime.put(key, out.data, MIME[out.format])
         log.info("rendition_written", key=key, job=ctx.job_id, bytes=len(out.data))
@@ -111,13 +104,16 @@ def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
 
     made: dict[str, dict] = {}
     tasks = {}
-    for name, plan in params.plans.items():
-        fmt = choose_format(plan.output.format, header, frozenset(),
-                            plan.output.opaque_png_as_jpeg)
-        key = rendition_key(source.image_id, source.sha256, plan, fmt)
-        made[name] = {"key": key, "format": fmt, "plan_hash": plan.recipe_hash}
-        tasks[name] = runtime.renders.submit(make, plan, key)
     try:
+        for name, plan in params.plans.items():
+            fmt = choose_format(plan.output.format, header, frozenset(),
+                                plan.output.opaque_png_as_jpeg)
+            key = rendition_key(source.image_id, source.sha256, plan, fmt)
+            made[name] = {"key": key, "format": fmt, "plan_hash": plan.recipe_hash}
+            if (found := _stored_rendition(runtime, key)) is not None:
+                made[name].update(found)
+            else:
+                tasks[name] = runtime.renders.submit(make, plan, key)
         for name, task in tasks.items():
             made[name].update(task.result())
     except BaseException:
@@ -144,6 +140,16 @@ def rendition_key(image_id: str, sha256: str, plan: EditPlan, fmt: str) -> str:
     """Where a rendition of a source (by checksum) is stored: the same for every run."""
     return (f"{RENDITIONS_PREFIX}{image_id}/{sha256[:16]}-{plan.recipe_hash[:16]}."
             f"{EXTENSION.get(fmt, fmt)}")
+
+
+def _stored_rendition(runtime, key: str) -> dict | None:
+    """The facts of the rendition stored at `key`, or None if there is none."""
+    try:
+        found = probe(runtime.storage.blocking.get(key))
+    except NotFound:
+        return None
+    return {"bytes": found.bytes, "width": found.width, "height": found.height,
+            "written": False}
 
 
 def first_renditions(pipeline: Pipeline) -> list[EditPlan]:
