@@ -4,7 +4,7 @@ against the bare engine making the same 3 renditions of the same images in one p
 and the same pipeline run on demand over the stored images (the pipeline's own overhead).
 
 usage: bench/pipeline.py [--images 48] [--rounds 3] [--concurrency 4] [--threads 4]
-                         [--database URL] [--photos corpus|camera]
+                         [--warmup 12] [--database URL] [--photos corpus|camera]
 
 The pipeline side is `darkroom serve` with its defaults (1 process, 2 engine threads, its
 in-process worker with 4 render threads) on a fresh data dir: uploads go over HTTP,
@@ -13,7 +13,11 @@ renders each image's 3 plans on 4 threads (on 2 cores, its best: 2 threads take 
 longer, as 2 render threads do in the worker), probing each image once, and writes them to
 disk atomically, like the `renditions` step. Both run with VIPS_CONCURRENCY=1, `rounds`
 times, the reference before and after the pipeline (their mean is the round's reference);
-the figure is the median ratio.
+the figure is the median ratio. Both sides are warm, as in every other section of bench/:
+`warmup` uploads go through the pipeline (and are waited for) before the clock starts,
+and the bare engine renders as many images before its first run, so that first-use costs
+(imports on first call, statement compilation, threads started) are not counted as
+throughput. `--warmup 0` measures a server from cold (sessions up to 2026-12-06 did).
 Beside the wall-clock ratios, each round reports CPU per image: the bare run's own, and the
 server process's (every thread, from /proc) over each phase. On a shared, noisy machine the
 CPU ratio moves far less than the wall-clock one; the wall-clock one adds the cores left
@@ -105,7 +109,7 @@ def free_port() -> int:
 
 
 def pipeline(images: list[Path], data_dir: Path, concurrency: int, database: str | None,
-             tag: str) -> dict[str, float]:
+             tag: str, warmup: int = 0) -> dict[str, float]:
     """Through `darkroom serve`: seconds from the first upload to the last job's success
     (end to end), and from the first on-demand run of the same pipeline over the stored
     images to the last one's success (the pipeline alone); with the CPU seconds the server
@@ -146,10 +150,15 @@ def pipeline(images: list[Path], data_dir: Path, concurrency: int, database: str
                     raise SystemExit(f"upload {key}: {answer.status} {body[:200]!r}")
                 return json.loads(body)["id"]
 
+            with ThreadPoolExecutor(concurrency) as pool:  # before the clock: warm-up
+                list(pool.map(lambda i: upload(f"{tag}/warmup-{i}.jpg", i % len(images)),
+                              range(warmup)))
+            if warmup:
+                _finished(client, name, warmup)
             start, cpu = time.time(), cpu_seconds(server.pid)
             with ThreadPoolExecutor(concurrency) as pool:
                 list(pool.map(lambda i: upload(f"{tag}/{i}.jpg", i), range(len(images))))
-            end_to_end = _finished(client, name, len(images)) - start
+            end_to_end = _finished(client, name, warmup + len(images)) - start
             end_to_end_cpu = cpu_seconds(server.pid) - cpu
             cpu = cpu_seconds(server.pid)
             with ThreadPoolExecutor(concurrency) as pool:  # stored, outside the trigger
@@ -161,7 +170,7 @@ def pipeline(images: list[Path], data_dir: Path, concurrency: int, database: str
                 list(pool.map(lambda i: client.post(
                     f"/v1/pipelines/{name}/runs", params={"image_id": i}).raise_for_status(),
                     ids))
-            alone = _finished(client, name, 2 * len(ids)) - start
+            alone = _finished(client, name, warmup + 2 * len(ids)) - start
             return {"end_to_end": end_to_end, "end_to_end_cpu": end_to_end_cpu,
                     "upload_cpu": upload_cpu,
                     "alone": alone, "alone_cpu": cpu_seconds(server.pid) - cpu}
@@ -211,6 +220,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=4, help="uploads at once")
     parser.add_argument("--threads", type=int, default=4,
                         help="the reference's render threads (4: its best on 2 cores)")
+    parser.add_argument("--warmup", type=int, default=12,
+                        help="uploads through the pipeline (and bare renders) before timing")
     parser.add_argument("--database", help="catalog URL (default: SQLite in the data dir)")
     parser.add_argument("--photos", choices=("corpus", "camera"), default="corpus",
                         help="corpus JPEGs of 0.4-2 MP, or 12 MP camera-size JPEGs")
@@ -221,11 +232,14 @@ def main() -> int:
     photos = corpus_photos() if args.photos == "corpus" else camera_photos(args.images_dir)
     images = [photos[i % len(photos)] for i in range(min(args.images, 100))]
     rows = []
+    with tempfile.TemporaryDirectory() as ref_dir:  # the bare engine warm, as the server
+        bare_engine([images[i % len(images)] for i in range(args.warmup)], Path(ref_dir),
+                    args.threads)
     for round_ in range(args.rounds):
         with tempfile.TemporaryDirectory() as ref_dir, tempfile.TemporaryDirectory() as data:
             before = bare_engine(images, Path(ref_dir), args.threads)
             served = pipeline(images, Path(data), args.concurrency, args.database,
-                              f"r{round_}{os.getpid()}")
+                              f"r{round_}{os.getpid()}", args.warmup)
             after = bare_engine(images, Path(ref_dir), args.threads)
         # the reference on each side of the pipeline: a machine whose speed drifts during
         # the round moves both alike
@@ -253,6 +267,7 @@ def main() -> int:
         "alone_cpu_ms", "upload_cpu_ms")}
     summary = {**{f"median_{k}": v for k, v in median.items()}, "renditions": RENDITIONS,
                "upload_concurrency": args.concurrency, "reference_threads": args.threads,
+               "warmup": args.warmup,
                "server_threads": os.environ.get("DARKROOM_THREADS", "default"),
                "server_render_threads": os.environ.get("DARKROOM_PIPELINES__RENDER_THREADS",
                                                        "default"),
