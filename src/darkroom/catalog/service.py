@@ -34,6 +34,7 @@ from darkroom.engine.load import Header
 from darkroom.engine.render import Rendered
 from darkroom.errors import BadRequest, CatalogError, Conflict, DarkroomError, NotFound
 from darkroom.pipelines import queue, steps
+from darkroom.pipelines.prerender import render_upcoming, upcoming
 from darkroom.pipelines.definition import Pipeline
 from darkroom.pipelines.queue import JobQueue
 from darkroom.pipelines.steps import RENDITIONS_PREFIX
@@ -47,6 +48,8 @@ log = structlog.get_logger("darkroom.catalog")
 T = TypeVar("T")
 DB_THREADS = 8
 Undo = list[Callable[[], None]]
+# Starts rendering some rendition keys in memory (`Runtime.prerender`); whether it did.
+Prerender = Callable[[list[str], Callable[[], dict]], bool]
 
 
 @dataclass(frozen=True)
@@ -69,13 +72,14 @@ class Catalog:
 
     def __init__(self, engine: Engine, storage: Storage, pool: RenderPool, limits: Limits,
                  invalidate: Callable[[str], Awaitable[None]] | None = None,
-                 queue: JobQueue | None = None) -> None:
+                 queue: JobQueue | None = None, prerender: Prerender | None = None) -> None:
         self.engine = engine
         self.queue = queue
         self.storage = storage
         self.pool = pool
         self.limits = limits
         self.invalidate = invalidate
+        self.prerender = prerender  # an in-process worker's `Runtime.prerender`, if any
         # Database work (with the storage calls inside its transactions) has its own
         # threads, so that it never fills the loop's default executor.
         self._threads = ThreadPoolExecutor(DB_THREADS, thread_name_prefix="catalog")
@@ -107,16 +111,24 @@ class Catalog:
         facts = await self._describe(staged, await self._head_start(key_for))
         key = key_for(facts.header.format)
 
-        def write(session: Session, undo: Undo) -> tuple[dict, str | None]:
+        def write(session: Session, undo: Undo) -> tuple[dict, str | None, dict]:
             image = repository.claim_new(session, key, tags)
             body, fired = self._record(session, image, staged, facts, "image.uploaded", undo)
             if idempotency_key:
                 idempotency.remember(session, idempotency_key, request, body)
-            return body, _made_key(image, staged.sha256, facts.made, fired)
+            plans = {} if self.prerender is None else upcoming(
+                [p for _, p in fired], image.id, staged.sha256, facts.header,
+                facts.made and facts.made[0])
+            return body, _made_key(image, staged.sha256, facts.made, fired), plans
+
+        def then(written: tuple[dict, str | None, dict]) -> None:
+            # pre-renders first: registered within microseconds of the commit, long before
+            # a job dequeued meanwhile could look for them
+            self._prerender(key, staged.sha256, facts.header, written[2])
+            self._store_made(written[1], facts.made)
 
         try:
-            body = (await self._run(write, then=lambda written: self._store_made(
-                written[1], facts.made)))[0]
+            body = (await self._run(write, then=then))[0]
         except (Conflict, CatalogError):
             if not idempotency_key:
                 raise
@@ -216,6 +228,19 @@ class Catalog:
             self.storage.blocking.put(key, made[1].data, MIME[made[1].format])
         except Exception as error:  # noqa: BLE001  (the upload is committed: it stands)
             log.warning("head_start_not_stored", key=key, error=str(error))
+
+    def _prerender(self, key: str, sha256: str, header: Header,
+                   plans: dict[str, EditPlan]) -> None:
+        """Have an idle in-process worker start rendering `plans` (key -> plan) of the
+        version just committed at `key`, for its jobs' steps (`pipelines.prerender`);
+        best effort, like the head start."""
+        if not plans or self.prerender is None:
+            return
+        try:
+            self.prerender(list(plans), lambda: render_upcoming(
+                self.storage, key, sha256, header, self.limits, plans))
+        except Exception as error:  # noqa: BLE001  (the upload is committed: it stands)
+            log.warning("prerender_not_started", key=key, error=str(error))
 
     async def _head_start(self, key_for: Callable[[str], str]
                           ) -> Callable[[Header], EditPlan | None] | None:

@@ -3,6 +3,12 @@
 `Runtime` is one per worker process: the storage (steps call its `blocking` side from
 their threads), the catalog engine, the limits, a thread pool for renders and an event loop
 thread for the async work steps start (webhooks, the outbox's dispatch).
+
+Pre-renders: an upload in the worker's own process may start its jobs' renditions on the
+render threads at once, when one is free, rather than wait for the queue's next poll. They
+are rendered in memory only; the step that needs one takes it (`prerendered`) and stores
+it itself, so every rendition is still written by its job's attempt, once. One that no
+step takes (its job ran in another process, or was cancelled) is dropped.
 """
 
 from __future__ import annotations
@@ -10,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -22,6 +29,8 @@ from darkroom.errors import Conflict
 from darkroom.storage import Storage, open_storage
 
 T = TypeVar("T")
+PRERENDER_TTL_S = 60.0  # a pre-render no step took by then is dropped
+PRERENDERS_PER_THREAD = 16  # renditions held in memory for steps, per render thread
 
 
 class Runtime:
@@ -32,9 +41,11 @@ class Runtime:
         self.engine = engine
         self.limits = settings.limits
         self.storage: Storage = open_storage(settings)
-        self.renders = ThreadPoolExecutor(
-            settings.pipelines.render_threads or 2 * settings.threads,
-            thread_name_prefix="render")
+        self.render_threads = settings.pipelines.render_threads or 2 * settings.threads
+        self.renders = ThreadPoolExecutor(self.render_threads, thread_name_prefix="render")
+        self._lock = threading.RLock()  # a task done at once calls back under it
+        self._pending = 0  # render tasks queued or running
+        self._prerenders: dict[str, tuple[float, Future]] = {}  # key -> (since, its task)
         # Two per run: its attempt, and one that ran past its timeout and is finishing.
         self.steps = ThreadPoolExecutor(2 * settings.pipelines.concurrency,
                                         thread_name_prefix="step")
@@ -51,6 +62,50 @@ class Runtime:
         """Write `key` from this thread, first removing what a writer killed mid-write
         left behind."""
         self.storage.blocking.put(key, data, content_type, sweep=True)
+
+    def render(self, work: Callable[..., T], *args: object) -> Future:
+        """`work(*args)` on a render thread."""
+        with self._lock:
+            return self._submit(work, *args)
+
+    def prerender(self, keys: list[str], work: Callable[[], dict]) -> bool:
+        """Start `work` (rendering `keys` in memory: key -> its `Rendered`) if a render
+        thread is free; whether it started. The step that needs one of `keys` takes it
+        with `prerendered`."""
+        now = time.monotonic()
+        with self._lock:
+            self._expire(now)
+            if (self._pending >= self.render_threads or len(self._prerenders) + len(keys)
+                    > PRERENDERS_PER_THREAD * self.render_threads):
+                return False
+            task = self._submit(work)
+            self._prerenders.update((key, (now, task)) for key in keys)
+            return True
+
+    def prerendered(self, key: str) -> Future | None:
+        """The pre-render task that makes `key`, taken (no one else gets it); None if
+        there is none."""
+        with self._lock:
+            self._expire(time.monotonic())
+            entry = self._prerenders.pop(key, None)
+        return None if entry is None else entry[1]
+
+    def _expire(self, now: float) -> None:
+        """Drop the pre-renders no step took in time (their jobs ran elsewhere, or not)."""
+        for key in [k for k, (since, _) in self._prerenders.items()
+                    if now - since > PRERENDER_TTL_S]:
+            del self._prerenders[key]
+
+    def _submit(self, work: Callable[..., T], *args: object) -> Future:
+        """Submit `work`, counted until it ends (the caller holds the lock)."""
+        self._pending += 1
+        task = self.renders.submit(work, *args)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, _task: Future) -> None:
+        with self._lock:
+            self._pending -= 1
 
     def start(self, coroutine: Awaitable[T]) -> Future:
         """Run a coroutine on the runtime's loop; its future."""

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from darkroom.engine import choose_format, probe, render
+from darkroom.engine import Rendered, choose_format, probe, render
 from darkroom.engine.formats import EXTENSION, MIME
 from darkroom.engine.geometry import load_scale
 from darkroom.engine.load import Header
@@ -95,8 +95,9 @@ def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
     data = ctx.read_source()
     header = probe(data)
 
-    def make(plan: EditPlan, key: str) -> dict:
-        out = render(plan, data, runtime.limits, header=header)
+    def make(plan: EditPlan, key: str, out: Rendered | None) -> dict:
+        """Store the rendition (rendered now, unless an upload pre-rendered it)."""
+        out = out or render(plan, data, runtime.limits, header=header)
         runtime.put(key, out.data, MIME[out.format])
         log.info("rendition_written", key=key, job=ctx.job_id, bytes=len(out.data))
         return {"bytes": len(out.data), "width": out.width, "height": out.height,
@@ -113,7 +114,7 @@ def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
             if (found := _stored_rendition(runtime, key)) is not None:
                 made[name].update(found)
             else:
-                tasks[name] = runtime.renders.submit(make, plan, key)
+                tasks[name] = runtime.render(make, plan, key, _prerendered(runtime, key))
         for name, task in tasks.items():
             made[name].update(task.result())
     except BaseException:
@@ -140,6 +141,17 @@ def rendition_key(image_id: str, sha256: str, plan: EditPlan, fmt: str) -> str:
     """Where a rendition of a source (by checksum) is stored: the same for every run."""
     return (f"{RENDITIONS_PREFIX}{image_id}/{sha256[:16]}-{plan.recipe_hash[:16]}."
             f"{EXTENSION.get(fmt, fmt)}")
+
+
+def _prerendered(runtime, key: str) -> Rendered | None:
+    """The rendition at `key` as an upload pre-rendered it (see `Runtime.prerender`),
+    waited for if still rendering; None if there is none or it failed (the step renders
+    it)."""
+    task = runtime.prerendered(key)
+    try:
+        return None if task is None else task.result().get(key)
+    except Exception:  # noqa: BLE001  (the step's own render reports the failure)
+        return None
 
 
 def _stored_rendition(runtime, key: str) -> dict | None:

@@ -12,6 +12,7 @@ import asyncio
 import os
 import socket
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from datetime import timedelta
 
@@ -195,6 +196,13 @@ class InProcess:
             if self.worker is not None:
                 self.worker.stop()
                 self.worker = None
+
+    def prerender(self, keys: list[str], work: Callable[[], dict]) -> bool:
+        """`Runtime.prerender` on the worker's runtime, if it runs (an upload's renditions
+        started at once, in memory, for its steps); whether it started."""
+        worker = self.worker
+        runtime = worker.runtime if worker is not None else None
+        return runtime is not None and runtime.prerender(keys, work)
 
 
 def apply_file(settings: Settings, engine: Engine) -> int:

@@ -89,7 +89,8 @@ def create_app(settings: Settings | None = None, index: int = 0) -> ASGIApp:
     async def on_pipeline() -> None:
         await asyncio.to_thread(workers.start_if_needed)
 
-    catalog = Catalog(engine, storage, pool, settings.limits, invalidate, jobs)
+    catalog = Catalog(engine, storage, pool, settings.limits, invalidate, jobs,
+                      workers.prerender)
     api = build_api(settings, renderer, catalog, on_pipeline)
 
     async def watch_for_pipelines() -> None:
