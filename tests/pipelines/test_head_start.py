@@ -6,6 +6,8 @@ that cannot be stored is the step's to make."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -25,12 +27,19 @@ SIZES = {"name": "sizes", "type": "renditions", "params": {"renditions": {
     "large": "w=400&fm=jpeg", "thumb": "w=64&h=64&fit=cover&fm=png", "card": "w=200"}}}
 
 
-@pytest.fixture
-def client(tmp_path: Path):
+@contextmanager
+def serving(tmp_path: Path, poll_s: float) -> Iterator[TestClient]:
+    """A client of a server with an in-process worker polling every `poll_s`."""
     settings = Settings(data_dir=tmp_path / "data", allow_unsigned=True, access_log=False,
-                        pipelines={"poll_s": 0.05})
+                        pipelines={"poll_s": poll_s})
     with TestClient(create_app(settings)) as client:
         client.settings = settings
+        yield client
+
+
+@pytest.fixture
+def client(tmp_path: Path):
+    with serving(tmp_path, 0.05) as client:
         yield client
 
 

@@ -18,22 +18,17 @@ from darkroom.engine import probe
 from darkroom.errors import Unprocessable
 from darkroom.pipelines import context, prerender, steps
 from darkroom.pipelines.context import Runtime
-from darkroom.server.app import create_app
 from darkroom.storage.local import LocalStorage
 
 from corpus_files import CORPUS
-from server.helpers import PHOTO, TestClient
+from server.helpers import PHOTO
 
-from .test_head_start import SIZES, _finished, _pipeline, _stored, _upload
+from .test_head_start import SIZES, _finished, _pipeline, _stored, _upload, serving
 
 
 @pytest.fixture
 def client(tmp_path: Path):
-    # a poll every 0.5 s, as by default: the job starts after its upload's pre-renders
-    settings = Settings(data_dir=tmp_path / "data", allow_unsigned=True, access_log=False,
-                        pipelines={"poll_s": 0.5})
-    with TestClient(create_app(settings)) as client:
-        client.settings = settings
+    with serving(tmp_path, 0.5) as client:  # as by default: jobs start after pre-renders
         yield client
 
 
