@@ -15,9 +15,10 @@ import pytest
 
 from darkroom.config import Settings
 from darkroom.engine import probe
-from darkroom.errors import Unprocessable
+from darkroom.errors import Conflict, Unprocessable
 from darkroom.pipelines import context, prerender, steps
-from darkroom.pipelines.context import Runtime
+from darkroom.pipelines.context import Runtime, Source, StepContext
+from darkroom.pipelines.definition import Pipeline
 from darkroom.storage.local import LocalStorage
 
 from corpus_files import CORPUS
@@ -65,8 +66,10 @@ def test_an_idle_worker_prerenders_and_the_step_stores_each_once(client, monkeyp
 
 def test_a_failed_prerender_is_the_steps_to_render(client, monkeypatch):
     _pipeline(client, [SIZES])
+    tried = []
 
-    def fail(*args, **kwargs):
+    def fail(plan, *args, **kwargs):
+        tried.append(plan)
         raise Unprocessable("injected render failure", "corrupt_image")
 
     monkeypatch.setattr(prerender, "render", fail)
@@ -74,22 +77,68 @@ def test_a_failed_prerender_is_the_steps_to_render(client, monkeypatch):
     upload = _upload(client)
     job = _finished(client, upload.json()["jobs"][0]["id"])
     assert job["status"] == "succeeded"
-    assert late == Counter({400: 1, 200: 1})
+    assert len(tried) == 2 and late == Counter({400: 1, 200: 1})
     assert job["steps"][0]["output"]["large"]["width"] == 400
+
+
+def test_every_pipeline_fired_is_prerendered_once(client, monkeypatch):
+    _pipeline(client, [SIZES])
+    other = {"name": "more", "type": "renditions", "params": {"renditions": {
+        "small": "w=100&fm=webp", "wide": "w=250"}}}
+    assert client.put("/v1/pipelines/q", json={"steps": [other]}).status_code == 201
+    early, late = _counting(monkeypatch, prerender), _counting(monkeypatch, steps)
+    upload = _upload(client).json()
+    jobs = [_finished(client, job["id"]) for job in upload["jobs"]]
+    assert [job["status"] for job in jobs] == ["succeeded", "succeeded"]
+    assert early == Counter({400: 1, 200: 1, 100: 1, 250: 1}) and not late  # 4 threads free
+
+
+def test_a_step_waits_for_a_prerender_under_way_and_takes_it(tmp_path: Path, monkeypatch):
+    runtime = Runtime(Settings(data_dir=tmp_path), engine=None)
+    try:
+        data = (CORPUS / PHOTO["path"]).read_bytes()
+        runtime.storage.blocking.put("photo.jpg", data)
+        sha = hashlib.sha256(data).hexdigest()
+        source = Source(image_id="img", key="photo.jpg", version=1, version_id=1,
+                        sha256=sha, format="jpeg", width=1, height=1, bytes=len(data),
+                        storage_key="photo.jpg")
+        params = steps.RenditionsParams(renditions={"a": "w=30&fm=png"})
+        plans = prerender.upcoming([Pipeline(name="p", steps=[{
+            "name": "s", "type": "renditions", "params": params.model_dump()}])],
+            "img", sha, probe(data), None)
+        work = prerender.works(runtime.storage, "photo.jpg", sha, probe(data),
+                               runtime.limits, plans)
+        [(key, render)] = work.items()
+        started = threading.Event()
+
+        def slow():
+            started.set()
+            time.sleep(0.5)  # still rendering when the step looks
+            return render()
+
+        assert runtime.prerender({key: slow}) == 1 and started.wait(5)
+        late = _counting(monkeypatch, steps)
+        monkeypatch.setattr(steps.store, "run_plain", lambda _engine, _work: True)
+        output = steps.renditions(StepContext(runtime, "job", 1, "p", "s", source), params)
+        assert not late and output["a"]["key"] == key
+        assert output["a"]["written"] and output["a"]["width"] == 30
+        assert runtime.storage.blocking.get(key)  # stored by the step
+    finally:
+        runtime.close()
 
 
 def test_a_source_replaced_since_is_not_prerendered(tmp_path: Path):
     storage = LocalStorage(tmp_path)
     data = (CORPUS / PHOTO["path"]).read_bytes()
     storage.blocking.put("a.jpg", data)
-    plans = steps.RenditionsParams(renditions={"x": "w=20&fm=png"}).plans
-    header = probe(data)
+    plans = {"k": steps.RenditionsParams(renditions={"x": "w=20&fm=png"}).plans["x"]}
     limits = Settings(data_dir=tmp_path).limits
-    made = prerender.render_upcoming(storage, "a.jpg", hashlib.sha256(data).hexdigest(),
-                                     header, limits, {"k": plans["x"]})
-    assert made["k"].width == 20
-    assert prerender.render_upcoming(storage, "a.jpg", "0" * 64, header, limits,
-                                     {"k": plans["x"]}) == {}
+    made = prerender.works(storage, "a.jpg", hashlib.sha256(data).hexdigest(), probe(data),
+                           limits, plans)
+    assert made["k"]().width == 20
+    stale = prerender.works(storage, "a.jpg", "0" * 64, probe(data), limits, plans)
+    with pytest.raises(Conflict):
+        stale["k"]()
 
 
 @pytest.fixture
@@ -100,40 +149,34 @@ def runtime(tmp_path: Path):
     runtime.close()
 
 
-def test_prerenders_start_only_on_a_free_render_thread_and_are_taken_once(runtime):
+def test_prerenders_start_only_on_free_render_threads_and_are_taken_once(runtime):
     release = threading.Event()
     busy = runtime.render(release.wait, 5)
-    assert not runtime.prerender(["k"], dict)  # the one render thread is taken
+    assert runtime.prerender({"k": lambda: "made"}) == 0  # the one render thread is taken
     release.set()
     busy.result(timeout=5)
-    for _ in range(100):  # the task's end is counted just after its result
-        if runtime.prerender(["k", "j"], lambda: {"k": "made"}):
-            break
-        time.sleep(0.01)
-    else:
-        pytest.fail("no pre-render started on an idle thread")
-    assert runtime.prerendered("k").result(timeout=5) == {"k": "made"}
+    assert _start(runtime, {"k": lambda: "made", "j": lambda: "also"}) == 1  # one free
+    assert runtime.prerendered("k").result(timeout=5) == "made"
     assert runtime.prerendered("k") is None  # taken once
-    assert runtime.prerendered("j") is not None
+    assert runtime.prerendered("j") is None  # never started: the step renders it
     assert runtime.prerendered("other") is None
 
 
 def test_prerenders_no_step_takes_are_bounded_and_dropped(runtime, monkeypatch):
     cap = context.PRERENDERS_PER_THREAD * runtime.render_threads
     now = [1000.0]
-    monkeypatch.setattr(context.time, "monotonic", lambda: now[0])
-    keys = [f"k{i}" for i in range(cap)]
-    assert not runtime.prerender([*keys, "one more"], dict)  # over the cap
-    assert _start(runtime, keys)
-    assert not _start(runtime, ["one more"], tries=5)  # held, none taken
+    monkeypatch.setattr(context, "_clock", lambda: now[0])
+    for i in range(cap):
+        assert _start(runtime, {f"k{i}": dict}) == 1
+    assert _start(runtime, {"one more": dict}, tries=5) == 0  # held, none taken
     now[0] += context.PRERENDER_TTL_S + 1
-    assert _start(runtime, ["one more"])  # the old ones dropped
+    assert _start(runtime, {"one more": dict}) == 1  # the old ones dropped
     assert runtime.prerendered("k0") is None
 
 
-def _start(runtime: Runtime, keys: list[str], tries: int = 100) -> bool:
+def _start(runtime: Runtime, works: dict, tries: int = 100) -> int:
     for _ in range(tries):  # the previous task's end is counted just after its result
-        if runtime.prerender(keys, dict):
-            return True
+        if started := runtime.prerender(works):
+            return started
         time.sleep(0.01)
-    return False
+    return 0

@@ -34,7 +34,7 @@ from darkroom.engine.load import Header
 from darkroom.engine.render import Rendered
 from darkroom.errors import BadRequest, CatalogError, Conflict, DarkroomError, NotFound
 from darkroom.pipelines import queue, steps
-from darkroom.pipelines.prerender import render_upcoming, upcoming
+from darkroom.pipelines.prerender import upcoming, works
 from darkroom.pipelines.definition import Pipeline
 from darkroom.pipelines.queue import JobQueue
 from darkroom.pipelines.steps import RENDITIONS_PREFIX
@@ -48,8 +48,8 @@ log = structlog.get_logger("darkroom.catalog")
 T = TypeVar("T")
 DB_THREADS = 8
 Undo = list[Callable[[], None]]
-# Starts rendering some rendition keys in memory (`Runtime.prerender`); whether it did.
-Prerender = Callable[[list[str], Callable[[], dict]], bool]
+# Starts what it can of some renditions' works (key -> work), in memory; how many started.
+Prerender = Callable[[dict[str, Callable[[], Rendered]]], int]
 
 
 @dataclass(frozen=True)
@@ -111,20 +111,18 @@ class Catalog:
         facts = await self._describe(staged, await self._head_start(key_for))
         key = key_for(facts.header.format)
 
-        def write(session: Session, undo: Undo) -> tuple[dict, str | None, dict]:
+        def write(session: Session, undo: Undo) -> tuple[dict, str | None, str, list]:
             image = repository.claim_new(session, key, tags)
             body, fired = self._record(session, image, staged, facts, "image.uploaded", undo)
             if idempotency_key:
                 idempotency.remember(session, idempotency_key, request, body)
-            plans = {} if self.prerender is None else upcoming(
-                [p for _, p in fired], image.id, staged.sha256, facts.header,
-                facts.made and facts.made[0])
-            return body, _made_key(image, staged.sha256, facts.made, fired), plans
+            return (body, _made_key(image, staged.sha256, facts.made, fired), image.id,
+                    [pipeline for _, pipeline in fired])
 
-        def then(written: tuple[dict, str | None, dict]) -> None:
-            # pre-renders first: registered within microseconds of the commit, long before
+        def then(written: tuple[dict, str | None, str, list]) -> None:
+            # pre-renders first: started within a millisecond of the commit, long before
             # a job dequeued meanwhile could look for them
-            self._prerender(key, staged.sha256, facts.header, written[2])
+            self._prerender(written[3], written[2], key, staged.sha256, facts)
             self._store_made(written[1], facts.made)
 
         try:
@@ -229,16 +227,19 @@ class Catalog:
         except Exception as error:  # noqa: BLE001  (the upload is committed: it stands)
             log.warning("head_start_not_stored", key=key, error=str(error))
 
-    def _prerender(self, key: str, sha256: str, header: Header,
-                   plans: dict[str, EditPlan]) -> None:
-        """Have an idle in-process worker start rendering `plans` (key -> plan) of the
-        version just committed at `key`, for its jobs' steps (`pipelines.prerender`);
-        best effort, like the head start."""
-        if not plans or self.prerender is None:
+    def _prerender(self, pipelines: list[Pipeline], image_id: str, key: str, sha256: str,
+                   facts: Facts) -> None:
+        """Have an idle in-process worker start rendering what the first steps of the
+        `pipelines` just fired will make of the version committed at `key`, for their
+        steps (`pipelines.prerender`); best effort, like the head start."""
+        if not pipelines or self.prerender is None:
             return
         try:
-            self.prerender(list(plans), lambda: render_upcoming(
-                self.storage, key, sha256, header, self.limits, plans))
+            plans = upcoming(pipelines, image_id, sha256, facts.header,
+                             facts.made and facts.made[0])
+            if plans:
+                self.prerender(works(self.storage, key, sha256, facts.header, self.limits,
+                                     plans))
         except Exception as error:  # noqa: BLE001  (the upload is committed: it stands)
             log.warning("prerender_not_started", key=key, error=str(error))
 

@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy import Engine
 
@@ -28,9 +28,13 @@ from darkroom.config import Settings
 from darkroom.errors import Conflict
 from darkroom.storage import Storage, open_storage
 
+if TYPE_CHECKING:
+    from darkroom.engine import Rendered
+
 T = TypeVar("T")
 PRERENDER_TTL_S = 60.0  # a pre-render no step took by then is dropped
 PRERENDERS_PER_THREAD = 16  # renditions held in memory for steps, per render thread
+_clock = time.monotonic
 
 
 class Runtime:
@@ -68,27 +72,33 @@ class Runtime:
         with self._lock:
             return self._submit(work, *args)
 
-    def prerender(self, keys: list[str], work: Callable[[], dict]) -> bool:
-        """Start `work` (rendering `keys` in memory: key -> its `Rendered`) if a render
-        thread is free; whether it started. The step that needs one of `keys` takes it
-        with `prerendered`."""
-        now = time.monotonic()
+    def prerender(self, works: dict[str, Callable[[], Rendered]]) -> int:
+        """Start as many of `works` (key -> a work rendering it in memory) as render
+        threads are free; how many started. The step that needs a key takes its task with
+        `prerendered`."""
+        now = _clock()
         with self._lock:
             self._expire(now)
-            if (self._pending >= self.render_threads or len(self._prerenders) + len(keys)
-                    > PRERENDERS_PER_THREAD * self.render_threads):
-                return False
-            task = self._submit(work)
-            self._prerenders.update((key, (now, task)) for key in keys)
-            return True
+            room = min(self.render_threads - self._pending,
+                       PRERENDERS_PER_THREAD * self.render_threads - len(self._prerenders))
+            started = list(works.items())[:max(0, room)]
+            for key, work in started:
+                self._prerenders[key] = (now, self._submit(work))
+        if started:  # dropped in time even if nothing else comes
+            self._loop.call_soon_threadsafe(self._loop.call_later, PRERENDER_TTL_S + 1,
+                                            self._expire_now)
+        return len(started)
 
     def prerendered(self, key: str) -> Future | None:
-        """The pre-render task that makes `key`, taken (no one else gets it); None if
-        there is none."""
+        """The pre-render task of `key`, taken (no one else gets it); None if there is
+        none."""
         with self._lock:
-            self._expire(time.monotonic())
             entry = self._prerenders.pop(key, None)
         return None if entry is None else entry[1]
+
+    def _expire_now(self) -> None:
+        with self._lock:
+            self._expire(_clock())
 
     def _expire(self, now: float) -> None:
         """Drop the pre-renders no step took in time (their jobs ran elsewhere, or not)."""
@@ -98,8 +108,8 @@ class Runtime:
 
     def _submit(self, work: Callable[..., T], *args: object) -> Future:
         """Submit `work`, counted until it ends (the caller holds the lock)."""
-        self._pending += 1
         task = self.renders.submit(work, *args)
+        self._pending += 1
         task.add_done_callback(self._done)
         return task
 

@@ -89,13 +89,14 @@ def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
     """Render each named plan of the source in parallel; store each once, catalogue them.
 
     Renditions already stored (by an earlier attempt, or the upload's head start) are
-    looked up here; each of the others is rendered and written (fsynced) by one task on
-    the render threads, so the renders go on while others write."""
+    looked up here, and those an upload pre-rendered are written from here; each of the
+    others is rendered and written (fsynced) by one task on the render threads, so the
+    renders go on while others write."""
     source, runtime = ctx.source, ctx.runtime
     data = ctx.read_source()
     header = probe(data)
 
-    def make(plan: EditPlan, key: str, out: Rendered | None) -> dict:
+    def make(plan: EditPlan, key: str, out: Rendered | None = None) -> dict:
         """Store the rendition (rendered now, unless an upload pre-rendered it)."""
         out = out or render(plan, data, runtime.limits, header=header)
         runtime.put(key, out.data, MIME[out.format])
@@ -104,7 +105,7 @@ def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
                 "written": True}
 
     made: dict[str, dict] = {}
-    tasks = {}
+    tasks, ready = {}, {}
     try:
         for name, plan in params.plans.items():
             fmt = choose_format(plan.output.format, header, frozenset(),
@@ -113,8 +114,12 @@ def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
             made[name] = {"key": key, "format": fmt, "plan_hash": plan.recipe_hash}
             if (found := _stored_rendition(runtime, key)) is not None:
                 made[name].update(found)
+            elif (out := _prerendered(runtime, key)) is not None:
+                ready[name] = (plan, key, out)
             else:
-                tasks[name] = runtime.render(make, plan, key, _prerendered(runtime, key))
+                tasks[name] = runtime.render(make, plan, key)
+        for name, (plan, key, out) in ready.items():  # while the others render
+            made[name].update(make(plan, key, out))
         for name, task in tasks.items():
             made[name].update(task.result())
     except BaseException:
@@ -149,7 +154,7 @@ def _prerendered(runtime, key: str) -> Rendered | None:
     it)."""
     task = runtime.prerendered(key)
     try:
-        return None if task is None else task.result().get(key)
+        return None if task is None else task.result()
     except Exception:  # noqa: BLE001  (the step's own render reports the failure)
         return None
 

@@ -25,6 +25,7 @@ from darkroom.catalog.db import make_engine
 from darkroom.catalog.models import utcnow
 from darkroom.catalog.pipeline_models import Worker as WorkerRow
 from darkroom.config import Settings
+from darkroom.engine import Rendered
 from darkroom.errors import DarkroomError
 from darkroom.events.dispatcher import dispatching
 from darkroom.pipelines import admin, runner
@@ -197,12 +198,15 @@ class InProcess:
                 self.worker.stop()
                 self.worker = None
 
-    def prerender(self, keys: list[str], work: Callable[[], dict]) -> bool:
-        """`Runtime.prerender` on the worker's runtime, if it runs (an upload's renditions
-        started at once, in memory, for its steps); whether it started."""
+    def prerender(self, works: dict[str, Callable[[], Rendered]]) -> int:
+        """`Runtime.prerender` on the worker's runtime, if it runs and the server is one
+        process (with several, another's worker would likely run the job); how many
+        started."""
         worker = self.worker
         runtime = worker.runtime if worker is not None else None
-        return runtime is not None and runtime.prerender(keys, work)
+        if runtime is None or self.settings.workers != 1:
+            return 0
+        return runtime.prerender(works)
 
 
 def apply_file(settings: Settings, engine: Engine) -> int:
