@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from darkroom.config import Settings
 from darkroom.engine import probe
@@ -22,7 +23,7 @@ from darkroom.pipelines.definition import Pipeline
 from darkroom.storage.local import LocalStorage
 
 from corpus_files import CORPUS
-from server.helpers import PHOTO
+from server.helpers import PHOTO, metric
 
 from .test_head_start import SIZES, _finished, _pipeline, _stored, _upload, serving
 
@@ -49,10 +50,14 @@ def _counting(monkeypatch, module) -> Counter:
 def test_an_idle_worker_prerenders_and_the_step_stores_each_once(client, monkeypatch):
     _pipeline(client, [SIZES])
     early, late = _counting(monkeypatch, prerender), _counting(monkeypatch, steps)
+    before = {o: metric(client, "darkroom_prerenders_total", outcome=o)
+              for o in ("started", "taken")}
     upload = _upload(client)
     assert upload.status_code == 201, upload.text
     job = _finished(client, upload.json()["jobs"][0]["id"])
     assert job["status"] == "succeeded"
+    assert all(metric(client, "darkroom_prerenders_total", outcome=o) - n == 2
+               for o, n in before.items())
     output = job["steps"][0]["output"]
     assert early == Counter({400: 1, 200: 1}) and not late  # large and card, once each
     assert output["large"]["written"] and output["card"]["written"]
@@ -170,8 +175,14 @@ def test_prerenders_no_step_takes_are_bounded_and_dropped(runtime, monkeypatch):
         assert _start(runtime, {f"k{i}": dict}) == 1
     assert _start(runtime, {"one more": dict}, tries=5) == 0  # held, none taken
     now[0] += context.PRERENDER_TTL_S + 1
+    dropped = _dropped()
     assert _start(runtime, {"one more": dict}) == 1  # the old ones dropped
+    assert _dropped() - dropped == cap
     assert runtime.prerendered("k0") is None
+
+
+def _dropped() -> float:
+    return REGISTRY.get_sample_value("darkroom_prerenders_total", {"outcome": "dropped"}) or 0
 
 
 def _start(runtime: Runtime, works: dict, tries: int = 100) -> int:

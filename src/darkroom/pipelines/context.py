@@ -26,6 +26,7 @@ from sqlalchemy import Engine
 
 from darkroom.config import Settings
 from darkroom.errors import Conflict
+from darkroom.server.observability import PRERENDERS
 from darkroom.storage import Storage, open_storage
 
 if TYPE_CHECKING:
@@ -84,6 +85,7 @@ class Runtime:
             started = list(works.items())[:max(0, room)]
             for key, work in started:
                 self._prerenders[key] = (now, self._submit(work))
+        PRERENDERS.labels("started").inc(len(started))
         if started:  # dropped in time even if nothing else comes
             self._loop.call_soon_threadsafe(self._loop.call_later, PRERENDER_TTL_S + 1,
                                             self._expire_now)
@@ -94,7 +96,10 @@ class Runtime:
         none."""
         with self._lock:
             entry = self._prerenders.pop(key, None)
-        return None if entry is None else entry[1]
+        if entry is None:
+            return None
+        PRERENDERS.labels("taken").inc()
+        return entry[1]
 
     def _expire_now(self) -> None:
         with self._lock:
@@ -102,9 +107,11 @@ class Runtime:
 
     def _expire(self, now: float) -> None:
         """Drop the pre-renders no step took in time (their jobs ran elsewhere, or not)."""
-        for key in [k for k, (since, _) in self._prerenders.items()
-                    if now - since > PRERENDER_TTL_S]:
+        stale = [k for k, (since, _) in self._prerenders.items()
+                 if now - since > PRERENDER_TTL_S]
+        for key in stale:
             del self._prerenders[key]
+        PRERENDERS.labels("dropped").inc(len(stale))
 
     def _submit(self, work: Callable[..., T], *args: object) -> Future:
         """Submit `work`, counted until it ends (the caller holds the lock)."""

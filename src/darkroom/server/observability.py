@@ -30,6 +30,8 @@ REJECTIONS = Counter("darkroom_rejections_total", "Error answers by code", ["cod
 JOBS = Counter("darkroom_jobs_total", "Pipeline runs finished", ["pipeline", "status"])
 STEPS = Histogram("darkroom_step_seconds", "Pipeline step attempts by outcome",
                   ["type", "outcome"], buckets=_LATENCY)
+PRERENDERS = Counter("darkroom_prerenders_total", "Renditions pre-rendered for their steps: "
+                     "started, taken by a step, dropped untaken", ["outcome"])
 
 log = structlog.get_logger("darkroom")
 
