@@ -176,8 +176,16 @@ class StepContext:
     def read_source(self) -> bytes:
         """The version's bytes; Conflict(source_changed) once a newer version replaced them
         (that version's own jobs do its work)."""
-        data = self.runtime.storage.blocking.get(self.source.storage_key)
-        if hashlib.sha256(data).hexdigest() != self.source.sha256:
+        data = stored_version(self.runtime.storage, self.source.storage_key,
+                              self.source.sha256)
+        if data is None:
             raise Conflict(f"image {self.source.image_id} version {self.source.version} was "
                            "replaced while its job ran", "source_changed")
         return data
+
+
+def stored_version(storage: Storage, key: str, sha256: str) -> bytes | None:
+    """The bytes stored at `key` if they are still the version with `sha256` (None once a
+    newer version replaced them)."""
+    data = storage.blocking.get(key)
+    return data if hashlib.sha256(data).hexdigest() == sha256 else None

@@ -6,15 +6,15 @@ memory on the worker's free render threads, for those steps to store (see
 from __future__ import annotations
 
 import functools
-import hashlib
 import threading
 from collections.abc import Callable
 
 from darkroom.config import Limits
-from darkroom.engine import Header, Rendered, choose_format, render
+from darkroom.engine import Header, Rendered, render
 from darkroom.errors import Conflict
 from darkroom.pipelines.definition import Pipeline
-from darkroom.pipelines.steps import first_renditions, rendition_key
+from darkroom.pipelines.context import stored_version
+from darkroom.pipelines.steps import first_renditions, rendition_format, rendition_key
 from darkroom.plan.model import EditPlan
 from darkroom.storage import Storage
 
@@ -28,9 +28,7 @@ def upcoming(pipelines: list[Pipeline], image_id: str, sha256: str, header: Head
         for plan in first_renditions(pipeline):
             if made is not None and plan.recipe_hash == made.recipe_hash:
                 continue
-            fmt = choose_format(plan.output.format, header, frozenset(),
-                                plan.output.opaque_png_as_jpeg)
-            plans[rendition_key(image_id, sha256, plan, fmt)] = plan
+            plans[rendition_key(image_id, sha256, plan, rendition_format(plan, header))] = plan
     return plans
 
 
@@ -58,8 +56,7 @@ class _Source:
     def data(self) -> bytes:
         with self._lock:
             if self._data is None:
-                data = self.storage.blocking.get(self.key)
-                self._data = data if hashlib.sha256(data).hexdigest() == self.sha256 else b""
+                self._data = stored_version(self.storage, self.key, self.sha256) or b""
         if not self._data:
             raise Conflict(f"{self.key} was replaced since its upload", "source_changed")
         return self._data

@@ -108,8 +108,7 @@ def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
     tasks, ready = {}, {}
     try:
         for name, plan in params.plans.items():
-            fmt = choose_format(plan.output.format, header, frozenset(),
-                                plan.output.opaque_png_as_jpeg)
+            fmt = rendition_format(plan, header)
             key = rendition_key(source.image_id, source.sha256, plan, fmt)
             made[name] = {"key": key, "format": fmt, "plan_hash": plan.recipe_hash}
             if (found := _stored_rendition(runtime, key)) is not None:
@@ -140,6 +139,13 @@ def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
                        f"{source.image_id} version {source.version} replaced, deleted or "
                        "the job cancelled", "image_gone")
     return made
+
+
+def rendition_format(plan: EditPlan, header: Header) -> str:
+    """The format of `plan`'s rendition of a source with `header` (no client's Accept: one
+    stored rendition serves every client)."""
+    return choose_format(plan.output.format, header, frozenset(),
+                         plan.output.opaque_png_as_jpeg)
 
 
 def rendition_key(image_id: str, sha256: str, plan: EditPlan, fmt: str) -> str:
