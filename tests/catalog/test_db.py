@@ -25,7 +25,7 @@ def test_migrations_create_every_table_and_match_the_models(fresh_url):  # noqa:
     assert set(inspect(engine).get_table_names()) == TABLES
     with engine.connect() as connection:
         version = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
-        assert version == "0004"
+        assert version == "0005"
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
     engine.dispose()
 

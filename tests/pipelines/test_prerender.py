@@ -20,7 +20,6 @@ from darkroom.errors import Conflict, Unprocessable
 from darkroom.pipelines import context, prerender, steps
 from darkroom.pipelines.context import Runtime, Source, StepContext
 from darkroom.pipelines.definition import Pipeline
-from darkroom.storage.local import LocalStorage
 
 from corpus_files import CORPUS
 from server.helpers import PHOTO, metric
@@ -50,6 +49,8 @@ def _counting(monkeypatch, module) -> Counter:
 def test_an_idle_worker_prerenders_and_the_step_stores_each_once(client, monkeypatch):
     _pipeline(client, [SIZES])
     early, late = _counting(monkeypatch, prerender), _counting(monkeypatch, steps)
+    reads = _calls(monkeypatch, StepContext, "read_source")
+    lookups = _calls(monkeypatch, steps, "_stored_rendition")
     before = {o: metric(client, "darkroom_prerenders_total", outcome=o)
               for o in ("started", "taken")}
     upload = _upload(client)
@@ -61,12 +62,25 @@ def test_an_idle_worker_prerenders_and_the_step_stores_each_once(client, monkeyp
     output = job["steps"][0]["output"]
     assert early == Counter({400: 1, 200: 1}) and not late  # large and card, once each
     assert output["large"]["written"] and output["card"]["written"]
-    assert not output["thumb"]["written"]  # the head start
+    assert not output["thumb"]["written"]  # the head start, handed over by the upload
+    assert not reads and not lookups  # the step read neither the source nor the head start
     renditions = [k for k in _stored(client) if k.startswith("_renditions/")]
     assert sorted(renditions) == sorted(o["key"] for o in output.values())
     detail = client.get(f"/v1/images/{upload.json()['id']}").json()
     assert {r["name"]: r["width"] for r in detail["renditions"]} == {
         "large": 400, "card": 200, "thumb": 64}
+
+
+def _calls(monkeypatch, owner, name: str) -> list:
+    """The calls made to `owner.name` (their arguments)."""
+    real, calls = getattr(owner, name), []
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counted)
+    return calls
 
 
 def test_a_failed_prerender_is_the_steps_to_render(client, monkeypatch):
@@ -111,8 +125,7 @@ def test_a_step_waits_for_a_prerender_under_way_and_takes_it(tmp_path: Path, mon
         plans = prerender.upcoming([Pipeline(name="p", steps=[{
             "name": "s", "type": "renditions", "params": params.model_dump()}])],
             "img", sha, probe(data), None)
-        work = prerender.works(runtime.storage, "photo.jpg", sha, probe(data),
-                               runtime.limits, plans)
+        work = prerender.works(data, probe(data), runtime.limits, plans)
         [(key, render)] = work.items()
         started = threading.Event()
 
@@ -132,18 +145,38 @@ def test_a_step_waits_for_a_prerender_under_way_and_takes_it(tmp_path: Path, mon
         runtime.close()
 
 
-def test_a_source_replaced_since_is_not_prerendered(tmp_path: Path):
-    storage = LocalStorage(tmp_path)
-    data = (CORPUS / PHOTO["path"]).read_bytes()
-    storage.blocking.put("a.jpg", data)
-    plans = {"k": steps.RenditionsParams(renditions={"x": "w=20&fm=png"}).plans["x"]}
-    limits = Settings(data_dir=tmp_path).limits
-    made = prerender.works(storage, "a.jpg", hashlib.sha256(data).hexdigest(), probe(data),
-                           limits, plans)
-    assert made["k"]().width == 20
-    stale = prerender.works(storage, "a.jpg", "0" * 64, probe(data), limits, plans)
-    with pytest.raises(Conflict):
-        stale["k"]()
+@pytest.mark.parametrize("alpha", [False, None])
+def test_a_step_reads_the_source_only_when_its_alpha_is_unknown(tmp_path: Path, alpha,
+                                                                 monkeypatch):
+    """With every rendition handed over, a step whose version's alpha is catalogued
+    names them from the catalog alone; one catalogued before alpha was (None) reads the
+    source's header (here, a version replaced since in storage: it stops)."""
+    runtime = Runtime(Settings(data_dir=tmp_path), engine=None)
+    try:
+        data = (CORPUS / PHOTO["path"]).read_bytes()
+        runtime.storage.blocking.put("photo.jpg", b"newer bytes")  # replaced since
+        sha = hashlib.sha256(data).hexdigest()
+        source = Source(image_id="img", key="photo.jpg", version=1, version_id=1,
+                        sha256=sha, format="jpeg", width=1, height=1, bytes=len(data),
+                        storage_key="photo.jpg", alpha=alpha)
+        params = steps.RenditionsParams(renditions={"a": "w=30", "b": "w=20&fm=png"})
+        pipeline = Pipeline(name="p", steps=[{"name": "s", "type": "renditions",
+                                              "params": params.model_dump()}])
+        work = prerender.works(data, probe(data), runtime.limits, prerender.upcoming(
+            [pipeline], "img", sha, probe(data), None))
+        assert _start(runtime, work) == 2
+        monkeypatch.setattr(steps.store, "run_plain", lambda _engine, _work: True)
+        context = StepContext(runtime, "job", 1, "p", "s", source)
+        if alpha is None:
+            with pytest.raises(Conflict):
+                steps.renditions(context, params)
+            return
+        output = steps.renditions(context, params)
+        assert {n: (o["format"], o["width"]) for n, o in output.items()} == {
+            "a": ("jpeg", 30), "b": ("png", 20)}
+        assert set(work) == {o["key"] for o in output.values()}
+    finally:
+        runtime.close()
 
 
 @pytest.fixture
@@ -161,7 +194,7 @@ def test_prerenders_start_only_on_free_render_threads_and_are_taken_once(runtime
     release.set()
     busy.result(timeout=5)
     assert _start(runtime, {"k": lambda: "made", "j": lambda: "also"}) == 1  # one free
-    assert runtime.prerendered("k").result(timeout=5) == "made"
+    assert runtime.prerendered("k")[0].result(timeout=5) == "made"
     assert runtime.prerendered("k") is None  # taken once
     assert runtime.prerendered("j") is None  # never started: the step renders it
     assert runtime.prerendered("other") is None

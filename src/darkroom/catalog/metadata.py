@@ -43,7 +43,7 @@ _EXIF_NUMBERS = {"exposure_time": 0x829A, "f_number": 0x829D, "iso": 0x8827,
 @dataclass(frozen=True)
 class Facts:
     """The header and the derived descriptors of one image; `made`, a rendition made from
-    the same decode (see `describe`)."""
+    the same decode (see `describe`); `data`, the bytes described."""
 
     header: Header
     exif: dict = field(default_factory=dict)
@@ -51,6 +51,7 @@ class Facts:
     blurhash: str = ""
     phash: str = ""
     made: tuple[EditPlan, Rendered] | None = None
+    data: bytes = field(default=b"", repr=False)
 
 
 def describe(path: Path, limits: Limits,
@@ -78,11 +79,11 @@ def describe(path: Path, limits: Limits,
         except DarkroomError:
             made = None
         if made is not None and seen:
-            return Facts(header, _exif(data), *seen[0], made=(plan, made))
+            return Facts(header, _exif(data), *seen[0], made=(plan, made), data=data)
     scale = min(1.0, THUMB / max(header.width, header.height, 1))
     try:
         image = upright(to_srgb(load(data, header, 0, False, scale, False)), header.orientation)
-        return Facts(header, _exif(data), *descriptors(image))
+        return Facts(header, _exif(data), *descriptors(image), data=data)
     except pyvips.Error as error:
         reason = str(error).strip().splitlines()[-1] if str(error).strip() else "decode failed"
         raise Unprocessable(f"cannot decode image: {reason}", "corrupt_image") from None

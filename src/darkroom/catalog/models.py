@@ -90,6 +90,7 @@ class ImageVersion(Base):
     width: Mapped[int]
     height: Mapped[int]
     pages: Mapped[int]
+    alpha: Mapped[bool | None]  # None: catalogued before 0005 recorded it
     exif: Mapped[dict]
     colours: Mapped[list]
     blurhash: Mapped[str] = mapped_column(String(64))

@@ -97,8 +97,9 @@ def add_version(session: Session, image: Image, facts: Facts, sha256: str, size:
     header = facts.header
     values = {"image_id": image.id, "number": image.version + 1, "sha256": sha256,
               "bytes": size, "format": header.format, "width": header.width,
-              "height": header.height, "pages": header.pages, "exif": facts.exif,
-              "colours": facts.colours, "blurhash": facts.blurhash, "phash": facts.phash,
+              "height": header.height, "pages": header.pages, "alpha": header.alpha,
+              "exif": facts.exif, "colours": facts.colours, "blurhash": facts.blurhash,
+              "phash": facts.phash,
               "storage_key": image.key, "etag": etag, "created_at": utcnow()}
     version = ImageVersion(id=session.execute(_INSERT_VERSION, values).scalar_one(), **values)
     now = utcnow()
@@ -197,6 +198,7 @@ def summary(image: Image, version: ImageVersion) -> dict:
         "id": image.id, "key": image.key, "status": image.status, "version": image.version,
         "format": version.format, "mime": MIME.get(version.format, "application/octet-stream"),
         "width": version.width, "height": version.height, "pages": version.pages,
+        "alpha": version.alpha,
         "bytes": version.bytes, "sha256": version.sha256,
         "tags": sorted(t.tag for t in image.tags),
         "created_at": image.created_at.isoformat(), "updated_at": image.updated_at.isoformat(),

@@ -48,8 +48,9 @@ log = structlog.get_logger("darkroom.catalog")
 T = TypeVar("T")
 DB_THREADS = 8
 Undo = list[Callable[[], None]]
-# Starts what it can of some renditions' works (key -> work), in memory; how many started.
-Prerender = Callable[[dict[str, Callable[[], Rendered]]], int]
+# Starts what it can of some renditions' works (key -> work), in memory, and takes the
+# renditions an upload stored itself (key -> rendition); how many started.
+Prerender = Callable[[dict[str, Callable[[], Rendered]], dict[str, Rendered]], int]
 
 
 @dataclass(frozen=True)
@@ -120,10 +121,8 @@ class Catalog:
                     [pipeline for _, pipeline in fired])
 
         def then(written: tuple[dict, str | None, str, list]) -> None:
-            # pre-renders first: started within a millisecond of the commit, long before
-            # a job dequeued meanwhile could look for them
-            self._prerender(written[3], written[2], key, staged.sha256, facts)
-            self._store_made(written[1], facts.made)
+            stored = self._store_made(written[1], facts.made)
+            self._prerender(written[3], written[2], key, staged.sha256, facts, stored)
 
         try:
             body = (await self._run(write, then=then))[0]
@@ -216,30 +215,33 @@ class Catalog:
         return repository.detail(session, image, version, new_version=True, jobs=[
             j for j, _ in fired] if kind == "image.uploaded" else None), fired
 
-    def _store_made(self, key: str | None, made: tuple[EditPlan, Rendered] | None) -> None:
+    def _store_made(self, key: str | None, made: tuple[EditPlan, Rendered] | None
+                    ) -> dict[str, Rendered]:
         """Store the rendition the upload made at `key` (None: no job fired wants it), after
         the commit (a job fired waits for the next poll of the queue); best effort: a step
-        that does not find it makes it."""
+        that does not find it makes it. What was stored, by key."""
         if key is None or made is None:
-            return
+            return {}
         try:
             self.storage.blocking.put(key, made[1].data, MIME[made[1].format])
         except Exception as error:  # noqa: BLE001  (the upload is committed: it stands)
             log.warning("head_start_not_stored", key=key, error=str(error))
+            return {}
+        return {key: made[1]}
 
     def _prerender(self, pipelines: list[Pipeline], image_id: str, key: str, sha256: str,
-                   facts: Facts) -> None:
-        """Have an idle in-process worker start rendering what the first steps of the
-        `pipelines` just fired will make of the version committed at `key`, for their
-        steps (`pipelines.prerender`); best effort, like the head start."""
+                   facts: Facts, stored: dict[str, Rendered]) -> None:
+        """Have an idle in-process worker start rendering, from the upload's bytes, what
+        the first steps of the `pipelines` just fired will make of the version committed
+        at `key`, and hand it the rendition the upload `stored` (`pipelines.prerender`);
+        best effort, like the head start."""
         if not pipelines or self.prerender is None:
             return
         try:
             plans = upcoming(pipelines, image_id, sha256, facts.header,
                              facts.made and facts.made[0])
-            if plans:
-                self.prerender(works(self.storage, key, sha256, facts.header, self.limits,
-                                     plans))
+            if plans or stored:
+                self.prerender(works(facts.data, facts.header, self.limits, plans), stored)
         except Exception as error:  # noqa: BLE001  (the upload is committed: it stands)
             log.warning("prerender_not_started", key=key, error=str(error))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import re
 from dataclasses import dataclass
+from typing import Protocol
 
 import pyvips
 from PIL import Image as PILImage
@@ -19,6 +20,15 @@ from darkroom.errors import Unprocessable, Unsupported
 
 PILLOW_FORMATS = frozenset({"heic", "bmp", "ico"})
 _UNSAFE_SVG = re.compile(rb"<!ENTITY|<!DOCTYPE[^>]*\[", re.IGNORECASE)
+
+
+class Shape(Protocol):
+    """What choosing an output format reads of a source: a `Header`, or what a catalog
+    remembers of one."""
+
+    format: str
+    pages: int
+    alpha: bool
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from darkroom.engine.encode import encode, fit_bytes
 from darkroom.engine.formats import ALPHA_CAPABLE, ANIMATABLE, WEB_FORMAT
 from darkroom.engine.geometry import load_scale
 from darkroom.engine.limits import check_header, check_output, check_source_bytes
-from darkroom.engine.load import Header, load, probe
+from darkroom.engine.load import Header, Shape, load, probe
 from darkroom.engine.prepare import join_frames, split_frames, to_srgb, upright
 from darkroom.engine.steps import STEPS
 from darkroom.errors import BadRequest, Unprocessable
@@ -125,7 +125,7 @@ def _check_growth(ctx: Context, before: tuple[int, int], limits: Limits) -> None
         check_output(ctx.width, ctx.height, len(ctx.frames), limits)
 
 
-def choose_format(choice: str, header: Header, accept: frozenset[str],
+def choose_format(choice: str, header: Shape, accept: frozenset[str],
                   opaque_png_as_jpeg: bool = False) -> str:
     """Resolve `auto` (from what the client accepts) and `source` to a concrete format."""
     if choice == "source":

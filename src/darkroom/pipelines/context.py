@@ -7,8 +7,10 @@ thread for the async work steps start (webhooks, the outbox's dispatch).
 Pre-renders: an upload in the worker's own process may start its jobs' renditions on the
 render threads at once, when one is free, rather than wait for the queue's next poll. They
 are rendered in memory only; the step that needs one takes it (`prerendered`) and stores
-it itself, so every rendition is still written by its job's attempt, once. One that no
-step takes (its job ran in another process, or was cancelled) is dropped.
+it itself, so every rendition is still written by its job's attempt, once. The upload
+also hands over the rendition it stored itself (its head start), so that the step takes
+its facts rather than read it back. One that no step takes (its job ran in another
+process, or was cancelled) is dropped.
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ class Runtime:
         self.renders = ThreadPoolExecutor(self.render_threads, thread_name_prefix="render")
         self._lock = threading.RLock()  # a task done at once calls back under it
         self._pending = 0  # render tasks queued or running
-        self._prerenders: dict[str, tuple[float, Future]] = {}  # key -> (since, its task)
+        # key -> (since, its task, stored already)
+        self._prerenders: dict[str, tuple[float, Future, bool]] = {}
         # Two per run: its attempt, and one that ran past its timeout and is finishing.
         self.steps = ThreadPoolExecutor(2 * settings.pipelines.concurrency,
                                         thread_name_prefix="step")
@@ -73,10 +76,12 @@ class Runtime:
         with self._lock:
             return self._submit(work, *args)
 
-    def prerender(self, works: dict[str, Callable[[], Rendered]]) -> int:
+    def prerender(self, works: dict[str, Callable[[], Rendered]],
+                  stored: dict[str, Rendered] | None = None) -> int:
         """Start as many of `works` (key -> a work rendering it in memory) as render
-        threads are free; how many started. The step that needs a key takes its task with
-        `prerendered`."""
+        threads are free; how many started. `stored` are renditions an upload stored
+        itself (its head start): handed over so that their step need not read them back.
+        The step that needs a key takes it with `prerendered`."""
         now = _clock()
         with self._lock:
             self._expire(now)
@@ -84,22 +89,25 @@ class Runtime:
                        PRERENDERS_PER_THREAD * self.render_threads - len(self._prerenders))
             started = list(works.items())[:max(0, room)]
             for key, work in started:
-                self._prerenders[key] = (now, self._submit(work))
+                self._prerenders[key] = (now, self._submit(work), False)
+            for key, rendered in (stored or {}).items():
+                self._prerenders[key] = (now, _resolved(rendered), True)
         PRERENDERS.labels("started").inc(len(started))
-        if started:  # dropped in time even if nothing else comes
+        if started or stored:  # dropped in time even if nothing else comes
             self._loop.call_soon_threadsafe(self._loop.call_later, PRERENDER_TTL_S + 1,
                                             self._expire_now)
         return len(started)
 
-    def prerendered(self, key: str) -> Future | None:
-        """The pre-render task of `key`, taken (no one else gets it); None if there is
-        none."""
+    def prerendered(self, key: str) -> tuple[Future, bool] | None:
+        """The pre-render task of `key` and whether it is stored already, taken (no one
+        else gets it); None if there is none."""
         with self._lock:
             entry = self._prerenders.pop(key, None)
         if entry is None:
             return None
-        PRERENDERS.labels("taken").inc()
-        return entry[1]
+        if not entry[2]:
+            PRERENDERS.labels("taken").inc()
+        return entry[1], entry[2]
 
     def _expire_now(self) -> None:
         with self._lock:
@@ -107,11 +115,10 @@ class Runtime:
 
     def _expire(self, now: float) -> None:
         """Drop the pre-renders no step took in time (their jobs ran elsewhere, or not)."""
-        stale = [k for k, (since, _) in self._prerenders.items()
+        stale = [k for k, (since, _, _) in self._prerenders.items()
                  if now - since > PRERENDER_TTL_S]
-        for key in stale:
-            del self._prerenders[key]
-        PRERENDERS.labels("dropped").inc(len(stale))
+        dropped = sum(not self._prerenders.pop(key)[2] for key in stale)
+        PRERENDERS.labels("dropped").inc(dropped)
 
     def _submit(self, work: Callable[..., T], *args: object) -> Future:
         """Submit `work`, counted until it ends (the caller holds the lock)."""
@@ -138,9 +145,18 @@ class Runtime:
             self._loop.close()
 
 
+def _resolved(result: T) -> Future:
+    """A future that has `result` already."""
+    future: Future = Future()
+    future.set_result(result)
+    return future
+
+
 @dataclass(frozen=True)
 class Source:
-    """The image version a job works on (its bytes are checked against `sha256`)."""
+    """The image version a job works on (its bytes are checked against `sha256`). With
+    `alpha` known (None: catalogued before it was recorded, or a job queued before), its
+    format, pages and alpha name its renditions without a read (`steps.rendition_format`)."""
 
     image_id: str
     key: str
@@ -152,6 +168,8 @@ class Source:
     height: int
     bytes: int
     storage_key: str
+    pages: int = 1
+    alpha: bool | None = None
 
     @classmethod
     def of(cls, image, version) -> Source:
@@ -159,7 +177,8 @@ class Source:
         return cls(image_id=image.id, key=image.key, version=version.number,
                    version_id=version.id, sha256=version.sha256, format=version.format,
                    width=version.width, height=version.height, bytes=version.bytes,
-                   storage_key=version.storage_key)
+                   storage_key=version.storage_key, pages=version.pages,
+                   alpha=version.alpha)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ step, so receivers drop a redelivery.
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import re
 from concurrent.futures import wait
@@ -21,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from darkroom.engine import Rendered, choose_format, probe, render
 from darkroom.engine.formats import EXTENSION, MIME
 from darkroom.engine.geometry import load_scale
-from darkroom.engine.load import Header
+from darkroom.engine.load import Header, Shape
 from darkroom.errors import BadRequest, Conflict, DarkroomError, NotFound
 from darkroom.events.model import Event
 from darkroom.events.settings import WebhookSink
@@ -91,31 +92,35 @@ def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
     Renditions already stored (by an earlier attempt, or the upload's head start) are
     looked up here, and those an upload pre-rendered are written from here; each of the
     others is rendered and written (fsynced) by one task on the render threads, so the
-    renders go on while others write."""
+    renders go on while others write. The source is read only for those (and for the
+    format of a version whose alpha the catalog does not know)."""
     source, runtime = ctx.source, ctx.runtime
-    data = ctx.read_source()
-    header = probe(data)
+    data = functools.cache(ctx.read_source)
+    header = functools.cache(lambda: probe(data()))
 
     def make(plan: EditPlan, key: str, out: Rendered | None = None) -> dict:
         """Store the rendition (rendered now, unless an upload pre-rendered it)."""
-        out = out or render(plan, data, runtime.limits, header=header)
+        out = out or render(plan, data(), runtime.limits, header=header())
         runtime.put(key, out.data, MIME[out.format])
         log.info("rendition_written", key=key, job=ctx.job_id, bytes=len(out.data))
-        return {"bytes": len(out.data), "width": out.width, "height": out.height,
-                "written": True}
+        return {**_facts(out), "written": True}
 
     made: dict[str, dict] = {}
     tasks, ready = {}, {}
     try:
         for name, plan in params.plans.items():
-            fmt = rendition_format(plan, header)
+            fmt = rendition_format(plan, source if source.alpha is not None else header())
             key = rendition_key(source.image_id, source.sha256, plan, fmt)
             made[name] = {"key": key, "format": fmt, "plan_hash": plan.recipe_hash}
-            if (found := _stored_rendition(runtime, key)) is not None:
-                made[name].update(found)
-            elif (out := _prerendered(runtime, key)) is not None:
+            out, stored = _prerendered(runtime, key)
+            if stored:
+                made[name].update(_facts(out), written=False)
+            elif out is not None:
                 ready[name] = (plan, key, out)
+            elif (found := _stored_rendition(runtime, key)) is not None:
+                made[name].update(found)
             else:
+                header()  # the source read here, once, before the render threads need it
                 tasks[name] = runtime.render(make, plan, key)
         for name, (plan, key, out) in ready.items():  # while the others render
             made[name].update(make(plan, key, out))
@@ -141,10 +146,11 @@ def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
     return made
 
 
-def rendition_format(plan: EditPlan, header: Header) -> str:
-    """The format of `plan`'s rendition of a source with `header` (no client's Accept: one
-    stored rendition serves every client)."""
-    return choose_format(plan.output.format, header, frozenset(),
+def rendition_format(plan: EditPlan, shape: Shape) -> str:
+    """The format of `plan`'s rendition of a source of `shape` (its header, or a job's
+    `Source` that knows its alpha; no client's Accept: one stored rendition serves every
+    client)."""
+    return choose_format(plan.output.format, shape, frozenset(),
                          plan.output.opaque_png_as_jpeg)
 
 
@@ -154,15 +160,19 @@ def rendition_key(image_id: str, sha256: str, plan: EditPlan, fmt: str) -> str:
             f"{EXTENSION.get(fmt, fmt)}")
 
 
-def _prerendered(runtime, key: str) -> Rendered | None:
+def _prerendered(runtime, key: str) -> tuple[Rendered | None, bool]:
     """The rendition at `key` as an upload pre-rendered it (see `Runtime.prerender`),
-    waited for if still rendering; None if there is none or it failed (the step renders
-    it)."""
-    task = runtime.prerendered(key)
+    waited for if still rendering, and whether the upload stored it already; None if
+    there is none or it failed (the step renders it)."""
+    taken = runtime.prerendered(key)
     try:
-        return None if task is None else task.result()
+        return (None, False) if taken is None else (taken[0].result(), taken[1])
     except Exception:  # noqa: BLE001  (the step's own render reports the failure)
-        return None
+        return None, False
+
+
+def _facts(out: Rendered) -> dict:
+    return {"bytes": len(out.data), "width": out.width, "height": out.height}
 
 
 def _stored_rendition(runtime, key: str) -> dict | None:

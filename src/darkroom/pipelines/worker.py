@@ -198,7 +198,8 @@ class InProcess:
                 self.worker.stop()
                 self.worker = None
 
-    def prerender(self, works: dict[str, Callable[[], Rendered]]) -> int:
+    def prerender(self, works: dict[str, Callable[[], Rendered]],
+                  stored: dict[str, Rendered]) -> int:
         """`Runtime.prerender` on the worker's runtime, if it runs and the server is one
         process (with several, another's worker would likely run the job); how many
         started."""
@@ -206,7 +207,7 @@ class InProcess:
         runtime = worker.runtime if worker is not None else None
         if runtime is None or self.settings.workers != 1:
             return 0
-        return runtime.prerender(works)
+        return runtime.prerender(works, stored)
 
 
 def apply_file(settings: Settings, engine: Engine) -> int:
