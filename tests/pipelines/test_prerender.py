@@ -136,7 +136,6 @@ def test_a_step_waits_for_a_prerender_under_way_and_takes_it(tmp_path: Path, mon
 
         assert runtime.prerender({key: slow}) == 1 and started.wait(5)
         late = _counting(monkeypatch, steps)
-        monkeypatch.setattr(steps.store, "run_plain", lambda _engine, _work: True)
         output = steps.renditions(StepContext(runtime, "job", 1, "p", "s", source), params)
         assert not late and output["a"]["key"] == key
         assert output["a"]["written"] and output["a"]["width"] == 30
@@ -146,8 +145,7 @@ def test_a_step_waits_for_a_prerender_under_way_and_takes_it(tmp_path: Path, mon
 
 
 @pytest.mark.parametrize("alpha", [False, None])
-def test_a_step_reads_the_source_only_when_its_alpha_is_unknown(tmp_path: Path, alpha,
-                                                                 monkeypatch):
+def test_a_step_reads_the_source_only_when_its_alpha_is_unknown(tmp_path: Path, alpha):
     """With every rendition handed over, a step whose version's alpha is catalogued
     names them from the catalog alone; one catalogued before alpha was (None) reads the
     source's header (here, a version replaced since in storage: it stops)."""
@@ -165,7 +163,6 @@ def test_a_step_reads_the_source_only_when_its_alpha_is_unknown(tmp_path: Path, 
         work = prerender.works(data, probe(data), runtime.limits, prerender.upcoming(
             [pipeline], "img", sha, probe(data), None))
         assert _start(runtime, work) == 2
-        monkeypatch.setattr(steps.store, "run_plain", lambda _engine, _work: True)
         context = StepContext(runtime, "job", 1, "p", "s", source)
         if alpha is None:
             with pytest.raises(Conflict):

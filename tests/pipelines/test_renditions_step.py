@@ -13,7 +13,7 @@ import pytest
 from darkroom.config import Settings
 from darkroom.errors import BadRequest, StorageError
 from darkroom.pipelines import steps
-from darkroom.pipelines.context import Runtime, Source, StepContext
+from darkroom.pipelines.context import Ending, Runtime, Source, StepContext
 
 from corpus_files import CORPUS
 from server.helpers import PHOTO
@@ -74,7 +74,6 @@ def test_renditions_found_stored_are_not_rendered_again(runtime, monkeypatch):
     real = steps.render
     monkeypatch.setattr(steps, "render", lambda plan, *a, **k: rendered.append(plan) or
                         real(plan, *a, **k))
-    monkeypatch.setattr(steps.store, "run_plain", lambda _engine, _work: True)
     output = steps.renditions(ctx, params)
     assert rendered == [params.plans["b"]]
     assert (output["a"]["written"], output["b"]["written"]) == (False, True)
@@ -110,3 +109,13 @@ def test_a_failed_lookup_waits_for_the_renders_already_started(runtime, monkeypa
     at_end = _stored(runtime)
     time.sleep(0.6)
     assert _stored(runtime) == at_end
+
+
+def test_what_a_step_leaves_once_its_attempt_ended_is_taken_back_at_once():
+    """A step that ran past its timeout ends after its attempt did: its catalogue writes
+    can no longer be made, so their undo runs at once, on the step's own thread."""
+    ending, undone = Ending(), []
+    ending.add(lambda _db: True, lambda: undone.append("in time"))
+    assert len(ending.close()) == 1 and not undone  # for the attempt's end to make
+    ending.add(lambda _db: True, lambda: undone.append("late"))
+    assert undone == ["late"] and ending.close() == ending.close()

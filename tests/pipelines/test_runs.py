@@ -5,6 +5,7 @@ delete; webhook steps; a step kind plugged in through the registry."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,7 +18,7 @@ from sqlalchemy import text
 from darkroom.catalog import make_engine
 from darkroom.config import Settings
 from darkroom.errors import DarkroomError
-from darkroom.pipelines import admin
+from darkroom.pipelines import admin, steps
 from darkroom.pipelines.definition import parse
 from darkroom.pipelines.queue import JobQueue
 from darkroom.pipelines.registry import register
@@ -289,6 +290,37 @@ def test_a_job_cancelled_as_its_last_step_succeeded_is_retried_to_success(client
     kinds = Counter(kind for kind, data in payloads
                     if data.get("job_id") == job_id and data.get("run") == 2)
     assert kinds == {"job.started": 1, "job.succeeded": 1}
+
+
+def test_a_job_cancelled_while_its_renditions_render_keeps_none(client, monkeypatch):
+    """The renditions are catalogued in the transaction that ends the step's attempt; a
+    job stopped meanwhile refuses them, the attempt fails `image_gone`, and what the step
+    wrote is deleted: nothing stored, nothing catalogued."""
+    real, rendering = steps.render, threading.Event()
+
+    def slow(plan, *args, **kwargs):
+        rendering.set()
+        time.sleep(1.0)
+        return real(plan, *args, **kwargs)
+
+    monkeypatch.setattr(steps, "render", slow)  # the step's own renders (no pre-renders:
+    _pipeline(client, [{"name": "first", "type": "flaky"},  # it is not the first step)
+                       {"name": "sizes", "type": "renditions",
+                        "params": {"renditions": {"t": "w=50", "u": "w=60&fm=png"}}}])
+    image = _upload(client)
+    job_id = image["jobs"][0]["id"]
+    assert rendering.wait(30)
+    assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
+    deadline = time.monotonic() + 30
+    while _steps(client.get(f"/v1/jobs/{job_id}").json())["sizes"]["state"] == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "cancelled"
+    assert _steps(job)["sizes"]["state"] == "failed"
+    assert _steps(job)["sizes"]["error"].startswith("image_gone: ")
+    assert not list((client.settings.storage_dir / "_renditions").rglob("*.*"))
+    assert client.get(f"/v1/images/{image['id']}").json()["renditions"] == []
 
 
 def test_replace_reruns_the_pipeline_and_drops_the_old_renditions(client):

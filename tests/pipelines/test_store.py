@@ -97,6 +97,25 @@ def test_a_stopped_run_may_not_catalogue_renditions_or_write_copies(engine):
     assert not store.run(engine, lambda s: store.may_write_copy(s, job_id, 1, "cdn/a.jpg"))
 
 
+def test_an_attempt_whose_writes_are_refused_ends_as_image_gone(engine):
+    """A step's catalogue writes go in the transaction that ends its attempt; once its job
+    stopped they are refused, and the attempt is recorded failed, `image_gone`."""
+    job_id = _job(engine)
+    _start(engine, job_id)
+    loaded = store.run(engine, lambda s: store.job_start(s, s.get(Job, job_id)))
+    row = {"version_id": loaded["source"]["version_id"], "plan_hash": "h", "name": "t",
+           "storage_key": "_renditions/x", "format": "png", "bytes": 1, "width": 1,
+           "height": 1}
+    store.run(engine, lambda s: repository.stop_jobs(s, loaded["source"]["image_id"], "x"))
+    done = {"ok": True, "output": {"t": {}}, "finished": True}
+    standing, ended = store.run_plain(engine, lambda c: store.end_attempt(
+        c, job_id, 1, 0, "meta", utcnow(), done,
+        [lambda db: store.add_renditions(db, job_id, 1, [row])]))
+    assert (standing["ok"], standing["error"], ended) == (False, "image_gone", False)
+    assert _recorded(engine, job_id, 0) == standing
+    assert store.run_plain(engine, lambda c: store.catalogued(c, row["version_id"])) == set()
+
+
 def _end(engine, job_id: str, seq: int, outcome: dict, name: str = "meta",
          run: int = 1) -> tuple[dict, bool]:
     return store.run_plain(engine, lambda c: store.end_attempt(c, job_id, run, seq, name,

@@ -24,7 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from darkroom.config import Settings
 from darkroom.errors import Conflict
@@ -181,6 +181,30 @@ class Source:
                    alpha=version.alpha)
 
 
+class Ending:
+    """The catalogue writes a step leaves to the transaction that ends its attempt (one
+    transaction less a step), each with what takes the step's effects back should the
+    attempt not stand succeeded."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: list[tuple[Callable[[Connection], bool], Callable[[], None]]] = []
+        self._closed = False
+
+    def add(self, write: Callable[[Connection], bool], undo: Callable[[], None]) -> None:
+        with self._lock:
+            if not self._closed:
+                self._items.append((write, undo))
+                return
+        undo()  # the attempt ended without it (it ran past its timeout)
+
+    def close(self) -> list[tuple[Callable[[Connection], bool], Callable[[], None]]]:
+        """What was left, for the attempt's end; later additions are taken back at once."""
+        with self._lock:
+            self._closed = True
+            return list(self._items)
+
+
 @dataclass(frozen=True)
 class StepContext:
     runtime: Runtime
@@ -191,6 +215,15 @@ class StepContext:
     source: Source
     outputs: dict[str, dict] = field(default_factory=dict)
     error: dict | None = None  # the failure a catcher sent this step
+    ending: Ending = field(default_factory=Ending, repr=False, compare=False)
+
+    def at_end(self, write: Callable[[Connection], bool], undo: Callable[[], None]) -> None:
+        """Leave `write` to the transaction that ends this attempt, should the step
+        succeed; it answers False when the job may no longer write (stopped, or its
+        version gone), and the attempt then fails with `image_gone`. `undo` takes the
+        step's effects back when the attempt does not stand succeeded: after that
+        transaction, or at once if the attempt already ended (past its timeout)."""
+        self.ending.add(write, undo)
 
     def read_source(self) -> bytes:
         """The version's bytes; Conflict(source_changed) once a newer version replaced them

@@ -173,18 +173,31 @@ def _attempt(step: Step, context: dict, seq: int) -> dict:
         log.exception("step_crashed", job=job_id, step=step.name)
         outcome = _failure("internal", f"{type(error).__name__}: {error}")
     seconds = time.perf_counter() - clock
-    label = "succeeded" if outcome["ok"] else outcome["error"]
-    STEPS.labels(step.type, label).observe(seconds)
+    endings = ctx.ending.close()
     standing, ended = store.run_steadily(runtime.engine, lambda c: store.end_attempt(
-        c, job_id, run, seq, step.name, started, outcome))
-    if outcome["ok"]:
+        c, job_id, run, seq, step.name, started, outcome, [write for write, _ in endings]))
+    if not standing["ok"]:
+        _take_back(endings, job_id, step.name)
+    shown = outcome if standing.get("skipped") else standing
+    STEPS.labels(step.type, "succeeded" if shown["ok"] else shown["error"]).observe(seconds)
+    if shown["ok"]:
         log.info("step_succeeded", job=job_id, step=step.name, ms=round(seconds * 1000, 1))
     else:
-        log.warning("step_failed", job=job_id, step=step.name, error=outcome["error"],
-                    message=outcome["message"])
-    if outcome.get("finished"):
+        log.warning("step_failed", job=job_id, step=step.name, error=shown["error"],
+                    message=shown["message"])
+    if shown.get("finished"):
         _finished(context["pipeline"], job_id, run, None, ended)
     return standing
+
+
+def _take_back(endings: list, job_id: str, name: str) -> None:
+    """Undo the effects of an attempt that does not stand succeeded (best effort: the
+    outcome is recorded)."""
+    for _write, undo in endings:
+        try:
+            undo()
+        except Exception:  # noqa: BLE001
+            log.exception("step_not_taken_back", job=job_id, step=name)
 
 
 def _failure(code: str, message: str) -> dict:

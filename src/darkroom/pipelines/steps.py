@@ -134,16 +134,20 @@ def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
     rows = [dict(version_id=source.version_id, name=name, storage_key=m["key"],
                  **{k: m[k] for k in ("plan_hash", "format", "bytes", "width", "height")})
             for name, m in made.items()]
-    if not store.run_plain(runtime.engine, lambda c: store.add_renditions(
-            c, ctx.job_id, ctx.run, rows)):  # the job stopped (replace, delete, cancel)
-        kept = store.run_plain(runtime.engine, lambda c: store.catalogued(
-            c, source.version_id))  # what it only found stored is not its to delete
-        for key in {m["key"] for m in made.values() if m["written"]} - kept:
-            runtime.storage.blocking.delete(key)
-        raise NotFound(f"job {ctx.job_id} stopped while its renditions were made: image "
-                       f"{source.image_id} version {source.version} replaced, deleted or "
-                       "the job cancelled", "image_gone")
+    written = {m["key"] for m in made.values() if m["written"]}
+    ctx.at_end(lambda c: store.add_renditions(c, ctx.job_id, ctx.run, rows),
+               lambda: _unstore(runtime, source.version_id, written))
     return made
+
+
+def _unstore(runtime, version_id: int, written: set[str]) -> None:
+    """Delete the renditions a step `written` that are not catalogued (its job stopped
+    while it ran: a replace, a delete, a cancel); those it only found stored are not its
+    to delete."""
+    if written:
+        kept = store.run_plain(runtime.engine, lambda c: store.catalogued(c, version_id))
+        for key in written - kept:
+            runtime.storage.blocking.delete(key)
 
 
 def rendition_format(plan: EditPlan, shape: Shape) -> str:

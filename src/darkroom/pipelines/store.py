@@ -140,20 +140,26 @@ def recorded(db: Session | Connection, job_id: str, run_number: int, seq: int,
 
 
 def end_attempt(db: Session | Connection, job_id: str, run_number: int, seq: int,
-                name: str, started: datetime, outcome: dict) -> tuple[dict, bool]:
+                name: str, started: datetime, outcome: dict,
+                writes: list[Callable[[Connection], bool]] = ()) -> tuple[dict, bool]:
     """End the run's attempt `seq` of step `name` with `outcome` (`{"ok": True, "output":
-    ...}`, or `{"ok": False, "error": code, "message": ...}`) and record it; an outcome
-    `finished` (the pipeline's last step succeeded) ends the job too, in the same
-    transaction. The outcome that stands, and whether the job ended here (see
-    `finish_job`): `outcome`, unless the job is gone (an image deleted: STOPPED) or another
-    execution of the run (a worker wrongly presumed dead) ended this attempt first: then
-    its outcome, and nothing changes. The job's row is written first, so two executions
-    take turns."""
+    ...}`, or `{"ok": False, "error": code, "message": ...}`) and record it; a success
+    also makes the step's `writes` (`StepContext.at_end`), and an outcome `finished` (the
+    pipeline's last step succeeded) ends the job too, in the same transaction. The outcome
+    that stands, and whether the job ended here (see `finish_job`): `outcome`, unless a
+    write was refused (the job stopped: an `image_gone` failure is recorded instead), the
+    job is gone (an image deleted: STOPPED) or another execution of the run (a worker
+    wrongly presumed dead) ended this attempt first: then its outcome, and nothing
+    changes. The job's row is written first, so two executions take turns."""
     now = utcnow()
     if db.execute(sql.TOUCH_JOB, {"_id": job_id, "_now": now}).one_or_none() is None:
         return STOPPED, False
     if (earlier := recorded(db, job_id, run_number, seq, name)) is not None:
         return earlier, False
+    if outcome["ok"] and not all(write(db) for write in writes):
+        outcome = {"ok": False, "error": "image_gone", "message": f"job {job_id} stopped "
+                   f"before step {name!r} ended: its image replaced or deleted, or the job "
+                   "cancelled"}
     if outcome["ok"]:
         end_step(db, job_id, name, "succeeded", started, now, output=outcome["output"])
     else:
