@@ -123,7 +123,8 @@ def test_descriptors_agree_whether_averaged_in_memory_or_shrunk_by_libvips():
     (big_colours, big_blur, big_phash), (colours, blur, phash) = map(descriptors, (large, small))
     assert _hamming(big_phash, phash) <= 2
     assert (big_blur[0], big_blur[2:6]) == (blur[0], blur[2:6])  # components, mean colour
-    assert [c["hex"] for c in big_colours[:2]] == [c["hex"] for c in colours[:2]]
+    for big, small_colour in zip(big_colours[:2], colours[:2], strict=True):
+        assert _levels_apart(big["hex"], small_colour["hex"]) <= 2  # the same colours
 
 
 @pytest.mark.parametrize("bands, size", [(1, (40, 30)), (2, (40, 30)), (3, (1, 7)),
@@ -187,3 +188,8 @@ def test_a_picked_plan_does_not_let_a_broken_image_in(entry):
     with pytest.raises(DarkroomError) as err:
         describe(CORPUS / entry["path"], LIMITS, lambda header: plan)
     assert err.value.code == "corrupt_image"
+
+
+def _levels_apart(first: str, second: str) -> int:
+    """The largest difference of one channel between two `#rrggbb` colours."""
+    return max(abs(int(first[i:i + 2], 16) - int(second[i:i + 2], 16)) for i in (1, 3, 5))

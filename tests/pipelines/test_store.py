@@ -88,10 +88,14 @@ def test_a_stopped_run_may_not_catalogue_renditions_or_write_copies(engine):
            "height": 1}
     assert store.run(engine, lambda s: store.may_write_copy(s, job_id, 1, "cdn/a.jpg"))
     assert not store.run(engine, lambda s: store.may_write_copy(s, job_id, 1, "a.jpg"))
-    assert store.run_plain(engine, lambda c: store.add_renditions(c, job_id, 1, [row]))
+    assert _end(engine, job_id, 0, {"ok": True, "output": {}}, writes=[
+        lambda c: store.add_renditions(c, [row])])[0]["ok"]
+    assert _start(engine, job_id, first=False) == 2
     store.run(engine, lambda s: repository.stop_jobs(s, loaded["source"]["image_id"], "x"))
     late = {**row, "plan_hash": "h2", "storage_key": "_renditions/y"}
-    assert store.run(engine, lambda s: store.add_renditions(s, job_id, 1, [late])) is False
+    refused = _end(engine, job_id, 1, {"ok": True, "output": {}}, writes=[
+        lambda c: store.add_renditions(c, [late])])[0]
+    assert (refused["ok"], refused["error"]) == (False, "image_gone")
     assert store.run_plain(engine, lambda c: store.catalogued(c, row["version_id"])) == {
         "_renditions/x"}  # what a stopped step keeps; it deletes the rest it made
     assert not store.run(engine, lambda s: store.may_write_copy(s, job_id, 1, "cdn/a.jpg"))
@@ -108,18 +112,17 @@ def test_an_attempt_whose_writes_are_refused_ends_as_image_gone(engine):
            "height": 1}
     store.run(engine, lambda s: repository.stop_jobs(s, loaded["source"]["image_id"], "x"))
     done = {"ok": True, "output": {"t": {}}, "finished": True}
-    standing, ended = store.run_plain(engine, lambda c: store.end_attempt(
-        c, job_id, 1, 0, "meta", utcnow(), done,
-        [lambda db: store.add_renditions(db, job_id, 1, [row])]))
+    standing, ended = _end(engine, job_id, 0, done,
+                           writes=[lambda c: store.add_renditions(c, [row])])
     assert (standing["ok"], standing["error"], ended) == (False, "image_gone", False)
     assert _recorded(engine, job_id, 0) == standing
     assert store.run_plain(engine, lambda c: store.catalogued(c, row["version_id"])) == set()
 
 
 def _end(engine, job_id: str, seq: int, outcome: dict, name: str = "meta",
-         run: int = 1) -> tuple[dict, bool]:
+         run: int = 1, writes: tuple = ()) -> tuple[dict, bool]:
     return store.run_plain(engine, lambda c: store.end_attempt(c, job_id, run, seq, name,
-                                                               utcnow(), outcome))
+                                                               utcnow(), outcome, writes))
 
 
 def _recorded(engine, job_id: str, seq: int, name: str = "meta", run: int = 1):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz#$%*+,-.:;=?@[]^_{|}~"
@@ -11,20 +13,20 @@ def encode(pixels: np.ndarray, x_components: int = 4, y_components: int = 3) -> 
     """The BlurHash of an RGB uint8 array shaped (height, width, 3)."""
     if not (1 <= x_components <= 9 and 1 <= y_components <= 9):
         raise ValueError("components must be 1-9")
-    found = list(factors(pixels, x_components, y_components))
+    found = factors(pixels, x_components, y_components).tolist()  # plain floats from here
     dc, ac = found[0], found[1:]
     text = _base83((x_components - 1) + (y_components - 1) * 9, 1)
     if ac:
-        largest = max(float(np.abs(f).max()) for f in ac)
-        quantised = int(max(0, min(82, np.floor(largest * 166 - 0.5))))
+        largest = max(abs(c) for factor in ac for c in factor)
+        quantised = int(max(0, min(82, math.floor(largest * 166 - 0.5))))
         maximum = (quantised + 1) / 166
     else:
         quantised, maximum = 0, 1.0
     text += _base83(quantised, 1)
-    r, g, b = (_to_srgb(float(c)) for c in dc)
+    r, g, b = (_to_srgb(c) for c in dc)
     text += _base83((r << 16) + (g << 8) + b, 4)
     for factor in ac:
-        r, g, b = (_quantise_ac(float(c) / maximum) for c in factor)
+        r, g, b = (_quantise_ac(c / maximum) for c in factor)
         text += _base83(r * 19 * 19 + g * 19 + b, 2)
     return text
 
@@ -59,8 +61,8 @@ def _to_srgb(value: float) -> int:
 
 
 def _quantise_ac(value: float) -> int:
-    signed = np.copysign(abs(value) ** 0.5, value)
-    return int(max(0, min(18, np.floor(signed * 9 + 9.5))))
+    signed = math.copysign(abs(value) ** 0.5, value)
+    return int(max(0, min(18, math.floor(signed * 9 + 9.5))))
 
 
 def _base83(value: int, length: int) -> str:

@@ -10,6 +10,7 @@ header alone, and a broken EXIF block only leaves the subset empty.
 
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 from collections.abc import Callable
@@ -103,8 +104,20 @@ def descriptors(image: pyvips.Image) -> tuple[list, str, str]:
         image = image.bandjoin([image] * (3 - image.bands)).copy(interpretation="srgb")
     if image.width * image.height > AVERAGED:  # upright already: no turn by a stale tag
         image = image.thumbnail_image(THUMB, height=THUMB, size="force", no_rotate=True)
-    pixels = cv2.resize(_array(image), (THUMB, THUMB), interpolation=cv2.INTER_AREA)
+    pixels = _thumbnail(_array(image))
     return dominant_colours(pixels), blurhash.encode(pixels), perceptual_hash(_grey_half(pixels))
+
+
+def _thumbnail(pixels: np.ndarray) -> np.ndarray:
+    """The `THUMB` x `THUMB` area average of `pixels`: first the means of whole k x k
+    blocks (OpenCV's fast path; the last rows and columns short of a block are left out),
+    then the fractional average of what remains (half the time of the one step)."""
+    height, width = pixels.shape[:2]
+    k = min(height, width) // THUMB
+    if k >= 2:
+        pixels = cv2.resize(pixels[:height - height % k, :width - width % k],
+                            (width // k, height // k), interpolation=cv2.INTER_AREA)
+    return cv2.resize(pixels, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
 
 
 def _grey_half(pixels: np.ndarray) -> np.ndarray:
@@ -134,11 +147,16 @@ def dominant_colours(pixels: np.ndarray, count: int = 5) -> list[dict]:
 
 def perceptual_hash(grey: np.ndarray) -> str:
     """pHash: the 8x8 lowest DCT frequencies of a 32x32 grey image against their median."""
-    n = grey.shape[0]
-    basis = np.cos(np.pi * np.outer(np.arange(n), 2 * np.arange(n) + 1) / (2 * n))
+    basis = _dct_basis(grey.shape[0])
     low = (basis @ grey.astype(np.float64) @ basis.T)[:8, :8]
     bits = (low > np.median(low)).flatten()
     return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
+
+
+@functools.lru_cache(maxsize=4)
+def _dct_basis(n: int) -> np.ndarray:
+    """The first 8 rows of the DCT-II basis of size `n`: all the hash reads."""
+    return np.cos(np.pi * np.outer(np.arange(8), 2 * np.arange(n) + 1) / (2 * n))
 
 
 def _exif(data: bytes) -> dict:

@@ -48,7 +48,7 @@ END_STEP = (update(STEPS).where(*_THE_STEP)
 MARK_STEP = update(STEPS).where(*_THE_STEP).values(state=bindparam("_state"))
 VERSION_EXISTS = select(ImageVersion.id).where(ImageVersion.id == bindparam("_id"))
 TOUCH_JOB = (update(JOBS).where(JOBS.c.id == bindparam("_id"))
-             .values(updated_at=bindparam("_now")).returning(JOBS.c.id))
+             .values(updated_at=bindparam("_now")).returning(JOBS.c.status, JOBS.c.run))
 RECORDED = select(ATTEMPTS.c.step, ATTEMPTS.c.outcome).where(
     ATTEMPTS.c.job_id == bindparam("_job"), ATTEMPTS.c.run == bindparam("_run"),
     ATTEMPTS.c.seq == bindparam("_seq"))

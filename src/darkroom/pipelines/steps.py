@@ -135,7 +135,7 @@ def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
                  **{k: m[k] for k in ("plan_hash", "format", "bytes", "width", "height")})
             for name, m in made.items()]
     written = {m["key"] for m in made.values() if m["written"]}
-    ctx.at_end(lambda c: store.add_renditions(c, ctx.job_id, ctx.run, rows),
+    ctx.at_end(lambda c: store.add_renditions(c, rows),
                lambda: _unstore(runtime, source.version_id, written))
     return made
 

@@ -152,11 +152,13 @@ def end_attempt(db: Session | Connection, job_id: str, run_number: int, seq: int
     wrongly presumed dead) ended this attempt first: then its outcome, and nothing
     changes. The job's row is written first, so two executions take turns."""
     now = utcnow()
-    if db.execute(sql.TOUCH_JOB, {"_id": job_id, "_now": now}).one_or_none() is None:
+    job = db.execute(sql.TOUCH_JOB, {"_id": job_id, "_now": now}).one_or_none()
+    if job is None:
         return STOPPED, False
     if (earlier := recorded(db, job_id, run_number, seq, name)) is not None:
         return earlier, False
-    if outcome["ok"] and not all(write(db) for write in writes):
+    running = job.status == "running" and job.run == run_number  # its row held: it stays so
+    if outcome["ok"] and writes and not (running and all(write(db) for write in writes)):
         outcome = {"ok": False, "error": "image_gone", "message": f"job {job_id} stopped "
                    f"before step {name!r} ended: its image replaced or deleted, or the job "
                    "cancelled"}
@@ -242,13 +244,11 @@ def mark_step(db: Session | Connection, job_id: str, name: str, state: str) -> N
     db.execute(sql.MARK_STEP, {"_job": job_id, "_name": name, "_state": state})
 
 
-def add_renditions(db: Session | Connection, job_id: str, run_number: int,
-                   rows: list[dict]) -> bool:
-    """Catalogue renditions of one version; one row per (version, plan) however often they
-    are added. False, adding nothing, once the job stopped (cancelled by a replace or a
-    delete of its image, or by a user) or its version is gone."""
-    if not still_running(db, job_id, run_number):
-        return False
+def add_renditions(db: Session | Connection, rows: list[dict]) -> bool:
+    """Catalogue renditions of one version, for a run whose job's row the caller holds,
+    found running (`end_attempt`: a replace, a delete or a cancel waits, or came first);
+    one row per (version, plan) however often they are added. False, adding nothing, if
+    the version is gone."""
     if db.scalar(sql.VERSION_EXISTS, {"_id": rows[0]["version_id"]}) is None:
         return False
     now = utcnow()  # one statement for every row (compiled once, unlike a multi-VALUES)
