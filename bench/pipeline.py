@@ -21,7 +21,9 @@ throughput. `--warmup 0` measures a server from cold (sessions up to 2026-12-06 
 Beside the wall-clock ratios, each round reports CPU per image: the bare run's own, and the
 server process's (every thread, from /proc) over each phase. On a shared, noisy machine the
 CPU ratio moves far less than the wall-clock one; the wall-clock one adds the cores left
-idle. Load stays on 127.0.0.1. Raw figures go to bench/results/<time>-pipeline.json.
+idle. `tail_s` is the time from the last upload's answer to the last job's end: the jobs
+still waiting for the queue's next poll (`pipelines.poll_s`), and the renders still under
+way. Load stays on 127.0.0.1. Raw figures go to bench/results/<time>-pipeline.json.
 
 --photos corpus (default): the corpus's JPEG photos of 0.4-2 MP. --photos camera: 12 MP
 JPEGs as a camera makes them, with and without an sRGB profile (bench/setup.sh makes them
@@ -158,7 +160,9 @@ def pipeline(images: list[Path], data_dir: Path, concurrency: int, database: str
             start, cpu = time.time(), cpu_seconds(server.pid)
             with ThreadPoolExecutor(concurrency) as pool:
                 list(pool.map(lambda i: upload(f"{tag}/{i}.jpg", i), range(len(images))))
-            end_to_end = _finished(client, name, warmup + len(images)) - start
+            uploaded = time.time()
+            finished = _finished(client, name, warmup + len(images))
+            end_to_end = finished - start
             end_to_end_cpu = cpu_seconds(server.pid) - cpu
             cpu = cpu_seconds(server.pid)
             with ThreadPoolExecutor(concurrency) as pool:  # stored, outside the trigger
@@ -172,6 +176,7 @@ def pipeline(images: list[Path], data_dir: Path, concurrency: int, database: str
                     ids))
             alone = _finished(client, name, warmup + 2 * len(ids)) - start
             return {"end_to_end": end_to_end, "end_to_end_cpu": end_to_end_cpu,
+                    "tail": finished - uploaded,
                     "upload_cpu": upload_cpu,
                     "alone": alone, "alone_cpu": cpu_seconds(server.pid) - cpu}
     finally:
@@ -252,6 +257,7 @@ def main() -> int:
                "bare_per_s": round(n / bare, 2),
                "uploads_per_s": round(n / served["end_to_end"], 2),
                "end_to_end_overhead": round(served["end_to_end"] / bare - 1, 3),
+               "tail_s": round(served["tail"], 3),
                "pipeline_overhead": round(served["alone"] / bare - 1, 3),
                "bare_cpu_ms": round(1000 * bare_cpu / n, 1),
                "end_to_end_cpu_ms": round(1000 * served["end_to_end_cpu"] / n, 1),
@@ -264,7 +270,7 @@ def main() -> int:
     median = {key: statistics.median(r[key] for r in rows) for key in (
         "end_to_end_overhead", "pipeline_overhead", "uploads_per_s", "bare_per_s",
         "end_to_end_cpu_overhead", "alone_cpu_overhead", "bare_cpu_ms", "end_to_end_cpu_ms",
-        "alone_cpu_ms", "upload_cpu_ms")}
+        "alone_cpu_ms", "upload_cpu_ms", "tail_s")}
     summary = {**{f"median_{k}": v for k, v in median.items()}, "renditions": RENDITIONS,
                "upload_concurrency": args.concurrency, "reference_threads": args.threads,
                "warmup": args.warmup,
@@ -287,7 +293,8 @@ def main() -> int:
           f"{median['bare_cpu_ms']} ms, end to end {median['end_to_end_cpu_ms']} ms "
           f"({median['end_to_end_cpu_overhead']:+.1%}), pipeline alone "
           f"{median['alone_cpu_ms']} ms ({median['alone_cpu_overhead']:+.1%}), an upload "
-          f"alone (no pipeline) {median['upload_cpu_ms']} ms")
+          f"alone (no pipeline) {median['upload_cpu_ms']} ms; from the last upload's "
+          f"answer to the last job's end {median['tail_s']} s")
     return 0
 
 

@@ -149,6 +149,11 @@ def cached(model: type[T], data: dict) -> T:
     return _validated(model, json.dumps(data, sort_keys=True))
 
 
+def cached_text(model: type[T], text: str) -> T:
+    """`cached`, from a JSON text as the database stores it (no parse when seen before)."""
+    return _validated(model, text)
+
+
 @functools.lru_cache(maxsize=512)
 def _validated(model: type[T], text: str) -> T:
     return model.model_validate_json(text)

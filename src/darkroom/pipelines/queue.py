@@ -11,7 +11,7 @@ from __future__ import annotations
 import structlog
 from dbos import DBOS, DBOSClient
 from pydantic import ValidationError
-from sqlalchemy import Engine, Row, event, select
+from sqlalchemy import Engine, Row, Text, cast, event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -23,7 +23,7 @@ from darkroom.engine.formats import MIME
 from darkroom.engine.load import Header
 from darkroom.pipelines import steps, store
 from darkroom.pipelines.context import Source
-from darkroom.pipelines.definition import Pipeline, cached
+from darkroom.pipelines.definition import Pipeline, cached_text
 from darkroom.plan.model import EditPlan
 
 log = structlog.get_logger("darkroom.pipelines")
@@ -35,7 +35,9 @@ QUEUE = "darkroom-pipelines"
 # attempts are checkpointed in `job_attempts`, not as DBOS steps).
 APP_VERSION = "darkroom-pipelines-3"
 WORKFLOW_NAME = "darkroom.pipeline"
-_PIPELINES = select(PipelineRow.name, PipelineRow.definition).order_by(PipelineRow.name)
+# the definitions as stored text: a definition read before is known by it, unparsed
+_PIPELINES = select(PipelineRow.name, cast(PipelineRow.definition, Text).label("text")
+                    ).order_by(PipelineRow.name)
 
 
 def dbos_url(database_url: str) -> str:
@@ -114,7 +116,7 @@ def read_pipelines(session: Session, queue: JobQueue) -> list[Pipeline]:
     pipelines = []
     for row in rows:
         try:
-            pipelines.append(cached(Pipeline, row.definition))
+            pipelines.append(cached_text(Pipeline, row.text))
         except ValidationError as error:
             log.error("pipeline_unusable", pipeline=row.name,
                       error=str(error).splitlines()[0])
