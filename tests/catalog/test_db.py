@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from darkroom.catalog import make_engine, migrate
+from darkroom.catalog.db import MIGRATIONS
+from darkroom.catalog import pipeline_models  # noqa: F401  (its tables join Base's)
 from darkroom.catalog.models import Base
 from darkroom.errors import DarkroomError
 
@@ -27,6 +31,36 @@ def test_migrations_create_every_table_and_match_the_models(fresh_url):  # noqa:
         version = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
         assert version == "0005"
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+    engine.dispose()
+
+
+def test_the_last_migration_goes_down_and_up_keeping_every_row(fresh_url):  # noqa: F811
+    """0005 adds a column to `image_versions`: going back drops it in place (a copy of the
+    table would cascade into the renditions)."""
+    engine = make_engine(fresh_url)
+    migrate(engine)
+    with engine.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO images (id, key, status, version, created_at, updated_at) "
+            "VALUES ('i', 'a.jpg', 'ready', 1, '2026-01-01', '2026-01-01')"))
+        connection.execute(text(
+            "INSERT INTO image_versions (id, image_id, number, sha256, bytes, format, width, "
+            "height, pages, alpha, exif, colours, blurhash, phash, storage_key, etag, "
+            "created_at) VALUES (1, 'i', 1, 's', 1, 'jpeg', 1, 1, 1, false, '{}', '[]', '', "
+            "'', 'a.jpg', 'e', '2026-01-01')"))
+        connection.execute(text(
+            "INSERT INTO renditions (version_id, plan_hash, name, storage_key, format, bytes, "
+            "width, height, created_at) VALUES (1, 'h', 't', '_renditions/i/x.webp', 'webp', "
+            "1, 1, 1, '2026-01-01')"))
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    for step, revision in ((command.downgrade, "0004"), (command.upgrade, "head")):
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            step(config, revision)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM renditions")).scalar() == 1
+        assert connection.execute(text("SELECT alpha FROM image_versions")).scalar() is None
     engine.dispose()
 
 

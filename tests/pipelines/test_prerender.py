@@ -9,6 +9,7 @@ import hashlib
 import threading
 import time
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,11 @@ from prometheus_client import REGISTRY
 
 from darkroom.config import Settings
 from darkroom.engine import probe
-from darkroom.errors import Conflict, Unprocessable
+from darkroom.errors import Conflict, StorageError, Unprocessable
 from darkroom.pipelines import context, prerender, steps
 from darkroom.pipelines.context import Runtime, Source, StepContext
 from darkroom.pipelines.definition import Pipeline
+from darkroom.storage.local import LocalStorage
 
 from corpus_files import CORPUS
 from server.helpers import PHOTO, metric
@@ -125,7 +127,8 @@ def test_a_step_waits_for_a_prerender_under_way_and_takes_it(tmp_path: Path, mon
         plans = prerender.upcoming([Pipeline(name="p", steps=[{
             "name": "s", "type": "renditions", "params": params.model_dump()}])],
             "img", sha, probe(data), None)
-        work = prerender.works(data, probe(data), runtime.limits, plans)
+        work = prerender.works(runtime.storage, "photo.jpg", sha, probe(data),
+                               runtime.limits, plans)
         [(key, render)] = work.items()
         started = threading.Event()
 
@@ -145,14 +148,15 @@ def test_a_step_waits_for_a_prerender_under_way_and_takes_it(tmp_path: Path, mon
 
 
 @pytest.mark.parametrize("alpha", [False, None])
-def test_a_step_reads_the_source_only_when_its_alpha_is_unknown(tmp_path: Path, alpha):
+def test_a_step_reads_the_source_only_when_its_alpha_is_unknown(tmp_path: Path, alpha,
+                                                                 monkeypatch):
     """With every rendition handed over, a step whose version's alpha is catalogued
     names them from the catalog alone; one catalogued before alpha was (None) reads the
-    source's header (here, a version replaced since in storage: it stops)."""
+    source's header for their formats."""
     runtime = Runtime(Settings(data_dir=tmp_path), engine=None)
     try:
         data = (CORPUS / PHOTO["path"]).read_bytes()
-        runtime.storage.blocking.put("photo.jpg", b"newer bytes")  # replaced since
+        runtime.storage.blocking.put("photo.jpg", data)
         sha = hashlib.sha256(data).hexdigest()
         source = Source(image_id="img", key="photo.jpg", version=1, version_id=1,
                         sha256=sha, format="jpeg", width=1, height=1, bytes=len(data),
@@ -160,20 +164,68 @@ def test_a_step_reads_the_source_only_when_its_alpha_is_unknown(tmp_path: Path, 
         params = steps.RenditionsParams(renditions={"a": "w=30", "b": "w=20&fm=png"})
         pipeline = Pipeline(name="p", steps=[{"name": "s", "type": "renditions",
                                               "params": params.model_dump()}])
-        work = prerender.works(data, probe(data), runtime.limits, prerender.upcoming(
-            [pipeline], "img", sha, probe(data), None))
+        work = prerender.works(runtime.storage, "photo.jpg", sha, probe(data),
+                               runtime.limits, prerender.upcoming([pipeline], "img", sha,
+                                                                  probe(data), None))
         assert _start(runtime, work) == 2
-        context = StepContext(runtime, "job", 1, "p", "s", source)
-        if alpha is None:
-            with pytest.raises(Conflict):
-                steps.renditions(context, params)
-            return
-        output = steps.renditions(context, params)
+        reads = _calls(monkeypatch, StepContext, "read_source")
+        output = steps.renditions(StepContext(runtime, "job", 1, "p", "s", source), params)
         assert {n: (o["format"], o["width"]) for n, o in output.items()} == {
             "a": ("jpeg", 30), "b": ("png", 20)}
         assert set(work) == {o["key"] for o in output.values()}
+        assert len(reads) == (1 if alpha is None else 0)
     finally:
         runtime.close()
+
+
+@pytest.mark.parametrize("kept", [True, False])
+def test_a_step_waits_for_the_head_start_promised_and_renders_it_if_broken(
+        tmp_path: Path, kept, monkeypatch):
+    """An upload hands its head start over before storing it: a step that comes first
+    waits for the promise; a broken one (the store failed) leaves the step to make it."""
+    runtime = Runtime(Settings(data_dir=tmp_path), engine=None)
+    try:
+        data = (CORPUS / PHOTO["path"]).read_bytes()
+        runtime.storage.blocking.put("photo.jpg", data)
+        sha = hashlib.sha256(data).hexdigest()
+        source = Source(image_id="img", key="photo.jpg", version=1, version_id=1,
+                        sha256=sha, format="jpeg", width=1, height=1, bytes=len(data),
+                        storage_key="photo.jpg", alpha=False)
+        params = steps.RenditionsParams(renditions={"t": "w=40&fm=webp"})
+        key = steps.rendition_key("img", sha, params.plans["t"], "webp")
+        promise: Future = Future()
+        assert runtime.prerender({}, {key: promise}) == 0
+        made = steps.render(params.plans["t"], data, runtime.limits)  # the upload's
+        late = _counting(monkeypatch, steps)
+        with ThreadPoolExecutor(1) as pool:
+            step = pool.submit(steps.renditions,
+                               StepContext(runtime, "job", 1, "p", "s", source), params)
+            time.sleep(0.3)
+            assert not step.done()  # waiting for the promise
+            if kept:
+                runtime.storage.blocking.put(key, made.data)
+                promise.set_result(made)
+            else:
+                promise.set_exception(StorageError("injected storage failure"))
+            output = step.result(timeout=30)
+        assert output["t"]["written"] is not kept and output["t"]["width"] == 40
+        assert late == (Counter() if kept else Counter({40: 1}))
+    finally:
+        runtime.close()
+
+
+def test_a_source_replaced_since_is_not_prerendered(tmp_path: Path):
+    storage = LocalStorage(tmp_path)
+    data = (CORPUS / PHOTO["path"]).read_bytes()
+    storage.blocking.put("a.jpg", data)
+    plans = {"k": steps.RenditionsParams(renditions={"x": "w=20&fm=png"}).plans["x"]}
+    limits = Settings(data_dir=tmp_path).limits
+    made = prerender.works(storage, "a.jpg", hashlib.sha256(data).hexdigest(), probe(data),
+                           limits, plans)
+    assert made["k"]().width == 20
+    stale = prerender.works(storage, "a.jpg", "0" * 64, probe(data), limits, plans)
+    with pytest.raises(Conflict):
+        stale["k"]()
 
 
 @pytest.fixture

@@ -296,11 +296,11 @@ def test_a_job_cancelled_while_its_renditions_render_keeps_none(client, monkeypa
     """The renditions are catalogued in the transaction that ends the step's attempt; a
     job stopped meanwhile refuses them, the attempt fails `image_gone`, and what the step
     wrote is deleted: nothing stored, nothing catalogued."""
-    real, rendering = steps.render, threading.Event()
+    real, rendering, cancelled = steps.render, threading.Event(), threading.Event()
 
     def slow(plan, *args, **kwargs):
         rendering.set()
-        time.sleep(1.0)
+        assert cancelled.wait(30)  # still rendering when the job is cancelled
         return real(plan, *args, **kwargs)
 
     monkeypatch.setattr(steps, "render", slow)  # the step's own renders (no pre-renders:
@@ -311,6 +311,7 @@ def test_a_job_cancelled_while_its_renditions_render_keeps_none(client, monkeypa
     job_id = image["jobs"][0]["id"]
     assert rendering.wait(30)
     assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
+    cancelled.set()
     deadline = time.monotonic() + 30
     while _steps(client.get(f"/v1/jobs/{job_id}").json())["sizes"]["state"] == "running":
         assert time.monotonic() < deadline

@@ -96,8 +96,8 @@ def test_a_stopped_run_may_not_catalogue_renditions_or_write_copies(engine):
     refused = _end(engine, job_id, 1, {"ok": True, "output": {}}, writes=[
         lambda c: store.add_renditions(c, [late])])[0]
     assert (refused["ok"], refused["error"]) == (False, "image_gone")
-    assert store.run_plain(engine, lambda c: store.catalogued(c, row["version_id"])) == {
-        "_renditions/x"}  # what a stopped step keeps; it deletes the rest it made
+    assert store.run_plain(engine, lambda c: store.catalogued(c, {
+        "_renditions/x", "_renditions/y"})) == {"_renditions/x"}  # a stopped step keeps it
     assert not store.run(engine, lambda s: store.may_write_copy(s, job_id, 1, "cdn/a.jpg"))
 
 
@@ -116,7 +116,7 @@ def test_an_attempt_whose_writes_are_refused_ends_as_image_gone(engine):
                            writes=[lambda c: store.add_renditions(c, [row])])
     assert (standing["ok"], standing["error"], ended) == (False, "image_gone", False)
     assert _recorded(engine, job_id, 0) == standing
-    assert store.run_plain(engine, lambda c: store.catalogued(c, row["version_id"])) == set()
+    assert store.run_plain(engine, lambda c: store.catalogued(c, {row["storage_key"]})) == set()
 
 
 def _end(engine, job_id: str, seq: int, outcome: dict, name: str = "meta",

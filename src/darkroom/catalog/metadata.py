@@ -44,7 +44,7 @@ _EXIF_NUMBERS = {"exposure_time": 0x829A, "f_number": 0x829D, "iso": 0x8827,
 @dataclass(frozen=True)
 class Facts:
     """The header and the derived descriptors of one image; `made`, a rendition made from
-    the same decode (see `describe`); `data`, the bytes described."""
+    the same decode (see `describe`)."""
 
     header: Header
     exif: dict = field(default_factory=dict)
@@ -52,7 +52,6 @@ class Facts:
     blurhash: str = ""
     phash: str = ""
     made: tuple[EditPlan, Rendered] | None = None
-    data: bytes = field(default=b"", repr=False)
 
 
 def describe(path: Path, limits: Limits,
@@ -80,11 +79,11 @@ def describe(path: Path, limits: Limits,
         except DarkroomError:
             made = None
         if made is not None and seen:
-            return Facts(header, _exif(data), *seen[0], made=(plan, made), data=data)
+            return Facts(header, _exif(data), *seen[0], made=(plan, made))
     scale = min(1.0, THUMB / max(header.width, header.height, 1))
     try:
         image = upright(to_srgb(load(data, header, 0, False, scale, False)), header.orientation)
-        return Facts(header, _exif(data), *descriptors(image), data=data)
+        return Facts(header, _exif(data), *descriptors(image))
     except pyvips.Error as error:
         reason = str(error).strip().splitlines()[-1] if str(error).strip() else "decode failed"
         raise Unprocessable(f"cannot decode image: {reason}", "corrupt_image") from None
@@ -155,8 +154,11 @@ def perceptual_hash(grey: np.ndarray) -> str:
 
 @functools.lru_cache(maxsize=4)
 def _dct_basis(n: int) -> np.ndarray:
-    """The first 8 rows of the DCT-II basis of size `n`: all the hash reads."""
-    return np.cos(np.pi * np.outer(np.arange(8), 2 * np.arange(n) + 1) / (2 * n))
+    """The first 8 rows of the DCT-II basis of size `n`: all the hash reads (shared:
+    read-only)."""
+    basis = np.cos(np.pi * np.outer(np.arange(8), 2 * np.arange(n) + 1) / (2 * n))
+    basis.flags.writeable = False
+    return basis
 
 
 def _exif(data: bytes) -> dict:

@@ -114,7 +114,7 @@ class Rendition(Base):
     version_id: Mapped[int] = mapped_column(ForeignKey("image_versions.id", ondelete="CASCADE"))
     plan_hash: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(64), default="")
-    storage_key: Mapped[str] = mapped_column(String(1024))
+    storage_key: Mapped[str] = mapped_column(String(1024), index=True)
     format: Mapped[str] = mapped_column(String(8))
     bytes: Mapped[int] = mapped_column(BigInteger)
     width: Mapped[int] = mapped_column(default=0)

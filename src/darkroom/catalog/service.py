@@ -15,7 +15,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -49,8 +49,8 @@ T = TypeVar("T")
 DB_THREADS = 8
 Undo = list[Callable[[], None]]
 # Starts what it can of some renditions' works (key -> work), in memory, and takes the
-# renditions an upload stored itself (key -> rendition); how many started.
-Prerender = Callable[[dict[str, Callable[[], Rendered]], dict[str, Rendered]], int]
+# rendition an upload stores itself (key -> a future of it); how many started.
+Prerender = Callable[[dict[str, Callable[[], Rendered]], dict[str, Future]], int]
 
 
 @dataclass(frozen=True)
@@ -121,8 +121,13 @@ class Catalog:
                     [pipeline for _, pipeline in fired])
 
         def then(written: tuple[dict, str | None, str, list]) -> None:
-            stored = self._store_made(written[1], facts.made)
+            # pre-renders first: started within a millisecond of the commit, long before
+            # a job dequeued meanwhile could look for them; the head start goes with them
+            # as a promise, kept once it is stored
+            made_key = written[1] if facts.made is not None else None
+            stored = {} if made_key is None else {made_key: Future()}
             self._prerender(written[3], written[2], key, staged.sha256, facts, stored)
+            self._store_made(made_key, facts.made, stored.get(made_key))
 
         try:
             body = (await self._run(write, then=then))[0]
@@ -215,33 +220,38 @@ class Catalog:
         return repository.detail(session, image, version, new_version=True, jobs=[
             j for j, _ in fired] if kind == "image.uploaded" else None), fired
 
-    def _store_made(self, key: str | None, made: tuple[EditPlan, Rendered] | None
-                    ) -> dict[str, Rendered]:
+    def _store_made(self, key: str | None, made: tuple[EditPlan, Rendered] | None,
+                    promise: Future | None) -> None:
         """Store the rendition the upload made at `key` (None: no job fired wants it), after
         the commit (a job fired waits for the next poll of the queue); best effort: a step
-        that does not find it makes it. What was stored, by key."""
+        that does not find it makes it. `promise`, handed to an in-process worker, is kept
+        with the rendition once stored, or broken."""
         if key is None or made is None:
-            return {}
+            return
         try:
             self.storage.blocking.put(key, made[1].data, MIME[made[1].format])
         except Exception as error:  # noqa: BLE001  (the upload is committed: it stands)
             log.warning("head_start_not_stored", key=key, error=str(error))
-            return {}
-        return {key: made[1]}
+            if promise is not None:
+                promise.set_exception(error)
+            return
+        if promise is not None:
+            promise.set_result(made[1])
 
     def _prerender(self, pipelines: list[Pipeline], image_id: str, key: str, sha256: str,
-                   facts: Facts, stored: dict[str, Rendered]) -> None:
-        """Have an idle in-process worker start rendering, from the upload's bytes, what
-        the first steps of the `pipelines` just fired will make of the version committed
-        at `key`, and hand it the rendition the upload `stored` (`pipelines.prerender`);
-        best effort, like the head start."""
+                   facts: Facts, stored: dict[str, Future]) -> None:
+        """Have an idle in-process worker start rendering what the first steps of the
+        `pipelines` just fired will make of the version committed at `key`, and hand it
+        the head start `stored` will hold (`pipelines.prerender`); best effort, like the
+        head start."""
         if not pipelines or self.prerender is None:
             return
         try:
             plans = upcoming(pipelines, image_id, sha256, facts.header,
                              facts.made and facts.made[0])
             if plans or stored:
-                self.prerender(works(facts.data, facts.header, self.limits, plans), stored)
+                self.prerender(works(self.storage, key, sha256, facts.header, self.limits,
+                                     plans), stored)
         except Exception as error:  # noqa: BLE001  (the upload is committed: it stands)
             log.warning("prerender_not_started", key=key, error=str(error))
 
@@ -267,7 +277,7 @@ class Catalog:
         say so), the image's renditions (all, or all but those of the source checksum
         prefix `keep`) and the cached results of `key`. The whole rendition folder is
         swept, so a rendition a stopped run stored just before the commit goes too; one
-        stored after it is deleted by its own step, which finds the version gone."""
+        stored after it is deleted when its attempt ends and finds the job stopped."""
         for workflow in workflows if self.queue is not None else []:
             try:
                 await asyncio.to_thread(self.queue.cancel, workflow)

@@ -24,6 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
+import structlog
 from sqlalchemy import Connection, Engine
 
 from darkroom.config import Settings
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from darkroom.engine import Rendered
 
 T = TypeVar("T")
+log = structlog.get_logger("darkroom.pipelines")
 PRERENDER_TTL_S = 60.0  # a pre-render no step took by then is dropped
 PRERENDERS_PER_THREAD = 16  # renditions held in memory for steps, per render thread
 _clock = time.monotonic
@@ -77,21 +79,22 @@ class Runtime:
             return self._submit(work, *args)
 
     def prerender(self, works: dict[str, Callable[[], Rendered]],
-                  stored: dict[str, Rendered] | None = None) -> int:
+                  stored: dict[str, Future] | None = None) -> int:
         """Start as many of `works` (key -> a work rendering it in memory) as render
-        threads are free; how many started. `stored` are renditions an upload stored
-        itself (its head start): handed over so that their step need not read them back.
-        The step that needs a key takes it with `prerendered`."""
+        threads are free; how many started. `stored` are the renditions an upload stores
+        itself (its head start; a future of each, kept once stored), handed over so that
+        their step need not read them back. The step that needs a key takes it with
+        `prerendered`."""
         now = _clock()
         with self._lock:
             self._expire(now)
-            room = min(self.render_threads - self._pending,
-                       PRERENDERS_PER_THREAD * self.render_threads - len(self._prerenders))
+            cap = PRERENDERS_PER_THREAD * self.render_threads
+            room = min(self.render_threads - self._pending, cap - len(self._prerenders))
             started = list(works.items())[:max(0, room)]
             for key, work in started:
                 self._prerenders[key] = (now, self._submit(work), False)
-            for key, rendered in (stored or {}).items():
-                self._prerenders[key] = (now, _resolved(rendered), True)
+            for key, promise in list((stored or {}).items())[:cap - len(self._prerenders)]:
+                self._prerenders[key] = (now, promise, True)
         PRERENDERS.labels("started").inc(len(started))
         if started or stored:  # dropped in time even if nothing else comes
             self._loop.call_soon_threadsafe(self._loop.call_later, PRERENDER_TTL_S + 1,
@@ -145,13 +148,6 @@ class Runtime:
             self._loop.close()
 
 
-def _resolved(result: T) -> Future:
-    """A future that has `result` already."""
-    future: Future = Future()
-    future.set_result(result)
-    return future
-
-
 @dataclass(frozen=True)
 class Source:
     """The image version a job works on (its bytes are checked against `sha256`). With
@@ -170,6 +166,12 @@ class Source:
     storage_key: str
     pages: int = 1
     alpha: bool | None = None
+
+    @classmethod
+    def load(cls, data: dict) -> Source:
+        """The source a job's start holds, without the fields it does not know (a start
+        written by a newer darkroom, during an upgrade)."""
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
     @classmethod
     def of(cls, image, version) -> Source:
@@ -196,13 +198,24 @@ class Ending:
             if not self._closed:
                 self._items.append((write, undo))
                 return
-        undo()  # the attempt ended without it (it ran past its timeout)
+        take_back([(write, undo)])  # the attempt ended without it (past its timeout)
 
     def close(self) -> list[tuple[Callable[[Connection], bool], Callable[[], None]]]:
         """What was left, for the attempt's end; later additions are taken back at once."""
         with self._lock:
             self._closed = True
             return list(self._items)
+
+
+def take_back(items: list[tuple[Callable[[Connection], bool], Callable[[], None]]]
+              ) -> None:
+    """Undo the effects of an attempt that does not stand succeeded (best effort: its
+    outcome is recorded, or it is past its timeout)."""
+    for _write, undo in items:
+        try:
+            undo()
+        except Exception:  # noqa: BLE001
+            log.exception("step_not_taken_back")
 
 
 @dataclass(frozen=True)

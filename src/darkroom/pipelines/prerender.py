@@ -6,13 +6,17 @@ memory on the worker's free render threads, for those steps to store (see
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 
 from darkroom.config import Limits
 from darkroom.engine import Header, Rendered, render
+from darkroom.errors import Conflict
 from darkroom.pipelines.definition import Pipeline
+from darkroom.pipelines.context import stored_version
 from darkroom.pipelines.steps import first_renditions, rendition_format, rendition_key
 from darkroom.plan.model import EditPlan
+from darkroom.storage import Storage
 
 
 def upcoming(pipelines: list[Pipeline], image_id: str, sha256: str, header: Header,
@@ -28,10 +32,31 @@ def upcoming(pipelines: list[Pipeline], image_id: str, sha256: str, header: Head
     return plans
 
 
-def works(data: bytes, header: Header, limits: Limits, plans: dict[str, EditPlan]
-          ) -> dict[str, Callable[[], Rendered]]:
-    """For each of `plans` (key -> plan), the work that renders it from `data`: the
-    upload's own bytes, so a version replaced since in storage is still rendered right
-    for its own jobs."""
-    return {key: functools.partial(render, plan, data, limits, header=header)
+def works(storage: Storage, source_key: str, sha256: str, header: Header, limits: Limits,
+          plans: dict[str, EditPlan]) -> dict[str, Callable[[], Rendered]]:
+    """For each of `plans` (key -> plan), the work that renders it from the stored source,
+    read once for all of them (Conflict if it no longer has `sha256`: replaced since)."""
+    source = _Source(storage, source_key, sha256)
+    return {key: functools.partial(_render, source, plan, header, limits)
             for key, plan in plans.items()}
+
+
+def _render(source: _Source, plan: EditPlan, header: Header, limits: Limits) -> Rendered:
+    return render(plan, source.data(), limits, header=header)
+
+
+class _Source:
+    """A stored source's bytes, read by the first pre-render that needs them."""
+
+    def __init__(self, storage: Storage, key: str, sha256: str) -> None:
+        self.storage, self.key, self.sha256 = storage, key, sha256
+        self._lock = threading.Lock()
+        self._data: bytes | None = None
+
+    def data(self) -> bytes:
+        with self._lock:
+            if self._data is None:
+                self._data = stored_version(self.storage, self.key, self.sha256) or b""
+        if not self._data:
+            raise Conflict(f"{self.key} was replaced since its upload", "source_changed")
+        return self._data

@@ -25,7 +25,7 @@ from dbos import DBOS
 from darkroom.catalog.models import utcnow
 from darkroom.errors import DarkroomError
 from darkroom.pipelines import registry, store
-from darkroom.pipelines.context import Runtime, Source, StepContext
+from darkroom.pipelines.context import Runtime, Source, StepContext, take_back
 from darkroom.pipelines.definition import TIMEOUT, Pipeline, Step, cached, matches
 from darkroom.server.observability import JOBS, STEPS
 
@@ -157,7 +157,7 @@ def _attempt(step: Step, context: dict, seq: int) -> dict:
     if standing is not None:
         return standing
     ctx = StepContext(runtime, job_id, run, context["pipeline"], step.name,
-                      Source(**context["source"]), context["outputs"], context["caught"])
+                      Source.load(context["source"]), context["outputs"], context["caught"])
     clock = time.perf_counter()
     future = runtime.steps.submit(kind.run, ctx, cached(kind.params, step.params))
     try:  # the last step's end also ends the job, in the same transaction
@@ -174,11 +174,18 @@ def _attempt(step: Step, context: dict, seq: int) -> dict:
         outcome = _failure("internal", f"{type(error).__name__}: {error}")
     seconds = time.perf_counter() - clock
     endings = ctx.ending.close()
-    standing, ended = store.run_steadily(runtime.engine, lambda c: store.end_attempt(
-        c, job_id, run, seq, step.name, started, outcome, [write for write, _ in endings]))
+    try:
+        standing, ended = store.run_steadily(runtime.engine, lambda c: store.end_attempt(
+            c, job_id, run, seq, step.name, started, outcome, [w for w, _ in endings]))
+    except BaseException:
+        take_back(endings)  # nothing of the step's is catalogued
+        raise
     if not standing["ok"]:
-        _take_back(endings, job_id, step.name)
-    shown = outcome if standing.get("skipped") else standing
+        take_back(endings)
+    shown = standing  # what was recorded, or recorded first
+    if standing.get("skipped"):  # the job is gone (its image deleted): nothing recorded
+        shown = outcome if not outcome["ok"] else _failure(
+            "image_gone", f"job {job_id} is gone: its image was deleted")
     STEPS.labels(step.type, "succeeded" if shown["ok"] else shown["error"]).observe(seconds)
     if shown["ok"]:
         log.info("step_succeeded", job=job_id, step=step.name, ms=round(seconds * 1000, 1))
@@ -188,16 +195,6 @@ def _attempt(step: Step, context: dict, seq: int) -> dict:
     if shown.get("finished"):
         _finished(context["pipeline"], job_id, run, None, ended)
     return standing
-
-
-def _take_back(endings: list, job_id: str, name: str) -> None:
-    """Undo the effects of an attempt that does not stand succeeded (best effort: the
-    outcome is recorded)."""
-    for _write, undo in endings:
-        try:
-            undo()
-        except Exception:  # noqa: BLE001
-            log.exception("step_not_taken_back", job=job_id, step=name)
 
 
 def _failure(code: str, message: str) -> dict:

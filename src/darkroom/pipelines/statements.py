@@ -52,7 +52,8 @@ TOUCH_JOB = (update(JOBS).where(JOBS.c.id == bindparam("_id"))
 RECORDED = select(ATTEMPTS.c.step, ATTEMPTS.c.outcome).where(
     ATTEMPTS.c.job_id == bindparam("_job"), ATTEMPTS.c.run == bindparam("_run"),
     ATTEMPTS.c.seq == bindparam("_seq"))
-CATALOGUED = select(Rendition.storage_key).where(Rendition.version_id == bindparam("_id"))
+CATALOGUED = select(Rendition.storage_key).where(
+    Rendition.storage_key.in_(bindparam("_keys", expanding=True)))
 
 
 @functools.lru_cache(maxsize=16)

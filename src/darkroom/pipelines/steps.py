@@ -87,13 +87,14 @@ class RenditionsParams(_Params):
 
 @register("renditions", RenditionsParams)
 def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
-    """Render each named plan of the source in parallel; store each once, catalogue them.
+    """Render each named plan of the source in parallel; store each once; catalogue them
+    in the transaction that ends the attempt (`StepContext.at_end`).
 
-    Renditions already stored (by an earlier attempt, or the upload's head start) are
-    looked up here, and those an upload pre-rendered are written from here; each of the
-    others is rendered and written (fsynced) by one task on the render threads, so the
-    renders go on while others write. The source is read only for those (and for the
-    format of a version whose alpha the catalog does not know)."""
+    Renditions an upload handed over (its head start, stored; its pre-renders, written
+    from here) are taken first; then those already stored (by an earlier attempt) are
+    looked up; each of the others is rendered and written (fsynced) by one task on the
+    render threads, so the renders go on while others write. The source is read only for
+    those (and for the format of a version whose alpha the catalog does not know)."""
     source, runtime = ctx.source, ctx.runtime
     data = functools.cache(ctx.read_source)
     header = functools.cache(lambda: probe(data()))
@@ -136,16 +137,17 @@ def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
             for name, m in made.items()]
     written = {m["key"] for m in made.values() if m["written"]}
     ctx.at_end(lambda c: store.add_renditions(c, rows),
-               lambda: _unstore(runtime, source.version_id, written))
+               lambda: _unstore(runtime, written))
     return made
 
 
-def _unstore(runtime, version_id: int, written: set[str]) -> None:
+def _unstore(runtime, written: set[str]) -> None:
     """Delete the renditions a step `written` that are not catalogued (its job stopped
-    while it ran: a replace, a delete, a cancel); those it only found stored are not its
-    to delete."""
+    while it ran: a replace, a delete, a cancel), by any version: a version replaced by the
+    same bytes has the same keys; those the step only found stored are not its to
+    delete."""
     if written:
-        kept = store.run_plain(runtime.engine, lambda c: store.catalogued(c, version_id))
+        kept = store.run_plain(runtime.engine, lambda c: store.catalogued(c, written))
         for key in written - kept:
             runtime.storage.blocking.delete(key)
 
@@ -170,7 +172,8 @@ def _prerendered(runtime, key: str) -> tuple[Rendered | None, bool]:
     there is none or it failed (the step renders it)."""
     taken = runtime.prerendered(key)
     try:
-        return (None, False) if taken is None else (taken[0].result(), taken[1])
+        return (None, False) if taken is None else (
+            taken[0].result(timeout=runtime.limits.time_budget_s), taken[1])
     except Exception:  # noqa: BLE001  (the step's own render reports the failure)
         return None, False
 

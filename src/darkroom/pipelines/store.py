@@ -141,7 +141,8 @@ def recorded(db: Session | Connection, job_id: str, run_number: int, seq: int,
 
 def end_attempt(db: Session | Connection, job_id: str, run_number: int, seq: int,
                 name: str, started: datetime, outcome: dict,
-                writes: list[Callable[[Connection], bool]] = ()) -> tuple[dict, bool]:
+                writes: tuple | list[Callable[[Connection], bool]] = ()
+                ) -> tuple[dict, bool]:
     """End the run's attempt `seq` of step `name` with `outcome` (`{"ok": True, "output":
     ...}`, or `{"ok": False, "error": code, "message": ...}`) and record it; a success
     also makes the step's `writes` (`StepContext.at_end`), and an outcome `finished` (the
@@ -257,10 +258,10 @@ def add_renditions(db: Session | Connection, rows: list[dict]) -> bool:
     return True
 
 
-def catalogued(db: Session | Connection, version_id: int) -> set[str]:
-    """The storage keys of the renditions catalogued for a version (none once it is
-    gone): what a stopped run must not delete."""
-    return set(db.scalars(sql.CATALOGUED, {"_id": version_id}))
+def catalogued(db: Session | Connection, keys: set[str]) -> set[str]:
+    """Those of `keys` that renditions of any version are catalogued at: what a stopped
+    run must not delete."""
+    return set(db.scalars(sql.CATALOGUED, {"_keys": sorted(keys)}))
 
 
 def may_write_copy(session: Session, job_id: str, run_number: int, key: str) -> bool:

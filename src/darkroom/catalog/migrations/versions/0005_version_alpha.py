@@ -1,5 +1,6 @@
 """Whether a version has an alpha channel: with its format and pages, what a rendition's
-format depends on, so a job can name its renditions without reading the source.
+format depends on, so a job can name its renditions without reading the source. And an
+index of renditions by storage key: a stopped job keeps what any version catalogued.
 
 Revision ID: 0005
 Revises: 0004
@@ -19,8 +20,11 @@ depends_on = None
 def upgrade() -> None:
     # NULL for versions catalogued before: their jobs read it from the source's header
     op.add_column("image_versions", sa.Column("alpha", sa.Boolean, nullable=True))
+    op.create_index("ix_renditions_storage_key", "renditions", ["storage_key"])
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("image_versions") as batch:
-        batch.drop_column("alpha")
+    op.drop_index("ix_renditions_storage_key", "renditions")
+    # in place on both databases (SQLite 3.35+): a batch copy of the table would drop the
+    # old one, and with it every rendition row (ON DELETE CASCADE)
+    op.execute("ALTER TABLE image_versions DROP COLUMN alpha")
