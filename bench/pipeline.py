@@ -22,8 +22,10 @@ Beside the wall-clock ratios, each round reports CPU per image: the bare run's o
 server process's (every thread, from /proc) over each phase. On a shared, noisy machine the
 CPU ratio moves far less than the wall-clock one; the wall-clock one adds the cores left
 idle. `tail_s` is the time from the last upload's answer to the last job's end: the jobs
-still waiting for the queue's next poll (`pipelines.poll_s`), and the renders still under
-way. Load stays on 127.0.0.1. Raw figures go to bench/results/<time>-pipeline.json.
+still queued or waiting for the queue's next poll (`pipelines.poll_s`), and the renders
+still under way (uploads are answered faster than their renditions are made, so the jobs
+queue up). A longer run (`--images 384`) weighs the start and the end of a burst less:
+closer to a server's sustained throughput. Load stays on 127.0.0.1. Raw figures go to bench/results/<time>-pipeline.json.
 
 --photos corpus (default): the corpus's JPEG photos of 0.4-2 MP. --photos camera: 12 MP
 JPEGs as a camera makes them, with and without an sRGB profile (bench/setup.sh makes them
@@ -220,7 +222,7 @@ def _wait_ready(client) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=48, help="uploads per round (max 100)")
+    parser.add_argument("--images", type=int, default=48, help="uploads per round (at most 1000)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=4, help="uploads at once")
     parser.add_argument("--threads", type=int, default=4,
@@ -235,7 +237,7 @@ def main() -> int:
     args = parser.parse_args()
     os.environ["VIPS_CONCURRENCY"] = "1"
     photos = corpus_photos() if args.photos == "corpus" else camera_photos(args.images_dir)
-    images = [photos[i % len(photos)] for i in range(min(args.images, 100))]
+    images = [photos[i % len(photos)] for i in range(min(args.images, 1000))]
     rows = []
     with tempfile.TemporaryDirectory() as ref_dir:  # the bare engine warm, as the server
         bare_engine([images[i % len(images)] for i in range(args.warmup)], Path(ref_dir),
