@@ -119,3 +119,27 @@ def test_what_a_step_leaves_once_its_attempt_ended_is_taken_back_at_once():
     assert len(ending.close()) == 1 and not undone  # for the attempt's end to make
     ending.add(lambda _db: True, lambda: undone.append("late"))
     assert undone == ["late"] and ending.close() == ending.close()
+
+
+def test_a_version_whose_header_is_catalogued_is_rendered_without_a_probe(runtime,
+                                                                          monkeypatch):
+    """The catalog keeps a version's whole header (format, size, pages, alpha, orientation,
+    ICC): a step renders from it, and still reads (and checks) the source's bytes."""
+    data = (CORPUS / PHOTO["path"]).read_bytes()
+    header = steps.probe(data)
+    runtime.storage.blocking.put("photo.jpg", data)
+    source = Source(image_id="img", key="photo.jpg", version=1, version_id=1,
+                    sha256=hashlib.sha256(data).hexdigest(), format=header.format,
+                    width=header.width, height=header.height, bytes=len(data),
+                    storage_key="photo.jpg", pages=header.pages, alpha=header.alpha,
+                    orientation=header.orientation, icc=header.icc)
+    assert source.header() == header
+    probes, reads = [], []
+    monkeypatch.setattr(steps, "probe", lambda d: probes.append(d) or header)
+    real_read = StepContext.read_source
+    monkeypatch.setattr(StepContext, "read_source", lambda ctx: reads.append(1) or
+                        real_read(ctx))
+    params = steps.RenditionsParams(renditions={"a": "w=10&fm=png", "b": "w=20"})
+    output = steps.renditions(StepContext(runtime, "job", 1, "p", "sizes", source), params)
+    assert (output["a"]["width"], output["b"]["width"]) == (10, 20)
+    assert not probes and len(reads) == 1

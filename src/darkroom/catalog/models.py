@@ -90,7 +90,10 @@ class ImageVersion(Base):
     width: Mapped[int]
     height: Mapped[int]
     pages: Mapped[int]
-    alpha: Mapped[bool | None]  # None: catalogued before 0005 recorded it
+    # the rest of the header (None: catalogued before 0005 recorded it)
+    alpha: Mapped[bool | None]
+    orientation: Mapped[int | None]
+    icc: Mapped[bool | None]
     exif: Mapped[dict]
     colours: Mapped[list]
     blurhash: Mapped[str] = mapped_column(String(64))

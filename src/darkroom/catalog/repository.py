@@ -98,7 +98,7 @@ def add_version(session: Session, image: Image, facts: Facts, sha256: str, size:
     values = {"image_id": image.id, "number": image.version + 1, "sha256": sha256,
               "bytes": size, "format": header.format, "width": header.width,
               "height": header.height, "pages": header.pages, "alpha": header.alpha,
-              "exif": facts.exif, "colours": facts.colours, "blurhash": facts.blurhash,
+              "orientation": header.orientation, "icc": header.icc, "exif": facts.exif, "colours": facts.colours, "blurhash": facts.blurhash,
               "phash": facts.phash,
               "storage_key": image.key, "etag": etag, "created_at": utcnow()}
     version = ImageVersion(id=session.execute(_INSERT_VERSION, values).scalar_one(), **values)

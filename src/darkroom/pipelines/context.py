@@ -28,6 +28,7 @@ import structlog
 from sqlalchemy import Connection, Engine
 
 from darkroom.config import Settings
+from darkroom.engine.load import Header
 from darkroom.errors import Conflict
 from darkroom.server.observability import PRERENDERS
 from darkroom.storage import Storage, open_storage
@@ -152,7 +153,8 @@ class Runtime:
 class Source:
     """The image version a job works on (its bytes are checked against `sha256`). With
     `alpha` known (None: catalogued before it was recorded, or a job queued before), its
-    format, pages and alpha name its renditions without a read (`steps.rendition_format`)."""
+    format, pages and alpha name its renditions without a read (`steps.rendition_format`);
+    with its orientation and ICC too, it is the header that renders it (`header`)."""
 
     image_id: str
     key: str
@@ -166,6 +168,8 @@ class Source:
     storage_key: str
     pages: int = 1
     alpha: bool | None = None
+    orientation: int | None = None
+    icc: bool | None = None
 
     @classmethod
     def load(cls, data: dict) -> Source:
@@ -180,7 +184,15 @@ class Source:
                    version_id=version.id, sha256=version.sha256, format=version.format,
                    width=version.width, height=version.height, bytes=version.bytes,
                    storage_key=version.storage_key, pages=version.pages,
-                   alpha=version.alpha)
+                   alpha=version.alpha, orientation=version.orientation, icc=version.icc)
+
+    def header(self) -> Header | None:
+        """The header of these bytes as the catalog recorded it (the same bytes: they are
+        checked against `sha256` when read); None if it did not record all of it."""
+        if self.alpha is None or self.orientation is None or self.icc is None:
+            return None
+        return Header(self.format, self.width, self.height, self.pages, self.alpha,
+                      self.orientation, self.icc, self.bytes)
 
 
 class Ending:

@@ -94,10 +94,10 @@ def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
     from here) are taken first; then those already stored (by an earlier attempt) are
     looked up; each of the others is rendered and written (fsynced) by one task on the
     render threads, so the renders go on while others write. The source is read only for
-    those (and for the format of a version whose alpha the catalog does not know)."""
+    those, and probed only if the catalog does not know its whole header."""
     source, runtime = ctx.source, ctx.runtime
     data = functools.cache(ctx.read_source)
-    header = functools.cache(lambda: probe(data()))
+    header = functools.cache(lambda: source.header() or probe(data()))
 
     def make(plan: EditPlan, key: str, out: Rendered | None = None) -> dict:
         """Store the rendition (rendered now, unless an upload pre-rendered it)."""
@@ -121,7 +121,7 @@ def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
             elif (found := _stored_rendition(runtime, key)) is not None:
                 made[name].update(found)
             else:
-                header()  # the source read here, once, before the render threads need it
+                header(), data()  # read here, once, before the render threads need them
                 tasks[name] = runtime.render(make, plan, key)
         for name, (plan, key, out) in ready.items():  # while the others render
             made[name].update(make(plan, key, out))
