@@ -19,7 +19,7 @@ from darkroom.config import Settings
 from darkroom.engine import probe
 from darkroom.errors import Conflict, StorageError, Unprocessable
 from darkroom.pipelines import context, prerender, steps
-from darkroom.pipelines.context import Runtime, Source, StepContext
+from darkroom.pipelines.context import Runtime, StepContext
 from darkroom.pipelines.definition import Pipeline
 from darkroom.storage.local import LocalStorage
 
@@ -27,6 +27,7 @@ from corpus_files import CORPUS
 from server.helpers import PHOTO, metric
 
 from .test_head_start import SIZES, _finished, _pipeline, _stored, _upload, serving
+from .test_renditions_step import stored_photo
 
 
 @pytest.fixture
@@ -117,12 +118,7 @@ def test_every_pipeline_fired_is_prerendered_once(client, monkeypatch):
 def test_a_step_waits_for_a_prerender_under_way_and_takes_it(tmp_path: Path, monkeypatch):
     runtime = Runtime(Settings(data_dir=tmp_path), engine=None)
     try:
-        data = (CORPUS / PHOTO["path"]).read_bytes()
-        runtime.storage.blocking.put("photo.jpg", data)
-        sha = hashlib.sha256(data).hexdigest()
-        source = Source(image_id="img", key="photo.jpg", version=1, version_id=1,
-                        sha256=sha, format="jpeg", width=1, height=1, bytes=len(data),
-                        storage_key="photo.jpg")
+        data, sha, source = stored_photo(runtime)
         params = steps.RenditionsParams(renditions={"a": "w=30&fm=png"})
         plans = prerender.upcoming([Pipeline(name="p", steps=[{
             "name": "s", "type": "renditions", "params": params.model_dump()}])],
@@ -155,12 +151,7 @@ def test_a_step_reads_the_source_only_when_its_alpha_is_unknown(tmp_path: Path, 
     source's header for their formats."""
     runtime = Runtime(Settings(data_dir=tmp_path), engine=None)
     try:
-        data = (CORPUS / PHOTO["path"]).read_bytes()
-        runtime.storage.blocking.put("photo.jpg", data)
-        sha = hashlib.sha256(data).hexdigest()
-        source = Source(image_id="img", key="photo.jpg", version=1, version_id=1,
-                        sha256=sha, format="jpeg", width=1, height=1, bytes=len(data),
-                        storage_key="photo.jpg", alpha=alpha)
+        data, sha, source = stored_photo(runtime, alpha=alpha)
         params = steps.RenditionsParams(renditions={"a": "w=30", "b": "w=20&fm=png"})
         pipeline = Pipeline(name="p", steps=[{"name": "s", "type": "renditions",
                                               "params": params.model_dump()}])
@@ -185,12 +176,7 @@ def test_a_step_waits_for_the_head_start_promised_and_renders_it_if_broken(
     waits for the promise; a broken one (the store failed) leaves the step to make it."""
     runtime = Runtime(Settings(data_dir=tmp_path), engine=None)
     try:
-        data = (CORPUS / PHOTO["path"]).read_bytes()
-        runtime.storage.blocking.put("photo.jpg", data)
-        sha = hashlib.sha256(data).hexdigest()
-        source = Source(image_id="img", key="photo.jpg", version=1, version_id=1,
-                        sha256=sha, format="jpeg", width=1, height=1, bytes=len(data),
-                        storage_key="photo.jpg", alpha=False)
+        data, sha, source = stored_photo(runtime, alpha=False)
         params = steps.RenditionsParams(renditions={"t": "w=40&fm=webp"})
         key = steps.rendition_key("img", sha, params.plans["t"], "webp")
         promise: Future = Future()

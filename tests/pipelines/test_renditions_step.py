@@ -26,13 +26,20 @@ def runtime(tmp_path: Path):
     runtime.close()
 
 
-def _context(runtime: Runtime) -> StepContext:
+def stored_photo(runtime: Runtime, **known) -> tuple[bytes, str, Source]:
+    """The corpus photo stored at `photo.jpg` in `runtime`'s storage, its checksum, and a
+    job's source of it (with what the catalog knows of it: `known`)."""
     data = (CORPUS / PHOTO["path"]).read_bytes()
     runtime.storage.blocking.put("photo.jpg", data)
-    source = Source(image_id="img", key="photo.jpg", version=1, version_id=1,
-                    sha256=hashlib.sha256(data).hexdigest(), format="jpeg", width=1,
-                    height=1, bytes=len(data), storage_key="photo.jpg")
-    return StepContext(runtime, "job", 1, "p", "sizes", source)
+    sha = hashlib.sha256(data).hexdigest()
+    return data, sha, Source(**{
+        "image_id": "img", "key": "photo.jpg", "version": 1, "version_id": 1,
+        "sha256": sha, "format": "jpeg", "width": 1, "height": 1, "bytes": len(data),
+        "storage_key": "photo.jpg", **known})
+
+
+def _context(runtime: Runtime) -> StepContext:
+    return StepContext(runtime, "job", 1, "p", "sizes", stored_photo(runtime)[2])
 
 
 def _stored(runtime: Runtime) -> list[str]:
@@ -125,14 +132,9 @@ def test_a_version_whose_header_is_catalogued_is_rendered_without_a_probe(runtim
                                                                           monkeypatch):
     """The catalog keeps a version's whole header (format, size, pages, alpha, orientation,
     ICC): a step renders from it, and still reads (and checks) the source's bytes."""
-    data = (CORPUS / PHOTO["path"]).read_bytes()
-    header = steps.probe(data)
-    runtime.storage.blocking.put("photo.jpg", data)
-    source = Source(image_id="img", key="photo.jpg", version=1, version_id=1,
-                    sha256=hashlib.sha256(data).hexdigest(), format=header.format,
-                    width=header.width, height=header.height, bytes=len(data),
-                    storage_key="photo.jpg", pages=header.pages, alpha=header.alpha,
-                    orientation=header.orientation, icc=header.icc)
+    header = steps.probe((CORPUS / PHOTO["path"]).read_bytes())
+    source = stored_photo(runtime, **{f: getattr(header, f) for f in (
+        "format", "width", "height", "pages", "alpha", "orientation", "icc")})[2]
     assert source.header() == header
     probes, reads = [], []
     monkeypatch.setattr(steps, "probe", lambda d: probes.append(d) or header)

@@ -79,19 +79,24 @@ def test_a_run_no_attempt_started_still_starts_and_ends_its_job(engine):
     assert job.status == "succeeded" and job.started_at is not None
 
 
-def test_a_stopped_run_may_not_catalogue_renditions_or_write_copies(engine):
+def _running_with_a_rendition(engine) -> tuple[str, str, dict]:
+    """A job started, its image's id, and the row of a rendition of its version."""
     job_id = _job(engine)
     _start(engine, job_id)
-    loaded = store.run(engine, lambda s: store.job_start(s, s.get(Job, job_id)))
-    row = {"version_id": loaded["source"]["version_id"], "plan_hash": "h", "name": "t",
-           "storage_key": "_renditions/x", "format": "png", "bytes": 1, "width": 1,
-           "height": 1}
+    source = store.run(engine, lambda s: store.job_start(s, s.get(Job, job_id)))["source"]
+    return job_id, source["image_id"], {
+        "version_id": source["version_id"], "plan_hash": "h", "name": "t",
+        "storage_key": "_renditions/x", "format": "png", "bytes": 1, "width": 1, "height": 1}
+
+
+def test_a_stopped_run_may_not_catalogue_renditions_or_write_copies(engine):
+    job_id, image_id, row = _running_with_a_rendition(engine)
     assert store.run(engine, lambda s: store.may_write_copy(s, job_id, 1, "cdn/a.jpg"))
     assert not store.run(engine, lambda s: store.may_write_copy(s, job_id, 1, "a.jpg"))
     assert _end(engine, job_id, 0, {"ok": True, "output": {}}, writes=[
         lambda c: store.add_renditions(c, [row])])[0]["ok"]
     assert _start(engine, job_id, first=False) == 2
-    store.run(engine, lambda s: repository.stop_jobs(s, loaded["source"]["image_id"], "x"))
+    store.run(engine, lambda s: repository.stop_jobs(s, image_id, "x"))
     late = {**row, "plan_hash": "h2", "storage_key": "_renditions/y"}
     refused = _end(engine, job_id, 1, {"ok": True, "output": {}}, writes=[
         lambda c: store.add_renditions(c, [late])])[0]
@@ -104,13 +109,8 @@ def test_a_stopped_run_may_not_catalogue_renditions_or_write_copies(engine):
 def test_an_attempt_whose_writes_are_refused_ends_as_image_gone(engine):
     """A step's catalogue writes go in the transaction that ends its attempt; once its job
     stopped they are refused, and the attempt is recorded failed, `image_gone`."""
-    job_id = _job(engine)
-    _start(engine, job_id)
-    loaded = store.run(engine, lambda s: store.job_start(s, s.get(Job, job_id)))
-    row = {"version_id": loaded["source"]["version_id"], "plan_hash": "h", "name": "t",
-           "storage_key": "_renditions/x", "format": "png", "bytes": 1, "width": 1,
-           "height": 1}
-    store.run(engine, lambda s: repository.stop_jobs(s, loaded["source"]["image_id"], "x"))
+    job_id, image_id, row = _running_with_a_rendition(engine)
+    store.run(engine, lambda s: repository.stop_jobs(s, image_id, "x"))
     done = {"ok": True, "output": {"t": {}}, "finished": True}
     standing, ended = _end(engine, job_id, 0, done,
                            writes=[lambda c: store.add_renditions(c, [row])])
