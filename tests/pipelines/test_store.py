@@ -33,21 +33,28 @@ def _job(engine, key: str = "a.jpg") -> str:
 
     def make(session):
         image = repository.claim_new(session, key, [])
-        version = repository.add_version(session, image, facts, digest, 1, "etag")
+        version = repository.add_version(session, image, facts, digest, 1, "etag",
+                                           first=True)
         return store.new_job(session, PIPELINE, image, version, "uploaded").id
 
     return store.run(engine, make)
 
 
-def _start(engine, job_id: str, run: int = 1, first: bool = True) -> int | None:
-    return store.run_plain(engine, lambda c: store.begin_attempt(c, job_id, run, "meta",
-                                                                 utcnow(), first))
+def _start(engine, job_id: str, run: int = 1, first: bool = True, seq: int = 0
+           ) -> int | dict:
+    """Begin attempt `seq`: the step's attempts so far once it began, else the outcome
+    that stands for it."""
+    standing = store.run_plain(engine, lambda c: store.begin_attempt(
+        c, job_id, run, seq, "meta", utcnow(), first))
+    if standing is not None:
+        return standing
+    return store.run(engine, lambda s: s.get(JobStep, (job_id, "meta"))).attempts
 
 
 def test_a_cancelled_run_neither_starts_nor_finishes(engine):
     job_id = _job(engine)
     store.run(engine, lambda s: admin.cancel_job(s, job_id))
-    assert _start(engine, job_id) is None
+    assert _start(engine, job_id) == store.STOPPED
     assert store.run(engine, lambda s: store.finish_run(s, job_id, 1, None)) is False
     with pytest.raises(Conflict):
         store.run(engine, lambda s: admin.cancel_job(s, job_id))
@@ -61,7 +68,7 @@ def test_a_run_finishes_once_and_a_cancel_after_it_is_refused(engine):
     assert start["definition"]["name"] == "p" and start["done"] == {}
     assert _start(engine, job_id) == 1
     assert _start(engine, job_id) == 2  # a run resumed after a crash
-    assert _start(engine, job_id, run=2) is None  # not its run
+    assert _start(engine, job_id, run=2) == store.STOPPED  # not its run
     assert store.run(engine, lambda s: store.finish_job(s, job_id, 1, None)) is True
     assert store.run(engine, lambda s: store.finish_job(s, job_id, 1, None)) is False
     with pytest.raises(Conflict) as refused:
@@ -95,7 +102,7 @@ def test_a_stopped_run_may_not_catalogue_renditions_or_write_copies(engine):
     assert not store.run(engine, lambda s: store.may_write_copy(s, job_id, 1, "a.jpg"))
     assert _end(engine, job_id, 0, {"ok": True, "output": {}}, writes=[
         lambda c: store.add_renditions(c, [row])])[0]["ok"]
-    assert _start(engine, job_id, first=False) == 2
+    assert _start(engine, job_id, first=False, seq=1) == 2
     store.run(engine, lambda s: repository.stop_jobs(s, image_id, "x"))
     late = {**row, "plan_hash": "h2", "storage_key": "_renditions/y"}
     refused = _end(engine, job_id, 1, {"ok": True, "output": {}}, writes=[
@@ -121,8 +128,7 @@ def test_an_attempt_whose_writes_are_refused_ends_as_image_gone(engine):
 
 def _end(engine, job_id: str, seq: int, outcome: dict, name: str = "meta",
          run: int = 1, writes: tuple = ()) -> tuple[dict, bool]:
-    return store.run_plain(engine, lambda c: store.end_attempt(c, job_id, run, seq, name,
-                                                               utcnow(), outcome, writes))
+    return store.end_attempt(engine, job_id, run, seq, name, utcnow(), outcome, writes)
 
 
 def _recorded(engine, job_id: str, seq: int, name: str = "meta", run: int = 1):
@@ -139,13 +145,15 @@ def test_an_attempt_that_ended_answers_its_recorded_outcome_on_a_replay(engine):
     done = {"ok": True, "output": {"made": 1}, "finished": True}
     assert _start(engine, job_id) == 1
     assert _end(engine, job_id, 0, failed) == (failed, False)
-    assert _start(engine, job_id, first=False) == 2  # a retry
+    assert _start(engine, job_id, first=False, seq=1) == 2  # a retry
     assert _end(engine, job_id, 1, done) == (done, True)  # ... that ends the job
     for seq, outcome in enumerate((failed, done, None)):
         assert _recorded(engine, job_id, seq) == outcome
     assert _recorded(engine, job_id, 0, run=2) is None
     with pytest.raises(RuntimeError, match="attempt 1 was of step 'meta'"):
         _recorded(engine, job_id, 1, name="other")  # a replay that took another path
+    assert _start(engine, job_id) == failed  # a replay begins neither attempt again
+    assert _start(engine, job_id, first=False, seq=1) == done
     step = store.run(engine, lambda s: s.scalars(select(JobStep).where(
         JobStep.job_id == job_id)).one())
     assert (step.state, step.attempts, step.output) == ("succeeded", 2, {"made": 1})
@@ -160,17 +168,20 @@ def test_an_attempt_that_ended_answers_its_recorded_outcome_on_a_replay(engine):
 def test_a_second_execution_of_a_run_takes_the_first_ones_outcome_and_changes_nothing(
         engine):
     """A worker wrongly presumed dead and the one that resumed its run may both end the
-    same attempt: the second finds it ended and takes that outcome, step row untouched."""
-    job_id = _job(engine)
-    _start(engine, job_id)
-    first = {"ok": True, "output": {"by": "first"}}
+    same attempt: the second finds it ended and takes that outcome; what it wrote is
+    rolled back (step row untouched, renditions not catalogued)."""
+    job_id, _, row = _running_with_a_rendition(engine)
+    first = {"ok": False, "error": "storage_unavailable", "message": "first"}
     assert _end(engine, job_id, 0, first) == (first, False)
     before = store.run(engine, lambda s: s.get(JobStep, (job_id, "meta")))
-    second = {"ok": False, "error": "storage_unavailable", "message": "late"}
-    assert _end(engine, job_id, 0, second) == (first, False)
+    second = {"ok": True, "output": {"by": "second"}, "finished": True}
+    assert _end(engine, job_id, 0, second, writes=[
+        lambda c: store.add_renditions(c, [row])]) == (first, False)
     after = store.run(engine, lambda s: s.get(JobStep, (job_id, "meta")))
     assert (after.state, after.output, after.error, after.finished_at) == (
         before.state, before.output, before.error, before.finished_at)
+    assert store.run_plain(engine, lambda c: store.catalogued(c, {row["storage_key"]})) == set()
+    assert store.run(engine, lambda s: s.get(Job, job_id).status) == "running"
 
 
 def test_an_attempt_whose_job_was_deleted_ends_as_stopped(engine):

@@ -68,9 +68,11 @@ def claim_new(session: Session, key: str, tags: list[str]) -> Image:
     The insert is the transaction's first statement, so a concurrent upload of the same
     key waits for this one to end and then fails on the unique key (no stale read). An
     upload's rows are written by plain INSERTs, the returned entities are not the
-    session's: building the ORM's flush costs more than running it (uploads are hot)."""
+    session's: building the ORM's flush costs more than running it (uploads are hot).
+    The row names version 1 current already: the upload adds it (`add_version(first=True)`)
+    in the same transaction, so no reader sees the one without the other."""
     now = utcnow()
-    values = {"id": new_id(), "key": key, "status": "ready", "version": 0,
+    values = {"id": new_id(), "key": key, "status": "ready", "version": 1,
               "created_at": now, "updated_at": now}
     try:
         session.execute(_INSERT_IMAGE, values)
@@ -92,16 +94,20 @@ def claim_existing(session: Session, image_id: str) -> Image:
 
 
 def add_version(session: Session, image: Image, facts: Facts, sha256: str, size: int,
-                etag: str) -> ImageVersion:
-    """Record new bytes of `image` as its next, current version."""
+                etag: str, first: bool = False) -> ImageVersion:
+    """Record new bytes of `image` as its next, current version; or, `first`, as the
+    version 1 that `claim_new` named current."""
     header = facts.header
-    values = {"image_id": image.id, "number": image.version + 1, "sha256": sha256,
-              "bytes": size, "format": header.format, "width": header.width,
-              "height": header.height, "pages": header.pages, "alpha": header.alpha,
-              "orientation": header.orientation, "icc": header.icc, "exif": facts.exif, "colours": facts.colours, "blurhash": facts.blurhash,
-              "phash": facts.phash,
-              "storage_key": image.key, "etag": etag, "created_at": utcnow()}
+    values = {"image_id": image.id, "number": 1 if first else image.version + 1,
+              "sha256": sha256, "bytes": size, "format": header.format,
+              "width": header.width, "height": header.height, "pages": header.pages,
+              "alpha": header.alpha, "orientation": header.orientation, "icc": header.icc,
+              "exif": facts.exif, "colours": facts.colours, "blurhash": facts.blurhash,
+              "phash": facts.phash, "storage_key": image.key, "etag": etag,
+              "created_at": utcnow()}
     version = ImageVersion(id=session.execute(_INSERT_VERSION, values).scalar_one(), **values)
+    if first:
+        return version
     now = utcnow()
     session.execute(_SET_CURRENT, {"_id": image.id, "_number": version.number, "_now": now})
     for name, value in (("version", version.number), ("status", "ready"), ("updated_at", now)):

@@ -213,7 +213,7 @@ class Catalog:
         if undo is not None:
             undo.append(lambda: self.storage.blocking.delete(key))
         version = repository.add_version(session, image, facts, staged.sha256, staged.size,
-                                         info.etag)
+                                         info.etag, first=kind == "image.uploaded")
         repository.add_event(session, kind, image.id, _payload(image, version))
         fired = [] if self.queue is None else queue.fire(session, self.queue, image, version,
                                                           kind.removeprefix("image."))

@@ -144,16 +144,8 @@ def _attempt(step: Step, context: dict, seq: int) -> dict:
         wait([previous])
     started = utcnow()
 
-    def begin(connection) -> dict | None:
-        """The outcome that stands for this attempt, or None once it began."""
-        done = store.recorded(connection, job_id, run, seq, step.name)
-        if done is not None:
-            return done
-        begun = store.begin_attempt(connection, job_id, run, step.name, started,
-                                    context["first"])
-        return store.STOPPED if begun is None else None
-
-    standing = store.run_steadily(runtime.engine, begin)
+    standing = store.run_steadily(runtime.engine, lambda c: store.begin_attempt(
+        c, job_id, run, seq, step.name, started, context["first"]))
     if standing is not None:
         return standing
     ctx = StepContext(runtime, job_id, run, context["pipeline"], step.name,
@@ -175,8 +167,8 @@ def _attempt(step: Step, context: dict, seq: int) -> dict:
     seconds = time.perf_counter() - clock
     endings = ctx.ending.close()
     try:
-        standing, ended = store.run_steadily(runtime.engine, lambda c: store.end_attempt(
-            c, job_id, run, seq, step.name, started, outcome, [w for w, _ in endings]))
+        standing, ended = store.end_attempt(runtime.engine, job_id, run, seq, step.name,
+                                            started, outcome, [w for w, _ in endings])
     except BaseException:
         take_back(endings)  # nothing of the step's is catalogued
         raise

@@ -16,11 +16,11 @@ from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert, Update
 
-from darkroom.catalog.models import ImageVersion, Job, Rendition
+from darkroom.catalog.models import Job, Rendition
 from darkroom.catalog.pipeline_models import JobAttempt, JobStep
 
 JOBS, STEPS, ATTEMPTS = Job.__table__, JobStep.__table__, JobAttempt.__table__
-INSERT_JOB, INSERT_STEP, INSERT_ATTEMPT = insert(JOBS), insert(STEPS), insert(ATTEMPTS)
+INSERT_JOB, INSERT_STEP = insert(JOBS), insert(STEPS)
 
 
 @functools.lru_cache(maxsize=64)
@@ -46,7 +46,6 @@ END_STEP = (update(STEPS).where(*_THE_STEP)
                     output=bindparam("_output"), error=bindparam("_error"),
                     duration_ms=bindparam("_ms")))
 MARK_STEP = update(STEPS).where(*_THE_STEP).values(state=bindparam("_state"))
-VERSION_EXISTS = select(ImageVersion.id).where(ImageVersion.id == bindparam("_id"))
 TOUCH_JOB = (update(JOBS).where(JOBS.c.id == bindparam("_id"))
              .values(updated_at=bindparam("_now")).returning(JOBS.c.status, JOBS.c.run))
 RECORDED = select(ATTEMPTS.c.step, ATTEMPTS.c.outcome).where(
@@ -62,3 +61,10 @@ def insert_new(dialect: str, table: Table, keys: tuple[str, ...]) -> Insert:
     the parameters), for the database named `dialect`."""
     module = postgresql if dialect == "postgresql" else sqlite
     return module.insert(table).on_conflict_do_nothing(index_elements=list(keys))
+
+
+@functools.lru_cache(maxsize=2)
+def record_attempt(dialect: str) -> Insert:
+    """Insert an ended attempt's record unless one is there: its `seq` returned, or no row
+    (RETURNING, as psycopg's row count of a skipped insert is -1)."""
+    return insert_new(dialect, ATTEMPTS, ("job_id", "run", "seq")).returning(ATTEMPTS.c.seq)

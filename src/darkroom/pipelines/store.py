@@ -92,12 +92,18 @@ def set_job(db: Session | Connection, job_id: str, statuses: tuple[str, ...],
 def _claim_job(db: Session | Connection, job_id: str, run_number: int) -> Row | None:
     """The job's row, marked running with its `job.started` event if it was queued, or
     touched if a run resumed after a crash finds it running; None if it is neither."""
+    return _start_queued(db, job_id, run_number) or set_job(db, job_id, ("running",),
+                                                            run_number)
+
+
+def _start_queued(db: Session | Connection, job_id: str, run_number: int) -> Row | None:
+    """The job's row, marked running with its `job.started` event, if it was queued for
+    run `run_number`; else None, changing nothing."""
     job = set_job(db, job_id, ("queued",), run_number, status="running",
                   started_at=utcnow(), finished_at=None)
     if job is not None:
         _job_event(db, job, "job.started")
-        return job
-    return set_job(db, job_id, ("running",), run_number)
+    return job
 
 
 def job_start(session: Session, job: Job | Row, source: Source | None = None) -> dict:
@@ -114,16 +120,20 @@ def job_start(session: Session, job: Job | Row, source: Source | None = None) ->
     return {"definition": job.definition, "source": source.__dict__, "done": done}
 
 
-def begin_attempt(db: Session | Connection, job_id: str, run_number: int, name: str,
-                  now: datetime, first: bool) -> int | None:
-    """Start an attempt of step `name`, with the job too if it is the run's `first` (see
-    `_claim_job`); the step's attempt (see `begin_step`), or None, starting nothing, when
-    the job is no longer running this run."""
-    if first:
-        job = _claim_job(db, job_id, run_number)
-    else:
-        job = set_job(db, job_id, ("running",), run_number)
-    return None if job is None else begin_step(db, job_id, name, now)
+def begin_attempt(db: Session | Connection, job_id: str, run_number: int, seq: int,
+                  name: str, now: datetime, first: bool) -> dict | None:
+    """Begin the run's attempt `seq`, of step `name`, with the job too if it is the run's
+    `first` (see `_claim_job`): None once it began (see `begin_step`); else the outcome
+    that stands for it: the one recorded if it ended before (a run replayed after a
+    crash, see `recorded`), or STOPPED, beginning nothing, when the job no longer runs
+    this run. A job found queued has recorded nothing of this run: no need to look."""
+    if not (first and _start_queued(db, job_id, run_number) is not None):
+        if (done := recorded(db, job_id, run_number, seq, name)) is not None:
+            return done
+        if set_job(db, job_id, ("running",), run_number) is None:
+            return STOPPED
+    begin_step(db, job_id, name, now)
+    return None
 
 
 def recorded(db: Session | Connection, job_id: str, run_number: int, seq: int,
@@ -139,25 +149,42 @@ def recorded(db: Session | Connection, job_id: str, run_number: int, seq: int,
     return None if row is None else row.outcome
 
 
-def end_attempt(db: Session | Connection, job_id: str, run_number: int, seq: int,
-                name: str, started: datetime, outcome: dict,
+class _EndedBefore(Exception):
+    """Another execution of the run recorded the attempt first: roll back what this
+    one wrote."""
+
+
+def end_attempt(engine: Engine, job_id: str, run_number: int, seq: int, name: str,
+                started: datetime, outcome: dict,
                 writes: tuple | list[Callable[[Connection], bool]] = ()
                 ) -> tuple[dict, bool]:
     """End the run's attempt `seq` of step `name` with `outcome` (`{"ok": True, "output":
-    ...}`, or `{"ok": False, "error": code, "message": ...}`) and record it; a success
-    also makes the step's `writes` (`StepContext.at_end`), and an outcome `finished` (the
-    pipeline's last step succeeded) ends the job too, in the same transaction. The outcome
-    that stands, and whether the job ended here (see `finish_job`): `outcome`, unless a
-    write was refused (the job stopped: an `image_gone` failure is recorded instead), the
-    job is gone (an image deleted: STOPPED) or another execution of the run (a worker
-    wrongly presumed dead) ended this attempt first: then its outcome, and nothing
-    changes. The job's row is written first, so two executions take turns."""
+    ...}`, or `{"ok": False, "error": code, "message": ...}`) and record it, in one
+    transaction (tried again as `run_steadily` does); a success also makes the step's
+    `writes` (`StepContext.at_end`), and an outcome `finished` (the pipeline's last step
+    succeeded) ends the job too. The outcome that stands, and whether the job ended here
+    (see `finish_job`): `outcome`, unless a write was refused (the job stopped: an
+    `image_gone` failure is recorded instead), the job is gone (an image deleted:
+    STOPPED) or another execution of the run (a worker wrongly presumed dead) ended this
+    attempt first: then its outcome, and nothing changes."""
+    try:
+        return run_steadily(engine, lambda db: _end_attempt(
+            db, job_id, run_number, seq, name, started, outcome, writes))
+    except _EndedBefore:
+        return run_plain(engine, lambda db: recorded(db, job_id, run_number, seq, name)
+                         ), False
+
+
+def _end_attempt(db: Connection, job_id: str, run_number: int, seq: int, name: str,
+                 started: datetime, outcome: dict,
+                 writes: tuple | list[Callable[[Connection], bool]]) -> tuple[dict, bool]:
+    """`end_attempt`'s transaction. The job's row is written first, so two executions
+    take turns; the attempt's record is inserted last, refused (`_EndedBefore`) if the
+    other execution's is there."""
     now = utcnow()
     job = db.execute(sql.TOUCH_JOB, {"_id": job_id, "_now": now}).one_or_none()
     if job is None:
         return STOPPED, False
-    if (earlier := recorded(db, job_id, run_number, seq, name)) is not None:
-        return earlier, False
     running = job.status == "running" and job.run == run_number  # its row held: it stays so
     if outcome["ok"] and writes and not (running and all(write(db) for write in writes)):
         outcome = {"ok": False, "error": "image_gone", "message": f"job {job_id} stopped "
@@ -167,9 +194,10 @@ def end_attempt(db: Session | Connection, job_id: str, run_number: int, seq: int
         end_step(db, job_id, name, "succeeded", started, now, output=outcome["output"])
     else:
         end_step(db, job_id, name, "failed", started, now, error=error_text(outcome))
-    db.execute(sql.INSERT_ATTEMPT, {"job_id": job_id, "run": run_number, "seq": seq,
-                                    "step": name, "started_at": started, "finished_at": now,
-                                    "outcome": outcome})
+    if db.execute(sql.record_attempt(_dialect(db)), {
+            "job_id": job_id, "run": run_number, "seq": seq, "step": name,
+            "started_at": started, "finished_at": now, "outcome": outcome}).first() is None:
+        raise _EndedBefore
     return outcome, bool(outcome.get("finished")) and finish_job(db, job_id, run_number, None)
 
 
@@ -247,11 +275,9 @@ def mark_step(db: Session | Connection, job_id: str, name: str, state: str) -> N
 
 def add_renditions(db: Session | Connection, rows: list[dict]) -> bool:
     """Catalogue renditions of one version, for a run whose job's row the caller holds,
-    found running (`end_attempt`: a replace, a delete or a cancel waits, or came first);
-    one row per (version, plan) however often they are added. False, adding nothing, if
-    the version is gone."""
-    if db.scalar(sql.VERSION_EXISTS, {"_id": rows[0]["version_id"]}) is None:
-        return False
+    found running (`end_attempt`: a replace, a delete or a cancel waits, or came first; so
+    the version is there: versions go only with their image, which takes its jobs); one
+    row per (version, plan) however often they are added. True: nothing refuses them."""
     now = utcnow()  # one statement for every row (compiled once, unlike a multi-VALUES)
     db.execute(sql.insert_new(_dialect(db), Rendition.__table__, ("version_id", "plan_hash")),
                [{**row, "created_at": now} for row in rows])

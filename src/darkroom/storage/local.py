@@ -20,6 +20,7 @@ from darkroom.storage.base import ObjectInfo, check_key
 _TEMP = re.compile(r"^\..*\.[0-9a-f]{32}\.tmp$")
 _THREAD_READ_BYTES = 1024 * 1024  # bigger files are read off the event loop
 _COPY_CHUNK = 1024 * 1024
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL
 
 
 def check_prefix(prefix: str) -> str:
@@ -36,7 +37,8 @@ class LocalStorage:
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
         self._root = str(self.root)
-        self._safe_dirs: set[str] = set()  # existing directories already resolved inside root
+        # existing directories known to resolve inside the root
+        self._safe_dirs: set[str] = {self._root}
         self.blocking = LocalFiles(self)
 
     def path_for(self, key: str) -> Path:
@@ -50,12 +52,19 @@ class LocalStorage:
         """The path of `key`, its directory checked to resolve inside the root.
 
         Resolving every component costs a syscall each, so a directory found to resolve
-        inside the root is remembered; the last component is the caller's to check.
+        inside the root is remembered, and one that is no link (or not there yet) in a
+        remembered one needs no more; the last component is the caller's to check.
         """
         path, parent = _joined(self._root, key)
         if parent not in self._safe_dirs:
-            self._check_inside(parent, key)
-            if os.path.isdir(parent) and len(self._safe_dirs) < 4096:
+            try:
+                mode: int | None = os.lstat(parent).st_mode
+            except OSError:
+                mode = None
+            if os.path.dirname(parent) not in self._safe_dirs or (
+                    mode is not None and not stat.S_ISDIR(mode)):
+                self._check_inside(parent, key)
+            if mode is not None and stat.S_ISDIR(mode) and len(self._safe_dirs) < 4096:
                 self._safe_dirs.add(parent)
         return path
 
@@ -165,7 +174,8 @@ class LocalFiles:
             raise StorageError(f"cannot delete {key!r}: {e.strerror or e}") from e
 
     def _write(self, key: str, write, *args) -> ObjectInfo:
-        path = self._storage.path_for(key)
+        # a link at `key` itself is replaced, never followed: only its directory is checked
+        path = Path(self._storage._located(key))
         try:
             return _info(key, write(path, *args))
         except OSError as e:
@@ -176,11 +186,14 @@ def _write_atomic(path: Path, data: bytes | Path, sweep: bool = False) -> os.sta
     """Write `data` (bytes, or a file's content) to a unique temp file beside `path`,
     fsync it, rename it over `path`; first, if `sweep`, remove the temp files of `path`
     whose writer is gone (`_sweep`)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     if sweep:
         _sweep(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        fd = os.open(tmp, _NEW_FILE, 0o666)
+    except FileNotFoundError:  # the first object in its folder
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, _NEW_FILE, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             if isinstance(data, Path):
@@ -205,8 +218,11 @@ def _sweep(path: Path) -> int:
     """Remove the temp files of `path` that a writer now gone left (their name holds the
     writing process's id, so one still writing on this host is left alone); how many."""
     leftovers = re.compile(rf"^\.{re.escape(path.name)}\.([0-9]+)\.[0-9a-f]{{32}}\.tmp$")
-    gone = [n for n in os.listdir(path.parent)
-            if (m := leftovers.match(n)) and not process_alive(int(m[1]))]
+    try:
+        names = os.listdir(path.parent)
+    except FileNotFoundError:  # no folder yet: nothing left behind
+        return 0
+    gone = [n for n in names if (m := leftovers.match(n)) and not process_alive(int(m[1]))]
     for name in gone:
         (path.parent / name).unlink(missing_ok=True)
     return len(gone)
@@ -215,7 +231,6 @@ def _sweep(path: Path) -> int:
 def _move_atomic(path: Path, source: Path) -> os.stat_result:
     """fsync the file `source` and rename it over `path`; copied as `_write_atomic` does
     when it lies on another filesystem."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(source, os.O_RDONLY)
     try:
         now = time.time_ns()  # as a fresh write's: the etag changes with every version
@@ -225,7 +240,11 @@ def _move_atomic(path: Path, source: Path) -> os.stat_result:
     finally:
         os.close(fd)
     try:
-        os.replace(source, path)
+        try:
+            os.replace(source, path)
+        except FileNotFoundError:  # the first object in its folder
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, path)
     except OSError as error:
         if error.errno != errno.EXDEV:
             raise
