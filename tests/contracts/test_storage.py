@@ -94,6 +94,17 @@ async def test_overwrite_changes_etag(storage: Storage) -> None:
     assert third.etag != second.etag and await storage.get("k") == b"z" * 10
 
 
+async def test_get_if_match_reads_only_the_version_written(storage: Storage) -> None:
+    first = await storage.put("v/k", b"first")
+    assert storage.blocking.get_if_match("v/k", first.etag) == b"first"
+    second = await storage.put("v/k", b"other")  # the same size, written again
+    assert storage.blocking.get_if_match("v/k", first.etag) is None
+    assert storage.blocking.get_if_match("v/k", second.etag) == b"other"
+    await storage.delete("v/k")
+    assert storage.blocking.get_if_match("v/k", second.etag) is None
+    assert storage.blocking.get_if_match("v/none", second.etag) is None
+
+
 async def test_missing_key(storage: Storage) -> None:
     for call in (storage.get, storage.head):
         with pytest.raises(NotFound) as err:
@@ -194,6 +205,7 @@ async def test_put_file_streams_a_local_file(storage: Storage, tmp_path: Path, s
     assert (info.key, info.size) == ("files/a.bin", size)
     assert await storage.get("files/a.bin") == data
     assert (await storage.head("files/a.bin")).etag == info.etag
+    assert storage.blocking.get_if_match("files/a.bin", info.etag) == data
     assert source.read_bytes() == data  # the source file is left in place
 
 
@@ -204,6 +216,7 @@ async def test_put_file_may_take_the_file_over(storage: Storage, tmp_path: Path)
     info = await storage.put_file("k", source, "image/jpeg", move=True)
     assert await storage.get("k") == b"received bytes"
     assert (await storage.head("k")).etag == info.etag
+    assert storage.blocking.get_if_match("k", info.etag) == b"received bytes"
     if is_local(storage):  # renamed into place, not written again
         assert not source.exists()
 

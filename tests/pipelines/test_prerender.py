@@ -123,8 +123,8 @@ def test_a_step_waits_for_a_prerender_under_way_and_takes_it(tmp_path: Path, mon
         plans = prerender.upcoming([Pipeline(name="p", steps=[{
             "name": "s", "type": "renditions", "params": params.model_dump()}])],
             "img", sha, probe(data), None)
-        work = prerender.works(runtime.storage, "photo.jpg", sha, probe(data),
-                               runtime.limits, plans)
+        work = prerender.works(runtime.storage, "photo.jpg", (source.etag, sha),
+                               probe(data), runtime.limits, plans)
         [(key, render)] = work.items()
         started = threading.Event()
 
@@ -155,9 +155,9 @@ def test_a_step_reads_the_source_only_when_its_alpha_is_unknown(tmp_path: Path, 
         params = steps.RenditionsParams(renditions={"a": "w=30", "b": "w=20&fm=png"})
         pipeline = Pipeline(name="p", steps=[{"name": "s", "type": "renditions",
                                               "params": params.model_dump()}])
-        work = prerender.works(runtime.storage, "photo.jpg", sha, probe(data),
-                               runtime.limits, prerender.upcoming([pipeline], "img", sha,
-                                                                  probe(data), None))
+        work = prerender.works(runtime.storage, "photo.jpg", (source.etag, sha),
+                               probe(data), runtime.limits, prerender.upcoming(
+                                   [pipeline], "img", sha, probe(data), None))
         assert _start(runtime, work) == 2
         reads = _calls(monkeypatch, StepContext, "read_source")
         output = steps.renditions(StepContext(runtime, "job", 1, "p", "s", source), params)
@@ -203,15 +203,17 @@ def test_a_step_waits_for_the_head_start_promised_and_renders_it_if_broken(
 def test_a_source_replaced_since_is_not_prerendered(tmp_path: Path):
     storage = LocalStorage(tmp_path)
     data = (CORPUS / PHOTO["path"]).read_bytes()
-    storage.blocking.put("a.jpg", data)
+    sha = hashlib.sha256(data).hexdigest()
+    etag = storage.blocking.put("a.jpg", data).etag
     plans = {"k": steps.RenditionsParams(renditions={"x": "w=20&fm=png"}).plans["x"]}
     limits = Settings(data_dir=tmp_path).limits
-    made = prerender.works(storage, "a.jpg", hashlib.sha256(data).hexdigest(), probe(data),
-                           limits, plans)
-    assert made["k"]().width == 20
-    stale = prerender.works(storage, "a.jpg", "0" * 64, probe(data), limits, plans)
-    with pytest.raises(Conflict):
-        stale["k"]()
+    for written in ((etag, sha), (None, sha)):  # by etag; by checksum when none is known
+        assert prerender.works(storage, "a.jpg", written, probe(data), limits, plans
+                               )["k"]().width == 20
+    storage.blocking.put("a.jpg", data)  # the same bytes, written again
+    for written in ((etag, sha), (None, "0" * 64)):
+        with pytest.raises(Conflict):
+            prerender.works(storage, "a.jpg", written, probe(data), limits, plans)["k"]()
 
 
 @pytest.fixture

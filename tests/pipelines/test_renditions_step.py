@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from darkroom.config import Settings
-from darkroom.errors import BadRequest, StorageError
+from darkroom.errors import BadRequest, Conflict, StorageError
 from darkroom.pipelines import steps
 from darkroom.pipelines.context import Ending, Runtime, Source, StepContext
 
@@ -30,12 +30,12 @@ def stored_photo(runtime: Runtime, **known) -> tuple[bytes, str, Source]:
     """The corpus photo stored at `photo.jpg` in `runtime`'s storage, its checksum, and a
     job's source of it (with what the catalog knows of it: `known`)."""
     data = (CORPUS / PHOTO["path"]).read_bytes()
-    runtime.storage.blocking.put("photo.jpg", data)
+    etag = runtime.storage.blocking.put("photo.jpg", data).etag
     sha = hashlib.sha256(data).hexdigest()
     return data, sha, Source(**{
         "image_id": "img", "key": "photo.jpg", "version": 1, "version_id": 1,
         "sha256": sha, "format": "jpeg", "width": 1, "height": 1, "bytes": len(data),
-        "storage_key": "photo.jpg", **known})
+        "storage_key": "photo.jpg", "etag": etag, **known})
 
 
 def _context(runtime: Runtime) -> StepContext:
@@ -45,6 +45,25 @@ def _context(runtime: Runtime) -> StepContext:
 def _stored(runtime: Runtime) -> list[str]:
     folder = runtime.storage.root / "_renditions" / "img"
     return sorted(p.name for p in folder.glob("*")) if folder.is_dir() else []
+
+
+@pytest.mark.parametrize("etag", [True, False])
+def test_a_step_reads_its_version_only_while_storage_holds_it(runtime, etag):
+    """By the etag its upload's write answered; a job queued before etags were carried
+    (None) by its checksum, which cannot tell the same bytes written again."""
+    data, _, source = stored_photo(runtime, **({} if etag else {"etag": None}))
+    ctx = StepContext(runtime, "job", 1, "p", "sizes", source)
+    assert ctx.read_source() == data
+    runtime.storage.blocking.put("photo.jpg", data)  # a new version of the same bytes
+    if etag:
+        with pytest.raises(Conflict) as changed:
+            ctx.read_source()
+        assert changed.value.code == "source_changed"
+    else:
+        assert ctx.read_source() == data
+    runtime.storage.blocking.put("photo.jpg", data[:-1])
+    with pytest.raises(Conflict):
+        ctx.read_source()
 
 
 def test_a_failed_rendition_waits_for_the_others_and_nothing_is_written_after(

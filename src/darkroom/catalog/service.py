@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 import structlog
 from sqlalchemy import Engine, select, text
@@ -112,25 +112,26 @@ class Catalog:
         facts = await self._describe(staged, await self._head_start(key_for))
         key = key_for(facts.header.format)
 
-        def write(session: Session, undo: Undo) -> tuple[dict, str | None, str, list]:
+        def write(session: Session, undo: Undo) -> _Written:
             image = repository.claim_new(session, key, tags)
-            body, fired = self._record(session, image, staged, facts, "image.uploaded", undo)
+            body, fired, version = self._record(session, image, staged, facts,
+                                                "image.uploaded", undo)
             if idempotency_key:
                 idempotency.remember(session, idempotency_key, request, body)
-            return (body, _made_key(image, staged.sha256, facts.made, fired), image.id,
-                    [pipeline for _, pipeline in fired])
+            return _Written(body, _made_key(image, staged.sha256, facts.made, fired),
+                            [pipeline for _, pipeline in fired], version)
 
-        def then(written: tuple[dict, str | None, str, list]) -> None:
+        def then(written: _Written) -> None:
             # pre-renders first: started within a millisecond of the commit, long before
             # a job dequeued meanwhile could look for them; the head start goes with them
             # as a promise, kept once it is stored
-            made_key = written[1] if facts.made is not None else None
+            made_key = written.made_key if facts.made is not None else None
             stored = {} if made_key is None else {made_key: Future()}
-            self._prerender(written[3], written[2], key, staged.sha256, facts, stored)
+            self._prerender(written.pipelines, written.version, facts, stored)
             self._store_made(made_key, facts.made, stored.get(made_key))
 
         try:
-            body = (await self._run(write, then=then))[0]
+            body = (await self._run(write, then=then)).body
         except (Conflict, CatalogError):
             if not idempotency_key:
                 raise
@@ -203,10 +204,11 @@ class Catalog:
         return await self._run(read)
 
     def _record(self, session: Session, image: Image, staged: Staged, facts: Facts,
-                kind: str, undo: Undo | None = None) -> tuple[dict, list[tuple[Job, Pipeline]]]:
+                kind: str, undo: Undo | None = None
+                ) -> tuple[dict, list[tuple[Job, Pipeline]], ImageVersion]:
         """Write the object, then the version and its event, and fire the pipelines; the
-        image's detail and the jobs fired. With `undo`, a later failure deletes the object
-        again."""
+        image's detail, the jobs fired and the version. With `undo`, a later failure
+        deletes the object again."""
         key = image.key
         info = self.storage.blocking.put_file(key, staged.path, MIME[facts.header.format],
                                               move=staged.owned)
@@ -218,7 +220,7 @@ class Catalog:
         fired = [] if self.queue is None else queue.fire(session, self.queue, image, version,
                                                           kind.removeprefix("image."))
         return repository.detail(session, image, version, new_version=True, jobs=[
-            j for j, _ in fired] if kind == "image.uploaded" else None), fired
+            j for j, _ in fired] if kind == "image.uploaded" else None), fired, version
 
     def _store_made(self, key: str | None, made: tuple[EditPlan, Rendered] | None,
                     promise: Future | None) -> None:
@@ -238,22 +240,23 @@ class Catalog:
         if promise is not None:
             promise.set_result(made[1])
 
-    def _prerender(self, pipelines: list[Pipeline], image_id: str, key: str, sha256: str,
-                   facts: Facts, stored: dict[str, Future]) -> None:
+    def _prerender(self, pipelines: list[Pipeline], version: ImageVersion, facts: Facts,
+                   stored: dict[str, Future]) -> None:
         """Have an idle in-process worker start rendering what the first steps of the
-        `pipelines` just fired will make of the version committed at `key`, and hand it
-        the head start `stored` will hold (`pipelines.prerender`); best effort, like the
-        head start."""
+        `pipelines` just fired will make of the `version` committed, and hand it the head
+        start `stored` will hold (`pipelines.prerender`); best effort, like the head
+        start."""
         if not pipelines or self.prerender is None:
             return
         try:
-            plans = upcoming(pipelines, image_id, sha256, facts.header,
+            plans = upcoming(pipelines, version.image_id, version.sha256, facts.header,
                              facts.made and facts.made[0])
             if plans or stored:
-                self.prerender(works(self.storage, key, sha256, facts.header, self.limits,
-                                     plans), stored)
+                self.prerender(works(self.storage, version.storage_key, (
+                    version.etag or None, version.sha256), facts.header, self.limits, plans),
+                    stored)
         except Exception as error:  # noqa: BLE001  (the upload is committed: it stands)
-            log.warning("prerender_not_started", key=key, error=str(error))
+            log.warning("prerender_not_started", key=version.storage_key, error=str(error))
 
     async def _head_start(self, key_for: Callable[[str], str]
                           ) -> Callable[[Header], EditPlan | None] | None:
@@ -319,6 +322,16 @@ class Catalog:
         if then is not None:
             then(result)
         return result
+
+
+class _Written(NamedTuple):
+    """What an upload's transaction wrote: the answer, where its head start goes (None if
+    no job fired wants it), the pipelines fired and the version."""
+
+    body: dict
+    made_key: str | None
+    pipelines: list[Pipeline]
+    version: ImageVersion
 
 
 def _made_key(image: Image, sha256: str, made: tuple[EditPlan, Rendered] | None,

@@ -151,7 +151,9 @@ class Runtime:
 
 @dataclass(frozen=True)
 class Source:
-    """The image version a job works on (its bytes are checked against `sha256`). With
+    """The image version a job works on: its bytes are read only while storage holds them
+    still, by `etag` (the one its upload's write answered), or else (none recorded, or a
+    job queued before etags were carried) by checking them against `sha256`. With
     `alpha` known (None: catalogued before it was recorded, or a job queued before), its
     format, pages and alpha name its renditions without a read (`steps.rendition_format`);
     with its orientation and ICC too, it is the header that renders it (`header`)."""
@@ -170,6 +172,7 @@ class Source:
     alpha: bool | None = None
     orientation: int | None = None
     icc: bool | None = None
+    etag: str | None = None
 
     @classmethod
     def load(cls, data: dict) -> Source:
@@ -184,7 +187,8 @@ class Source:
                    version_id=version.id, sha256=version.sha256, format=version.format,
                    width=version.width, height=version.height, bytes=version.bytes,
                    storage_key=version.storage_key, pages=version.pages,
-                   alpha=version.alpha, orientation=version.orientation, icc=version.icc)
+                   alpha=version.alpha, orientation=version.orientation, icc=version.icc,
+                   etag=version.etag or None)
 
     def header(self) -> Header | None:
         """The header of these bytes as the catalog recorded it (the same bytes: they are
@@ -254,15 +258,19 @@ class StepContext:
         """The version's bytes; Conflict(source_changed) once a newer version replaced them
         (that version's own jobs do its work)."""
         data = stored_version(self.runtime.storage, self.source.storage_key,
-                              self.source.sha256)
+                              self.source.etag, self.source.sha256)
         if data is None:
             raise Conflict(f"image {self.source.image_id} version {self.source.version} was "
                            "replaced while its job ran", "source_changed")
         return data
 
 
-def stored_version(storage: Storage, key: str, sha256: str) -> bytes | None:
-    """The bytes stored at `key` if they are still the version with `sha256` (None once a
-    newer version replaced them)."""
+def stored_version(storage: Storage, key: str, etag: str | None, sha256: str
+                   ) -> bytes | None:
+    """The bytes stored at `key` if they are still the version written with `etag` (when
+    known: checked in the read) or with checksum `sha256`; None once a newer version
+    replaced them."""
+    if etag:
+        return storage.blocking.get_if_match(key, etag)
     data = storage.blocking.get(key)
     return data if hashlib.sha256(data).hexdigest() == sha256 else None

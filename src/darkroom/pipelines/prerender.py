@@ -32,11 +32,12 @@ def upcoming(pipelines: list[Pipeline], image_id: str, sha256: str, header: Head
     return plans
 
 
-def works(storage: Storage, source_key: str, sha256: str, header: Header, limits: Limits,
-          plans: dict[str, EditPlan]) -> dict[str, Callable[[], Rendered]]:
+def works(storage: Storage, source_key: str, written: tuple[str | None, str], header: Header,
+          limits: Limits, plans: dict[str, EditPlan]) -> dict[str, Callable[[], Rendered]]:
     """For each of `plans` (key -> plan), the work that renders it from the stored source,
-    read once for all of them (Conflict if it no longer has `sha256`: replaced since)."""
-    source = _Source(storage, source_key, sha256)
+    read once for all of them (Conflict if it is no longer the version `written`, its etag
+    and checksum: see `stored_version`)."""
+    source = _Source(storage, source_key, written)
     return {key: functools.partial(_render, source, plan, header, limits)
             for key, plan in plans.items()}
 
@@ -48,15 +49,15 @@ def _render(source: _Source, plan: EditPlan, header: Header, limits: Limits) -> 
 class _Source:
     """A stored source's bytes, read by the first pre-render that needs them."""
 
-    def __init__(self, storage: Storage, key: str, sha256: str) -> None:
-        self.storage, self.key, self.sha256 = storage, key, sha256
+    def __init__(self, storage: Storage, key: str, written: tuple[str | None, str]) -> None:
+        self.storage, self.key, self.written = storage, key, written
         self._lock = threading.Lock()
         self._data: bytes | None = None
 
     def data(self) -> bytes:
         with self._lock:
             if self._data is None:
-                self._data = stored_version(self.storage, self.key, self.sha256) or b""
+                self._data = stored_version(self.storage, self.key, *self.written) or b""
         if not self._data:
             raise Conflict(f"{self.key} was replaced since its upload", "source_changed")
         return self._data

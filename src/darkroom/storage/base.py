@@ -31,6 +31,10 @@ class BlockingStorage(Protocol):
 
     def get(self, key: str) -> bytes: ...
 
+    def get_if_match(self, key: str, etag: str) -> bytes | None:
+        """The object's bytes if it is still the one whose `etag` a write answered; None
+        once it was written again or deleted (checked in the read itself)."""
+
     def put(self, key: str, data: bytes, content_type: str | None = None,
             sweep: bool = False) -> ObjectInfo: ...
 

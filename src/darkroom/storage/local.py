@@ -156,6 +156,19 @@ class LocalFiles:
         except OSError as e:
             raise _translate(e, key) from e
 
+    def get_if_match(self, key: str, etag: str) -> bytes | None:
+        # files are replaced, never changed in place: the etag of the file opened (its
+        # inode's) is that of the bytes read from it
+        try:
+            with open(self._storage.path_for(key), "rb") as f:
+                if _info(key, os.fstat(f.fileno())).etag != etag:
+                    return None
+                return f.read()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+        except OSError as e:
+            raise _translate(e, key) from e
+
     def put(self, key: str, data: bytes, content_type: str | None = None,
             sweep: bool = False) -> ObjectInfo:
         return self._write(key, _write_atomic, data, sweep)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import obstore
-from obstore.exceptions import BaseError
+from obstore.exceptions import BaseError, PreconditionError
 from obstore.store import S3Store
 
 from darkroom.config import S3
@@ -136,6 +136,16 @@ class ObjectCalls:
         check_key(key)
         try:
             return bytes(obstore.get(self._store, key).bytes())
+        except _FOREIGN as e:
+            raise _translate(e, key, "read") from e
+
+    def get_if_match(self, key: str, etag: str) -> bytes | None:
+        check_key(key)
+        try:
+            return bytes(obstore.get(self._store, key, options={"if_match": f'"{etag}"'}
+                                     ).bytes())
+        except (FileNotFoundError, PreconditionError):
+            return None
         except _FOREIGN as e:
             raise _translate(e, key, "read") from e
 
