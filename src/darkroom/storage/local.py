@@ -18,6 +18,7 @@ from darkroom.errors import BadRequest, NotFound, StorageError
 from darkroom.storage.base import ObjectInfo, check_key
 
 _TEMP = re.compile(r"^\..*\.[0-9a-f]{32}\.tmp$")
+_TEMP_OF_KEY = re.compile(r"([0-9]+)\.[0-9a-f]{32}\.tmp$")  # after ".{name}.": pid.uuid.tmp
 _THREAD_READ_BYTES = 1024 * 1024  # bigger files are read off the event loop
 _COPY_CHUNK = 1024 * 1024
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL
@@ -230,12 +231,13 @@ def _write_atomic(path: Path, data: bytes | Path, sweep: bool = False) -> os.sta
 def _sweep(path: Path) -> int:
     """Remove the temp files of `path` that a writer now gone left (their name holds the
     writing process's id, so one still writing on this host is left alone); how many."""
-    leftovers = re.compile(rf"^\.{re.escape(path.name)}\.([0-9]+)\.[0-9a-f]{{32}}\.tmp$")
+    prefix = f".{path.name}."
     try:
         names = os.listdir(path.parent)
     except FileNotFoundError:  # no folder yet: nothing left behind
         return 0
-    gone = [n for n in names if (m := leftovers.match(n)) and not process_alive(int(m[1]))]
+    gone = [n for n in names if n.startswith(prefix)
+            and (m := _TEMP_OF_KEY.match(n, len(prefix))) and not process_alive(int(m[1]))]
     for name in gone:
         (path.parent / name).unlink(missing_ok=True)
     return len(gone)
