@@ -13,6 +13,7 @@ from sqlalchemy import text
 from darkroom.catalog import Catalog, Staged, make_engine, migrate, repository
 from darkroom.config import Limits
 from darkroom.errors import CatalogError, Conflict, StorageError
+from darkroom.pipelines.context import stored_version
 from darkroom.server.pool import RenderPool
 from darkroom.storage import LocalStorage
 
@@ -99,6 +100,10 @@ async def test_a_replace_that_fails_puts_the_old_bytes_back(
     detail = await catalog.get(body["id"])
     assert (detail["version"], detail["sha256"]) == (1, body["sha256"])
     assert count_rows(database_url, "outbox") == 1
+    with catalog.engine.begin() as connection:  # written again: a new etag, the same bytes
+        etag = connection.execute(text("SELECT etag FROM image_versions")).scalar_one()
+    assert catalog.storage.blocking.get_if_match("swap.img", etag) is None
+    assert stored_version(catalog.storage, "swap.img", etag, body["sha256"]) == original
 
 
 async def test_replacing_drops_stored_renditions(catalog: Catalog, database_url):  # noqa: F811

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import subprocess
 import time
 from datetime import timedelta
@@ -318,12 +319,17 @@ async def test_local_symlinks_escaping_root_are_refused(tmp_path: Path) -> None:
         await keys(storage, "dir/")
     assert await keys(storage) == set()
     assert os.listdir(outside) == ["secret"]
+    await storage.put("sub/y", b"1")
     await storage.put("sub/y", b"1")  # "sub" is a checked folder now
     (root / "sub" / "dir").symlink_to(outside)
     with pytest.raises(BadRequest):  # a link in it is still resolved
         await storage.put("sub/dir/x", b"1")
-    await storage.put("sub/new/x", b"2")  # a new folder in it needs no more
+    await storage.put("sub/new/x", b"2")
     assert (root / "sub" / "new" / "x").read_bytes() == b"2"
+    shutil.rmtree(root / "sub")  # a checked folder replaced by a link since
+    (root / "sub").symlink_to(outside)
+    with pytest.raises(BadRequest):  # its new folders are resolved again
+        await storage.put("sub/b/y", b"1")
     await storage.put("file", b"mine")  # a link at the key itself is replaced, not followed
     assert not (root / "file").is_symlink() and (root / "file").read_bytes() == b"mine"
     assert (outside / "secret").read_bytes() == b"secret"

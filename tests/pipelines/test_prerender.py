@@ -210,8 +210,11 @@ def test_a_source_replaced_since_is_not_prerendered(tmp_path: Path):
     for written in ((etag, sha), (None, sha)):  # by etag; by checksum when none is known
         assert prerender.works(storage, "a.jpg", written, probe(data), limits, plans
                                )["k"]().width == 20
-    storage.blocking.put("a.jpg", data)  # the same bytes, written again
-    for written in ((etag, sha), (None, "0" * 64)):
+    storage.blocking.put("a.jpg", data)  # the same bytes, written again: by checksum
+    assert prerender.works(storage, "a.jpg", (etag, sha), probe(data), limits, plans
+                           )["k"]().width == 20
+    storage.blocking.put("a.jpg", data[:-1])  # another version
+    for written in ((etag, sha), (None, sha)):
         with pytest.raises(Conflict):
             prerender.works(storage, "a.jpg", written, probe(data), limits, plans)["k"]()
 

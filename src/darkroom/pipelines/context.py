@@ -152,8 +152,8 @@ class Runtime:
 @dataclass(frozen=True)
 class Source:
     """The image version a job works on: its bytes are read only while storage holds them
-    still, by `etag` (the one its upload's write answered), or else (none recorded, or a
-    job queued before etags were carried) by checking them against `sha256`. With
+    still (`stored_version`: by `etag`, the one its upload's write answered, or else by
+    their checksum `sha256`). With
     `alpha` known (None: catalogued before it was recorded, or a job queued before), its
     format, pages and alpha name its renditions without a read (`steps.rendition_format`);
     with its orientation and ICC too, it is the header that renders it (`header`)."""
@@ -248,8 +248,8 @@ class StepContext:
 
     def at_end(self, write: Callable[[Connection], bool], undo: Callable[[], None]) -> None:
         """Leave `write` to the transaction that ends this attempt, should the step
-        succeed; it answers False when the job may no longer write (stopped, or its
-        version gone), and the attempt then fails with `image_gone`. `undo` takes the
+        succeed; it answers False when the job may no longer write, and the attempt then
+        fails with `image_gone`. `undo` takes the
         step's effects back when the attempt does not stand succeeded: after that
         transaction, or at once if the attempt already ended (past its timeout)."""
         self.ending.add(write, undo)
@@ -267,10 +267,12 @@ class StepContext:
 
 def stored_version(storage: Storage, key: str, etag: str | None, sha256: str
                    ) -> bytes | None:
-    """The bytes stored at `key` if they are still the version written with `etag` (when
-    known: checked in the read) or with checksum `sha256`; None once a newer version
-    replaced them."""
-    if etag:
-        return storage.blocking.get_if_match(key, etag)
+    """The bytes stored at `key` if they are still the version with checksum `sha256`;
+    None once a newer version replaced them. When the object is still the one written
+    with `etag`, that is checked in the read, without hashing; otherwise (no etag known,
+    or the same bytes written again: a failed replace puts the old ones back, a restore
+    copies them) the bytes are hashed."""
+    if etag and (data := storage.blocking.get_if_match(key, etag)) is not None:
+        return data
     data = storage.blocking.get(key)
     return data if hashlib.sha256(data).hexdigest() == sha256 else None

@@ -170,9 +170,9 @@ def end_attempt(engine: Engine, job_id: str, run_number: int, seq: int, name: st
     try:
         return run_steadily(engine, lambda db: _end_attempt(
             db, job_id, run_number, seq, name, started, outcome, writes))
-    except _EndedBefore:
-        return run_plain(engine, lambda db: recorded(db, job_id, run_number, seq, name)
-                         ), False
+    except _EndedBefore:  # (its job deleted since: STOPPED, as below)
+        return run_steadily(engine, lambda db: recorded(
+            db, job_id, run_number, seq, name) or STOPPED), False
 
 
 def _end_attempt(db: Connection, job_id: str, run_number: int, seq: int, name: str,

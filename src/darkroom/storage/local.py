@@ -53,19 +53,12 @@ class LocalStorage:
         """The path of `key`, its directory checked to resolve inside the root.
 
         Resolving every component costs a syscall each, so a directory found to resolve
-        inside the root is remembered, and one that is no link (or not there yet) in a
-        remembered one needs no more; the last component is the caller's to check.
+        inside the root is remembered; the last component is the caller's to check.
         """
         path, parent = _joined(self._root, key)
         if parent not in self._safe_dirs:
-            try:
-                mode: int | None = os.lstat(parent).st_mode
-            except OSError:
-                mode = None
-            if os.path.dirname(parent) not in self._safe_dirs or (
-                    mode is not None and not stat.S_ISDIR(mode)):
-                self._check_inside(parent, key)
-            if mode is not None and stat.S_ISDIR(mode) and len(self._safe_dirs) < 4096:
+            self._check_inside(parent, key)
+            if os.path.isdir(parent) and len(self._safe_dirs) < 4096:
                 self._safe_dirs.add(parent)
         return path
 
