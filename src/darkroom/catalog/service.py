@@ -125,7 +125,7 @@ class Catalog:
             # pre-renders first: started within a millisecond of the commit, long before
             # a job dequeued meanwhile could look for them; the head start goes with them
             # as a promise, kept once it is stored
-            made_key = written.made_key if facts.made is not None else None
+            made_key = written.made_key
             stored = {} if made_key is None else {made_key: Future()}
             self._prerender(written.pipelines, written.version, facts, stored)
             self._store_made(made_key, facts.made, stored.get(made_key))
@@ -253,8 +253,7 @@ class Catalog:
                              facts.made and facts.made[0])
             if plans or stored:
                 self.prerender(works(self.storage, version.storage_key, (
-                    version.etag or None, version.sha256), facts.header, self.limits, plans),
-                    stored)
+                    version.etag, version.sha256), facts.header, self.limits, plans), stored)
         except Exception as error:  # noqa: BLE001  (the upload is committed: it stands)
             log.warning("prerender_not_started", key=version.storage_key, error=str(error))
 

@@ -153,10 +153,10 @@ class Runtime:
 class Source:
     """The image version a job works on: its bytes are read only while storage holds them
     still (`stored_version`: by `etag`, the one its upload's write answered, or else by
-    their checksum `sha256`). With
-    `alpha` known (None: catalogued before it was recorded, or a job queued before), its
-    format, pages and alpha name its renditions without a read (`steps.rendition_format`);
-    with its orientation and ICC too, it is the header that renders it (`header`)."""
+    their checksum `sha256`). With `alpha` known (None: catalogued before it was recorded,
+    or a job queued before), its format, pages and alpha name its renditions without a
+    read (`steps.rendition_format`); with its orientation and ICC too, it is the header
+    that renders it (`header`)."""
 
     image_id: str
     key: str
@@ -192,7 +192,7 @@ class Source:
 
     def header(self) -> Header | None:
         """The header of these bytes as the catalog recorded it (the same bytes: they are
-        checked against `sha256` when read); None if it did not record all of it."""
+        checked when read, see `stored_version`); None if it did not record all of it."""
         if self.alpha is None or self.orientation is None or self.icc is None:
             return None
         return Header(self.format, self.width, self.height, self.pages, self.alpha,
@@ -249,9 +249,9 @@ class StepContext:
     def at_end(self, write: Callable[[Connection], bool], undo: Callable[[], None]) -> None:
         """Leave `write` to the transaction that ends this attempt, should the step
         succeed; it answers False when the job may no longer write, and the attempt then
-        fails with `image_gone`. `undo` takes the
-        step's effects back when the attempt does not stand succeeded: after that
-        transaction, or at once if the attempt already ended (past its timeout)."""
+        fails with `image_gone`. `undo` takes the step's effects back when the attempt
+        does not stand succeeded: after that transaction, or at once if the attempt
+        already ended (past its timeout)."""
         self.ending.add(write, undo)
 
     def read_source(self) -> bytes:

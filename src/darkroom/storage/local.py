@@ -38,8 +38,7 @@ class LocalStorage:
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
         self._root = str(self.root)
-        # existing directories known to resolve inside the root
-        self._safe_dirs: set[str] = {self._root}
+        self._safe_dirs: set[str] = set()  # existing directories already resolved inside root
         self.blocking = LocalFiles(self)
 
     def path_for(self, key: str) -> Path:
