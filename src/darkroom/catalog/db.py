@@ -22,6 +22,7 @@ from darkroom.errors import CatalogError, DarkroomError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 BUSY_TIMEOUT_MS = 30_000
+MMAP_BYTES = 256 * 1024 * 1024  # address space, not memory: the OS pages it in and out
 # Enough pooled connections for every thread that writes (8 request threads, a worker's
 # 16 runs, heartbeats), so none waits on the pool or is opened and dropped per use.
 POOL_SIZE = 24
@@ -58,6 +59,9 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA case_sensitive_like=ON")  # prefixes match as on PostgreSQL
     cursor.execute("PRAGMA synchronous=NORMAL")
+    # pages read through a mapping, not a pread each: in WAL mode a connection rereads
+    # what another committed since, i.e. nearly every page of every transaction here
+    cursor.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
     cursor.close()
 
 
