@@ -113,7 +113,7 @@ class Catalog:
         key = key_for(facts.header.format)
 
         def write(session: Session, undo: Undo) -> _Written:
-            image = repository.claim_new(session, key, tags)
+            image = repository.claim_new(session.connection(), key, tags)
             body, fired, version = self._record(session, image, staged, facts,
                                                 "image.uploaded", undo)
             if idempotency_key:
@@ -209,15 +209,15 @@ class Catalog:
         """Write the object, then the version and its event, and fire the pipelines; the
         image's detail, the jobs fired and the version. With `undo`, a later failure
         deletes the object again."""
-        key = image.key
+        key, db = image.key, session.connection()  # plain statements: no ORM on the way
         info = self.storage.blocking.put_file(key, staged.path, MIME[facts.header.format],
                                               move=staged.owned)
         if undo is not None:
             undo.append(lambda: self.storage.blocking.delete(key))
-        version = repository.add_version(session, image, facts, staged.sha256, staged.size,
+        version = repository.add_version(db, image, facts, staged.sha256, staged.size,
                                          info.etag, first=kind == "image.uploaded")
-        repository.add_event(session, kind, image.id, _payload(image, version))
-        fired = [] if self.queue is None else queue.fire(session, self.queue, image, version,
+        repository.add_event(db, kind, image.id, _payload(image, version))
+        fired = [] if self.queue is None else queue.fire(db, self.queue, image, version,
                                                           kind.removeprefix("image."))
         return repository.detail(session, image, version, new_version=True, jobs=[
             j for j, _ in fired] if kind == "image.uploaded" else None), fired, version
@@ -264,7 +264,8 @@ class Catalog:
         if self.queue is None:
             return None
         if self.queue.pipelines is None:  # once: each upload's `fire` reads them again
-            await self._run(lambda session, _: queue.read_pipelines(session, self.queue))
+            await self._run(lambda session, _: queue.read_pipelines(session.connection(),
+                                                                     self.queue))
         return lambda header: self.queue.head_start("uploaded", key_for(header.format),
                                                     header)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import structlog
 from dbos import DBOS, DBOSClient
 from pydantic import ValidationError
-from sqlalchemy import Engine, Row, Text, cast, event, select
+from sqlalchemy import Connection, Engine, Row, Text, cast, event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -87,14 +87,15 @@ class JobQueue:
         return steps.head_start(triggered(self.pipelines or [], event, key, header.format),
                                 header)
 
-    def enqueue(self, session: Session, job: Job | Row, source: Source | None = None) -> None:
-        """Enqueue `job`'s current run (an entity, or a row of its table) inside
-        `session`'s transaction, with what the run needs (`store.job_start`; `source`
-        saves reading the version again)."""
-        self._client.enqueue_in_transaction(session, {
+    def enqueue(self, db: Session | Connection, job: Job | Row,
+                source: Source | None = None) -> None:
+        """Enqueue `job`'s current run (an entity, or a row of its table) inside `db`'s
+        transaction, with what the run needs (`store.job_start`; `source` saves reading
+        the version again, which needs a Session)."""
+        self._client.enqueue_in_transaction(db, {
             "workflow_name": WORKFLOW_NAME, "queue_name": QUEUE,
             "workflow_id": workflow_id(job.id, job.run), "app_version": APP_VERSION,
-        }, job.id, job.run, store.job_start(session, job, source))
+        }, job.id, job.run, store.job_start(db, job, source))
 
     def cancel(self, workflow_id: str) -> None:
         self._client.cancel_workflow(workflow_id)
@@ -108,11 +109,11 @@ class JobQueue:
             self._engine.dispose()
 
 
-def read_pipelines(session: Session, queue: JobQueue) -> list[Pipeline]:
+def read_pipelines(db: Connection, queue: JobQueue) -> list[Pipeline]:
     """The pipelines defined, remembered by `queue` (for head starts); any this process
-    cannot use (e.g. a step kind it does not know) are logged and left out."""
-    with session.no_autoflush:  # the caller's pending rows go with its next flush
-        rows = session.execute(_PIPELINES).all()
+    cannot use (e.g. a step kind it does not know) are logged and left out. (On a
+    session's connection, the session's pending rows wait for its next flush.)"""
+    rows = db.execute(_PIPELINES).all()
     pipelines = []
     for row in rows:
         try:
@@ -124,14 +125,14 @@ def read_pipelines(session: Session, queue: JobQueue) -> list[Pipeline]:
     return pipelines
 
 
-def fire(session: Session, queue: JobQueue, image: Image, version: ImageVersion,
+def fire(db: Connection, queue: JobQueue, image: Image, version: ImageVersion,
          event: str) -> list[tuple[Job, Pipeline]]:
     """Make and enqueue a job for each enabled pipeline that `event` on `version` triggers
     (in the caller's transaction, so the change and its jobs commit together)."""
     fired = []
-    for pipeline in triggered(read_pipelines(session, queue), event, image.key, version.format):
-        job = store.new_job(session, pipeline, image, version, event)
-        queue.enqueue(session, job, Source.of(image, version))
+    for pipeline in triggered(read_pipelines(db, queue), event, image.key, version.format):
+        job = store.new_job(db, pipeline, image, version, event)
+        queue.enqueue(db, job, Source.of(image, version))
         fired.append((job, pipeline))
     return fired
 

@@ -61,8 +61,8 @@ def run_steadily(engine: Engine, work: Callable[[Connection], T], tries: int = T
     return run_plain(engine, work)
 
 
-def new_job(session: Session, pipeline: Pipeline, image: Image, version: ImageVersion,
-            trigger: str) -> Job:
+def new_job(db: Session | Connection, pipeline: Pipeline, image: Image,
+            version: ImageVersion, trigger: str) -> Job:
     """A queued job of `pipeline` over `version`, with a pending row per step (plain
     INSERTs, as an upload's; the job returned is not the session's)."""
     now = utcnow()
@@ -70,8 +70,8 @@ def new_job(session: Session, pipeline: Pipeline, image: Image, version: ImageVe
               "pipeline": pipeline.name, "status": "queued", "trigger": trigger, "run": 1,
               "definition": pipeline.model_dump(mode="json"), "created_at": now,
               "updated_at": now}
-    session.execute(sql.INSERT_JOB, values)
-    session.execute(sql.INSERT_STEP, [
+    db.execute(sql.INSERT_JOB, values)
+    db.execute(sql.INSERT_STEP, [
         {"job_id": values["id"], "name": step.name, "position": i, "kind": step.type,
          "state": "pending", "attempts": 0} for i, step in enumerate(pipeline.steps)])
     return Job(**values)
@@ -106,15 +106,16 @@ def _start_queued(db: Session | Connection, job_id: str, run_number: int) -> Row
     return job
 
 
-def job_start(session: Session, job: Job | Row, source: Source | None = None) -> dict:
+def job_start(db: Session | Connection, job: Job | Row, source: Source | None = None
+              ) -> dict:
     """What a run of `job` needs, fixed when it is enqueued: the pipeline, the source
-    version (read unless given) and the outputs of the steps that already succeeded (a
-    retried job goes on from where it failed)."""
+    version (read, on a Session, unless given) and the outputs of the steps that already
+    succeeded (a retried job goes on from where it failed)."""
     if source is None:
-        source = Source.of(*session.execute(select(Image, ImageVersion).join(
+        source = Source.of(*db.execute(select(Image, ImageVersion).join(
             ImageVersion, ImageVersion.image_id == Image.id).where(
             Image.id == job.image_id, ImageVersion.number == job.version)).one())
-    done = {} if job.run == 1 else dict(session.execute(select(
+    done = {} if job.run == 1 else dict(db.execute(select(
         JobStep.name, JobStep.output).where(JobStep.job_id == job.id,
                                             JobStep.state == "succeeded")).all())
     return {"definition": job.definition, "source": source.__dict__, "done": done}
