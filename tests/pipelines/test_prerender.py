@@ -254,6 +254,20 @@ def test_prerenders_no_step_takes_are_bounded_and_dropped(runtime, monkeypatch):
     assert runtime.prerendered("k0") is None
 
 
+def test_prerenders_no_step_takes_are_dropped_by_one_timer_that_comes_back(runtime,
+                                                                           monkeypatch):
+    monkeypatch.setattr(context, "PRERENDER_TTL_S", 0.2)
+    dropped = _dropped()
+    assert _start(runtime, {"a": dict}) == 1  # arms the timer, for TTL + 1 s from now
+    time.sleep(1.0)
+    assert _start(runtime, {"b": dict}) == 1  # drops "a"; "b" outlives the timer's round,
+    deadline = time.monotonic() + 10
+    while _dropped() - dropped < 2 and time.monotonic() < deadline:  # so it comes back
+        time.sleep(0.05)
+    assert _dropped() - dropped == 2
+    assert runtime.prerendered("a") is None and runtime.prerendered("b") is None
+
+
 def _dropped() -> float:
     return REGISTRY.get_sample_value("darkroom_prerenders_total", {"outcome": "dropped"}) or 0
 

@@ -57,6 +57,7 @@ class Runtime:
         self._pending = 0  # render tasks queued or running
         # key -> (since, its task, stored already)
         self._prerenders: dict[str, tuple[float, Future, bool]] = {}
+        self._expiring = False  # a timer will drop the stale ones (`_expire_now`)
         # Two per run: its attempt, and one that ran past its timeout and is finishing.
         self.steps = ThreadPoolExecutor(2 * settings.pipelines.concurrency,
                                         thread_name_prefix="step")
@@ -96,8 +97,10 @@ class Runtime:
                 self._prerenders[key] = (now, self._submit(work), False)
             for key, promise in list((stored or {}).items())[:cap - len(self._prerenders)]:
                 self._prerenders[key] = (now, promise, True)
+            arm = bool(self._prerenders) and not self._expiring
+            self._expiring |= arm
         PRERENDERS.labels("started").inc(len(started))
-        if started or stored:  # dropped in time even if nothing else comes
+        if arm:  # dropped in time even if nothing else comes (one timer at a time)
             self._loop.call_soon_threadsafe(self._loop.call_later, PRERENDER_TTL_S + 1,
                                             self._expire_now)
         return len(started)
@@ -114,8 +117,14 @@ class Runtime:
         return entry[1], entry[2]
 
     def _expire_now(self) -> None:
+        """The timer: drop what is stale, and come back when the oldest left will be."""
         with self._lock:
-            self._expire(_clock())
+            now = _clock()
+            self._expire(now)
+            oldest = min((since for since, _, _ in self._prerenders.values()), default=None)
+            self._expiring = oldest is not None
+        if oldest is not None:
+            self._loop.call_later(oldest + PRERENDER_TTL_S + 1 - now, self._expire_now)
 
     def _expire(self, now: float) -> None:
         """Drop the pre-renders no step took in time (their jobs ran elsewhere, or not)."""
