@@ -10,6 +10,8 @@ THREADS=2`), so `. .` with an env compares configurations. Each round starts bot
 (`darkroom serve`, defaults, each on a fresh data dir, the pipeline of bench/pipeline.py),
 uploads the same corpus photos to both at once (4 at a time each) and waits for every job
 to succeed; the figure is the median of the rounds' B/A ratios of server CPU an image.
+The side started (and loaded) first alternates between rounds: an A/A run (one build on
+both sides, started in the same order each round) read 0.996, the second side favoured.
 Wall-clock ratios drift by 10-40% between minutes here; this ratio moved by 1-2%
 between rounds of identical builds. It says nothing about latency, only about cost.
 """
@@ -104,16 +106,16 @@ def main() -> int:
     with ExitStack() as stack:
         sources = [source_dir(revision, stack) for revision in (args.a, args.b)]
         for round_ in range(args.rounds):
+            order = (0, 1) if round_ % 2 == 0 else (1, 0)  # who starts first, alternately
             with tempfile.TemporaryDirectory() as data:
-                servers = [Server(src, env, Path(data) / side) for src, env, side
-                           in zip(sources, envs, "ab")]
+                servers = [Server(sources[i], envs[i], Path(data) / "ab"[i]) for i in order]
                 try:
                     with ThreadPoolExecutor(2) as both:
                         cpu = list(both.map(lambda server: server.upload_all(bodies), servers))
                 finally:
                     for server in servers:
                         server.stop()
-            a, b = (1000 * seconds / len(bodies) for seconds in cpu)
+            a, b = (1000 * cpu[order.index(i)] / len(bodies) for i in (0, 1))
             ratios.append(b / a)
             print(f"round {round_ + 1}: server CPU an image A {a:.1f} ms, B {b:.1f} ms, "
                   f"B/A {b / a:.3f}", flush=True)
