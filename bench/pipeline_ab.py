@@ -60,9 +60,13 @@ class Server:
                  "DARKROOM_ACCESS_LOG": "false", "DARKROOM_LOG_LEVEL": "warning", **env},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=120)
-        _wait_ready(self.client)
-        self.client.put("/v1/pipelines/ab", json={**PIPELINE, "trigger": {"prefix": "t/"}}
-                        ).raise_for_status()
+        try:
+            _wait_ready(self.client)
+            self.client.put("/v1/pipelines/ab", json={**PIPELINE, "trigger": {
+                "prefix": "t/"}}).raise_for_status()
+        except BaseException:
+            self.stop()
+            raise
         self._local = threading.local()
 
     def upload_all(self, bodies: list[bytes]) -> float:
@@ -98,6 +102,8 @@ def main() -> int:
     parser.add_argument("--env-a", action="append", default=[], metavar="K=V")
     parser.add_argument("--env-b", action="append", default=[], metavar="K=V")
     args = parser.parse_args()
+    if args.rounds % 2:
+        parser.error("--rounds must be even: each side starts first as often")
     os.environ["VIPS_CONCURRENCY"] = "1"
     photos = corpus_photos()
     bodies = [photos[i % len(photos)].read_bytes() for i in range(args.images)]
@@ -107,14 +113,13 @@ def main() -> int:
         sources = [source_dir(revision, stack) for revision in (args.a, args.b)]
         for round_ in range(args.rounds):
             order = (0, 1) if round_ % 2 == 0 else (1, 0)  # who starts first, alternately
-            with tempfile.TemporaryDirectory() as data:
-                servers = [Server(sources[i], envs[i], Path(data) / "ab"[i]) for i in order]
-                try:
-                    with ThreadPoolExecutor(2) as both:
-                        cpu = list(both.map(lambda server: server.upload_all(bodies), servers))
-                finally:
-                    for server in servers:
-                        server.stop()
+            with tempfile.TemporaryDirectory() as data, ExitStack() as running:
+                servers = []
+                for i in order:
+                    servers.append(Server(sources[i], envs[i], Path(data) / "ab"[i]))
+                    running.callback(servers[-1].stop)
+                with ThreadPoolExecutor(2) as both:
+                    cpu = list(both.map(lambda server: server.upload_all(bodies), servers))
             a, b = (1000 * cpu[order.index(i)] / len(bodies) for i in (0, 1))
             ratios.append(b / a)
             print(f"round {round_ + 1}: server CPU an image A {a:.1f} ms, B {b:.1f} ms, "

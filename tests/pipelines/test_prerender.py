@@ -256,16 +256,24 @@ def test_prerenders_no_step_takes_are_bounded_and_dropped(runtime, monkeypatch):
 
 def test_prerenders_no_step_takes_are_dropped_by_one_timer_that_comes_back(runtime,
                                                                            monkeypatch):
-    monkeypatch.setattr(context, "PRERENDER_TTL_S", 0.2)
+    monkeypatch.setattr(context, "PRERENDER_TTL_S", 1.5)  # the timer: TTL + 1 s after arming
+    rounds: list[set[str]] = []  # what each round of the timer left held
+    timer = runtime._expire_now
+
+    def watched() -> None:
+        timer()
+        rounds.append(set(runtime._prerenders))
+
+    monkeypatch.setattr(runtime, "_expire_now", watched)
     dropped = _dropped()
-    assert _start(runtime, {"a": dict}) == 1  # arms the timer, for TTL + 1 s from now
-    time.sleep(1.0)
-    assert _start(runtime, {"b": dict}) == 1  # drops "a"; "b" outlives the timer's round,
-    deadline = time.monotonic() + 10
-    while _dropped() - dropped < 2 and time.monotonic() < deadline:  # so it comes back
+    assert _start(runtime, {"a": dict}) == 1  # arms the timer, for 2.5 s from now
+    time.sleep(1.9)
+    assert _start(runtime, {"b": dict}) == 1  # drops "a" (stale); arms nothing new
+    deadline = time.monotonic() + 15
+    while len(rounds) < 2 and time.monotonic() < deadline:  # no other call in between
         time.sleep(0.05)
+    assert rounds == [{"b"}, set()]  # the first round kept "b", and came back for it
     assert _dropped() - dropped == 2
-    assert runtime.prerendered("a") is None and runtime.prerendered("b") is None
 
 
 def _dropped() -> float:

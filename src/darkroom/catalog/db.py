@@ -23,7 +23,6 @@ from darkroom.errors import CatalogError, DarkroomError
 MIGRATIONS = Path(__file__).with_name("migrations")
 BUSY_TIMEOUT_MS = 30_000
 MMAP_BYTES = 256 * 1024 * 1024  # address space, not memory: the OS pages it in and out
-CHECKPOINT_PAGES = 10_000  # of 4 KB: the write-ahead log reaches 40 MB on disk, and stays
 # Enough pooled connections for every thread that writes (8 request threads, a worker's
 # 16 runs, heartbeats), so none waits on the pool or is opened and dropped per use.
 POOL_SIZE = 24
@@ -61,11 +60,9 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA case_sensitive_like=ON")  # prefixes match as on PostgreSQL
     cursor.execute("PRAGMA synchronous=NORMAL")
     # pages read through a mapping, not a pread each: in WAL mode a connection rereads
-    # what another committed since, i.e. nearly every page of every transaction here
+    # what another committed since, i.e. nearly every page of every transaction here (an
+    # I/O error reading the file then stops the process, SIGBUS, rather than the query)
     cursor.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
-    # checkpoints (pages copied back, with an fsync) every 40 MB of log, not every 4 MB: a
-    # hot page (a job's row, an index's leaf) is written back once for many commits
-    cursor.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
     cursor.close()
 
 

@@ -117,14 +117,20 @@ class Runtime:
         return entry[1], entry[2]
 
     def _expire_now(self) -> None:
-        """The timer: drop what is stale, and come back when the oldest left will be."""
-        with self._lock:
-            now = _clock()
-            self._expire(now)
-            oldest = min((since for since, _, _ in self._prerenders.values()), default=None)
-            self._expiring = oldest is not None
-        if oldest is not None:
-            self._loop.call_later(oldest + PRERENDER_TTL_S + 1 - now, self._expire_now)
+        """The timer: drop what is stale, and come back when the oldest left will be
+        (armed again even if dropping failed, not sooner than in a second)."""
+        now = _clock()
+        try:
+            with self._lock:
+                self._expire(now)
+        finally:
+            with self._lock:
+                oldest = min((since for since, _, _ in self._prerenders.values()),
+                             default=None)
+                self._expiring = oldest is not None
+            if oldest is not None:
+                self._loop.call_later(max(1.0, oldest + PRERENDER_TTL_S + 1 - now),
+                                      self._expire_now)
 
     def _expire(self, now: float) -> None:
         """Drop the pre-renders no step took in time (their jobs ran elsewhere, or not)."""
