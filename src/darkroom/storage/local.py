@@ -11,8 +11,9 @@ import shutil
 import stat
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from darkroom.errors import BadRequest, NotFound, StorageError
 from darkroom.storage.base import ObjectInfo, check_key
@@ -22,6 +23,7 @@ _TEMP_OF_KEY = re.compile(r"([0-9]+)\.[0-9a-f]{32}\.tmp$")  # after ".{name}.": 
 _THREAD_READ_BYTES = 1024 * 1024  # bigger files are read off the event loop
 _COPY_CHUNK = 1024 * 1024
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+T = TypeVar("T")
 
 
 def check_prefix(prefix: str) -> str:
@@ -195,11 +197,7 @@ def _write_atomic(path: Path, data: bytes | Path, sweep: bool = False) -> os.sta
     if sweep:
         _sweep(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        fd = os.open(tmp, _NEW_FILE, 0o666)
-    except FileNotFoundError:  # the first object in its folder
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, _NEW_FILE, 0o666)
+    fd = _in_folder(path, lambda: os.open(tmp, _NEW_FILE, 0o666))
     try:
         with os.fdopen(fd, "wb") as f:
             if isinstance(data, Path):
@@ -218,6 +216,16 @@ def _write_atomic(path: Path, data: bytes | Path, sweep: bool = False) -> os.sta
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _in_folder(path: Path, create: Callable[[], T]) -> T:
+    """`create()` a file in `path`'s folder, making the folder first when it says the
+    folder is missing (the first object in it): no `mkdir` a write otherwise."""
+    try:
+        return create()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return create()
 
 
 def _sweep(path: Path) -> int:
@@ -247,11 +255,7 @@ def _move_atomic(path: Path, source: Path) -> os.stat_result:
     finally:
         os.close(fd)
     try:
-        try:
-            os.replace(source, path)
-        except FileNotFoundError:  # the first object in its folder
-            path.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(source, path)
+        _in_folder(path, lambda: os.replace(source, path))
     except OSError as error:
         if error.errno != errno.EXDEV:
             raise
