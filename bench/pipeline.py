@@ -19,7 +19,8 @@ and the bare engine renders as many images before its first run, so that first-u
 (imports on first call, statement compilation, threads started) are not counted as
 throughput. `--warmup 0` measures a server from cold (sessions up to 2026-12-06 did).
 Beside the wall-clock ratios, each round reports CPU per image: the bare run's own, and the
-server process's (every thread, from /proc) over each phase. On a shared, noisy machine the
+server's (every thread, from /proc; with `DARKROOM_WORKERS=N` in the environment, the
+server's N processes together) over each phase. On a shared, noisy machine the
 CPU ratio moves far less than the wall-clock one; the wall-clock one adds the cores left
 idle. `tail_s` is the time from the last upload's answer to the last job's end: the jobs
 still queued or waiting for the queue's next poll (`pipelines.poll_s`), and the renders
@@ -101,9 +102,24 @@ def bare_engine(images: list[Path], out: Path, threads: int) -> tuple[float, flo
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU seconds (user + system, every thread) that process `pid` used so far."""
+    """CPU seconds (user + system, every thread) that process `pid` and the processes it
+    started (a server's workers, with `DARKROOM_WORKERS`) used so far, while they run."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            children.update(int(c) for c in (task / "children").read_text().split())
+        except OSError:  # the thread ended meanwhile
+            pass
+    return own + sum(_alive_cpu(child) for child in children)
+
+
+def _alive_cpu(pid: int) -> float:
+    try:
+        return cpu_seconds(pid)
+    except OSError:  # it ended meanwhile
+        return 0.0
 
 
 def free_port() -> int:
