@@ -51,6 +51,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import parse_qsl
 
+from harness import descendants, proc_cpu
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RENDITIONS = {"thumb": "w=160&h=160&fit=cover&fm=webp", "card": "w=480&fm=webp",
@@ -104,22 +106,10 @@ def bare_engine(images: list[Path], out: Path, threads: int) -> tuple[float, flo
 def cpu_seconds(pid: int) -> float:
     """CPU seconds (user + system, every thread) that process `pid` and the processes it
     started (a server's workers, with `DARKROOM_WORKERS`) used so far, while they run."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    children = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            children.update(int(c) for c in (task / "children").read_text().split())
-        except OSError:  # the thread ended meanwhile
-            pass
-    return own + sum(_alive_cpu(child) for child in children)
-
-
-def _alive_cpu(pid: int) -> float:
-    try:
-        return cpu_seconds(pid)
-    except OSError:  # it ended meanwhile
-        return 0.0
+    own = proc_cpu(pid)
+    if own is None:
+        raise ProcessLookupError(f"process {pid} is gone")
+    return own + sum(proc_cpu(child) or 0.0 for child in descendants(pid))
 
 
 def free_port() -> int:
