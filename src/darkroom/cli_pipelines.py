@@ -183,8 +183,10 @@ def jobs_cancel(job_id: str) -> None:
     from darkroom.cli import _settings
     from darkroom.pipelines import admin
     from darkroom.pipelines.queue import JobQueue
+    from darkroom.storage import open_storage
 
-    _body, workflow = _catalog(lambda s: admin.cancel_job(s, job_id))
+    storage = open_storage(_settings())
+    _body, workflow = _catalog(lambda s: admin.cancel_job(s, job_id, storage.blocking.delete))
     queue = JobQueue(_settings().database_url)  # told once the row says cancelled
     try:
         queue.cancel(workflow)

@@ -61,5 +61,14 @@ def test_pipelines_and_jobs_from_the_command_line(tmp_path: Path, monkeypatch):
     assert missing.exit_code == 1 and "job_not_found" in missing.output
     cancel = runner.invoke(app, ["jobs", "cancel", job["id"]])
     assert cancel.exit_code == 1 and "job_not_cancellable" in cancel.output
+    renditions = tmp_path / "data" / "storage" / "_renditions"
+    kept = sorted(renditions.rglob("*.*"))  # the first job's, catalogued
+    assert runner.invoke(app, ["upload", str(photo), "--prefix", "cli/b/"]).exit_code == 0
+    assert len(list(renditions.rglob("*.*"))) == len(kept) + 1  # its job's head start
+    queued = [j for j in map(json.loads, runner.invoke(app, ["jobs", "list", "--json"])
+                             .output.splitlines()) if j["status"] == "queued"]
+    cancel = runner.invoke(app, ["jobs", "cancel", queued[0]["id"]])
+    assert cancel.exit_code == 0 and "cancelled" in cancel.output
+    assert sorted(renditions.rglob("*.*")) == kept  # the head start went with the job
     assert runner.invoke(app, ["pipelines", "delete", "thumbs"]).exit_code == 0
     assert "pipeline_not_found" in runner.invoke(app, ["pipelines", "show", "thumbs"]).output

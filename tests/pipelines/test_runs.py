@@ -9,6 +9,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import pytest
 from dbos import DBOS
@@ -18,6 +19,7 @@ from sqlalchemy import text
 from darkroom.catalog import make_engine
 from darkroom.config import Settings
 from darkroom.errors import DarkroomError
+from darkroom.grammars import native
 from darkroom.pipelines import admin, steps
 from darkroom.pipelines.definition import parse
 from darkroom.pipelines.queue import JobQueue
@@ -322,6 +324,60 @@ def test_a_job_cancelled_while_its_renditions_render_keeps_none(client, monkeypa
     assert _steps(job)["sizes"]["error"].startswith("image_gone: ")
     assert not list((client.settings.storage_dir / "_renditions").rglob("*.*"))
     assert client.get(f"/v1/images/{image['id']}").json()["renditions"] == []
+
+
+SIZES = [{"name": "sizes", "type": "renditions",
+          "params": {"renditions": {"t": "w=50", "u": "w=60&fm=png"}}}]
+
+
+def _stored_renditions(client) -> list[str]:
+    return sorted(p.name for p in (client.settings.storage_dir / "_renditions").rglob("*.*"))
+
+
+def test_a_queued_job_cancelled_leaves_no_rendition_behind(tmp_path: Path):
+    """The rendition an upload makes for its job (its head start) is catalogued by the
+    job, and so is one a worker wrote before it was killed: a job cancelled deletes them."""
+    settings = Settings(data_dir=tmp_path / "data", allow_unsigned=True, access_log=False,
+                        pipelines={"in_process": False})  # no worker: the job stays queued
+    with TestClient(create_app(settings)) as client:
+        client.settings = settings
+        _pipeline(client, SIZES)
+        image = _upload(client)
+        assert len(_stored_renditions(client)) == 1  # the head start
+        # ... and `u` as a worker killed after writing it (before cataloguing it) left it
+        plan = native.parse("u", parse_qsl("w=60&fm=png"))
+        left = settings.storage_dir / steps.rendition_key(image["id"], image["sha256"], plan,
+                                                          "png")
+        left.write_bytes(b"\x89PNG written by a worker killed since")
+        cancelled = client.post(f"/v1/jobs/{image['jobs'][0]['id']}/cancel")
+        assert cancelled.status_code == 202 and cancelled.json()["status"] == "cancelled"
+        assert _stored_renditions(client) == []
+        assert client.get(f"/v1/images/{image['id']}").json()["renditions"] == []
+
+
+def test_a_failed_run_deletes_its_head_start_and_a_retry_makes_it_again(client, monkeypatch):
+    from darkroom.pipelines import prerender
+
+    def failing(real):
+        def render(plan, *args, **kwargs):
+            if plan.output.format == "png":  # `u`; `t` is the upload's head start
+                raise DarkroomError("planned failure", "corrupt_image")
+            return real(plan, *args, **kwargs)
+        return render
+
+    monkeypatch.setattr(steps, "render", failing(steps.render))
+    monkeypatch.setattr(prerender, "render", failing(prerender.render))
+    _pipeline(client, SIZES)
+    job = _finished(client, _upload(client)["jobs"][0]["id"])
+    assert job["status"] == "failed" and _steps(job)["sizes"]["error"].startswith(
+        "corrupt_image: ")
+    assert _stored_renditions(client) == []  # the head start went with the failure
+    monkeypatch.undo()
+    assert client.post(f"/v1/jobs/{job['id']}/retry").status_code == 202
+    assert _finished(client, job["id"])["status"] == "succeeded"
+    image = client.get(f"/v1/images/{job['image_id']}").json()
+    assert sorted(r["name"] for r in image["renditions"]) == ["t", "u"]
+    assert len(_stored_renditions(client)) == 2
 
 
 def test_replace_reruns_the_pipeline_and_drops_the_old_renditions(client):

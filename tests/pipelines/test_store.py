@@ -4,6 +4,7 @@ stopped run writes no rendition and no copy, masked secrets are never saved."""
 from __future__ import annotations
 
 import hashlib
+from urllib.parse import parse_qsl
 
 import pytest
 from sqlalchemy import select
@@ -14,8 +15,9 @@ from darkroom.catalog.models import Job, OutboxEvent, utcnow
 from darkroom.catalog.pipeline_models import JobStep
 from darkroom.catalog import repository
 from darkroom.config import Limits
-from darkroom.errors import BadRequest, Conflict
-from darkroom.pipelines import admin, store
+from darkroom.errors import BadRequest, Conflict, StorageError
+from darkroom.grammars import native
+from darkroom.pipelines import admin, steps, store, sweep
 from darkroom.pipelines.definition import parse
 
 from catalog.databases import database_url, engine, pg_url  # noqa: F401
@@ -51,13 +53,17 @@ def _start(engine, job_id: str, run: int = 1, first: bool = True, seq: int = 0
     return store.run(engine, lambda s: s.get(JobStep, (job_id, "meta"))).attempts
 
 
+def _no_delete(key: str) -> None:
+    raise AssertionError(f"{key} deleted: the job makes no rendition")
+
+
 def test_a_cancelled_run_neither_starts_nor_finishes(engine):
     job_id = _job(engine)
-    store.run(engine, lambda s: admin.cancel_job(s, job_id))
+    store.run(engine, lambda s: admin.cancel_job(s, job_id, _no_delete))
     assert _start(engine, job_id) == store.STOPPED
     assert store.run(engine, lambda s: store.finish_run(s, job_id, 1, None)) is False
     with pytest.raises(Conflict):
-        store.run(engine, lambda s: admin.cancel_job(s, job_id))
+        store.run(engine, lambda s: admin.cancel_job(s, job_id, _no_delete))
     status = store.run(engine, lambda s: s.get(Job, job_id).status)
     assert status == "cancelled"
 
@@ -72,7 +78,7 @@ def test_a_run_finishes_once_and_a_cancel_after_it_is_refused(engine):
     assert store.run(engine, lambda s: store.finish_job(s, job_id, 1, None)) is True
     assert store.run(engine, lambda s: store.finish_job(s, job_id, 1, None)) is False
     with pytest.raises(Conflict) as refused:
-        store.run(engine, lambda s: admin.cancel_job(s, job_id))
+        store.run(engine, lambda s: admin.cancel_job(s, job_id, _no_delete))
     assert refused.value.code == "job_not_cancellable"
     kinds = store.run(engine, lambda s: sorted(s.scalars(select(OutboxEvent.type))))
     assert kinds == ["job.started", "job.succeeded"]  # each once
@@ -84,6 +90,54 @@ def test_a_run_no_attempt_started_still_starts_and_ends_its_job(engine):
     assert store.run(engine, lambda s: store.finish_run(s, job_id, 1, None)) is True
     job = store.run(engine, lambda s: s.get(Job, job_id))
     assert job.status == "succeeded" and job.started_at is not None
+
+
+SIZES = parse({"name": "sizes", "steps": [{"name": "s", "type": "renditions", "params": {
+    "renditions": {"t": "w=50", "u": "w=60&fm=png"}}}]})
+THUMB = parse({"name": "thumb", "steps": [{"name": "meta", "type": "metadata"}, {
+    "name": "s", "type": "renditions", "params": {"renditions": {"t": "w=50"}}}]})
+
+
+def test_a_stopped_job_deletes_the_renditions_no_catalogue_or_live_job_holds(engine):
+    """A job cancelled (or failed) deletes the renditions of its version that it would
+    have catalogued (an upload's head start, what a killed worker wrote), but not those
+    another live job of the image makes too (its to catalogue), nor catalogued ones."""
+    path = CORPUS / PHOTOS[0]["path"]
+    facts = describe(path, Limits())
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+
+    def make(session):
+        image = repository.claim_new(session, "b.jpg", [])
+        version = repository.add_version(session, image, facts, digest, 1, "etag",
+                                         first=True)
+        jobs = [store.new_job(session, p, image, version, "uploaded").id
+                for p in (SIZES, THUMB, SIZES)]
+        return image.id, version.id, jobs
+
+    image_id, version_id, (first, other, third) = store.run(engine, make)
+    key = {name: steps.rendition_key(image_id, digest, native.parse("x", parse_qsl(q)), fmt)
+           for name, q, fmt in (("t", "w=50", facts.header.format), ("u", "w=60&fm=png", "png"))}
+    assert store.run_plain(engine, lambda c: sweep.held(
+        c, first, image_id, set(key.values()))) == set(key.values())  # by the live others
+    deleted: list[str] = []
+    store.run(engine, lambda s: admin.cancel_job(s, first, deleted.append))
+    assert deleted == []  # `t`: the two others make it; `u`: the third does
+
+    def storage_down(key: str) -> None:
+        raise StorageError(f"cannot delete {key!r}: storage down")
+
+    store.run(engine, lambda s: admin.cancel_job(s, third, storage_down))  # best effort
+    assert store.run(engine, lambda s: s.get(Job, third).status) == "cancelled"
+    assert store.run_plain(engine, lambda c: sweep.sweep(c, third, deleted.append)) == {
+        key["u"]}  # swept again later (`t` is still the live `thumb` job's)
+    store.run_plain(engine, lambda c: store.add_renditions(c, [{
+        "version_id": version_id, "plan_hash": "h", "name": "t", "storage_key": key["t"],
+        "format": facts.header.format, "bytes": 1, "width": 1, "height": 1}]))
+    assert _start(engine, other) == 1
+    failed = {"error": "corrupt_image", "message": "planned", "step": "s"}
+    assert store.run_plain(engine, lambda c: store.finish_run(c, other, 1, failed))
+    assert store.run_plain(engine, lambda c: sweep.sweep(c, other, deleted.append)) == set()
+    assert deleted == [key["u"]]  # `t` is catalogued now
 
 
 def _running_with_a_rendition(engine) -> tuple[str, str, dict]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
@@ -16,6 +17,7 @@ from darkroom.pipelines import store
 from darkroom.pipelines.context import Source
 from darkroom.pipelines.definition import Pipeline, cached
 from darkroom.pipelines.queue import JobQueue
+from darkroom.pipelines.sweep import sweep
 
 MAX_LIMIT = 100
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -171,14 +173,17 @@ def retry_job(session: Session, queue: JobQueue, job_id: str) -> dict:
     return job_summary(job)
 
 
-def cancel_job(session: Session, job_id: str) -> tuple[dict, str]:
-    """Mark a queued or running job cancelled; its summary and workflow id to cancel."""
+def cancel_job(session: Session, job_id: str, delete: Callable[[str], None]
+               ) -> tuple[dict, str]:
+    """Mark a queued or running job cancelled and delete its leftover renditions with
+    `delete` (`sweep`); its summary and workflow id to cancel."""
     current = _job(session, job_id)
     job = store.set_job(session, job_id, ("queued", "running"), None, status="cancelled",
                         error="cancelled", finished_at=utcnow())
     if job is None:
         raise Conflict(f"job {job_id} is {current.status}; only queued or running jobs are "
                        "cancelled", "job_not_cancellable")
+    sweep(session, job_id, delete)
     return job_summary(job), workflow_id(job.id, job.run)
 
 

@@ -21,12 +21,14 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 import structlog
 from dbos import DBOS
+from sqlalchemy import Connection
 
 from darkroom.catalog.models import utcnow
 from darkroom.errors import DarkroomError
 from darkroom.pipelines import registry, store
 from darkroom.pipelines.context import Runtime, Source, StepContext, take_back
 from darkroom.pipelines.definition import TIMEOUT, Pipeline, Step, cached, matches
+from darkroom.pipelines.sweep import sweep
 from darkroom.server.observability import JOBS, STEPS
 
 log = structlog.get_logger("darkroom.pipelines")
@@ -195,9 +197,15 @@ def _failure(code: str, message: str) -> dict:
 
 def _finish(job_id: str, run: int, pipeline: str, error: dict | None) -> None:
     """End the run (see `store.finish_run`: also one that no attempt started, as when a
-    retried job had every step done already)."""
-    _finished(pipeline, job_id, run, error,
-              store.run_plain(_rt().engine, lambda c: store.finish_run(c, job_id, run, error)))
+    retried job had every step done already); a failure also deletes the job's leftover
+    renditions (`sweep`), in the same transaction."""
+    def end(db: Connection) -> bool:
+        ended = store.finish_run(db, job_id, run, error)
+        if ended and error is not None:
+            sweep(db, job_id, _rt().storage.blocking.delete)
+        return ended
+
+    _finished(pipeline, job_id, run, error, store.run_plain(_rt().engine, end))
 
 
 def _finished(pipeline: str, job_id: str, run: int, error: dict | None, ended: bool) -> None:

@@ -137,17 +137,23 @@ def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
             for name, m in made.items()]
     written = {m["key"] for m in made.values() if m["written"]}
     ctx.at_end(lambda c: store.add_renditions(c, rows),
-               lambda: _unstore(runtime, written))
+               lambda: _unstore(ctx, written))
     return made
 
 
-def _unstore(runtime, written: set[str]) -> None:
-    """Delete the renditions a step `written` that are not catalogued (its job stopped
-    while it ran: a replace, a delete, a cancel), by any version: a version replaced by the
-    same bytes has the same keys; those the step only found stored are not its to
-    delete."""
+def _unstore(ctx: StepContext, written: set[str]) -> None:
+    """Delete the renditions the step `written` when its attempt does not stand (its job
+    stopped while it ran: a replace, a delete, a cancel), but those catalogued, by any
+    version (a version replaced by the same bytes has the same keys), and those another
+    live job of the image makes too (another pipeline with the same plan may have found
+    them stored: they are its to catalogue); those the step only found stored are not its
+    to delete."""
     if written:
-        kept = store.run_plain(runtime.engine, lambda c: store.catalogued(c, written))
+        from darkroom.pipelines.sweep import held  # (sweep reads this module's keys)
+
+        runtime = ctx.runtime
+        kept = store.run_plain(runtime.engine, lambda c: held(
+            c, ctx.job_id, ctx.source.image_id, written))
         for key in written - kept:
             runtime.storage.blocking.delete(key)
 

@@ -101,9 +101,11 @@ def pipelines_router(catalog: Catalog, queue: JobQueue, authorize: Callable[[Req
 
     @router.post("/jobs/{job_id}/cancel", status_code=202)
     async def cancel_job(job_id: Annotated[str, _JOB], request: Request) -> dict:
-        """Cancel a queued or running job; a step under way finishes, no further one starts."""
+        """Cancel a queued or running job; a step under way finishes, no further one starts,
+        and the renditions it left uncatalogued are deleted."""
         authorize(request)
-        body, workflow = await catalog.transact(lambda s: admin.cancel_job(s, job_id))
+        body, workflow = await catalog.transact(lambda s: admin.cancel_job(
+            s, job_id, catalog.storage.blocking.delete))
         await asyncio.to_thread(queue.cancel, workflow)
         return body
 
