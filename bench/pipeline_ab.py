@@ -2,7 +2,8 @@
 """Two builds of the upload pipeline under the same load at the same time: server CPU an
 image of each, so what the shared machine does to one it does to the other.
 
-usage: bench/pipeline_ab.py A B [--images 96] [--rounds 4] [--env-a K=V] [--env-b K=V]
+usage: bench/pipeline_ab.py A B [--images 96] [--rounds 4] [--warmup 12] [--env-a K=V]
+                            [--env-b K=V]
 
 A and B are git revisions (checked out in temporary worktrees) or `.` for the working tree;
 `--env-a`/`--env-b` add settings to one side (e.g. `--env-b DARKROOM_PIPELINES__RENDER_
@@ -69,13 +70,19 @@ class Server:
             raise
         self._local = threading.local()
 
-    def upload_all(self, bodies: list[bytes]) -> float:
-        """CPU seconds the server spent on uploading `bodies` and running their jobs."""
-        start = cpu_seconds(self.process.pid)
+    def upload_all(self, bodies: list[bytes], warmup: int) -> float:
+        """CPU seconds the server spent on uploading `bodies` and running their jobs, after
+        `warmup` uploads through the pipeline (waited for, not counted)."""
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda i: self._upload(f"t/w{i}.jpg", bodies[i % len(bodies)]),
+                          range(warmup)))
+        _finished(self.client, "ab", warmup)
+        start, ends = cpu_seconds(self.process.pid), []
         with ThreadPoolExecutor(4) as pool:
             list(pool.map(lambda i: self._upload(f"t/{i}.jpg", bodies[i]), range(len(bodies))))
-        _finished(self.client, "ab", len(bodies))
-        return cpu_seconds(self.process.pid) - start
+        _finished(self.client, "ab", warmup + len(bodies),
+                  lambda: ends.append(cpu_seconds(self.process.pid)))
+        return ends[0] - start
 
     def _upload(self, key: str, body: bytes) -> None:
         if not hasattr(self._local, "http"):
@@ -99,6 +106,8 @@ def main() -> int:
     parser.add_argument("b", help="git revision, or . for the working tree")
     parser.add_argument("--images", type=int, default=96)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--warmup", type=int, default=12,
+                        help="uploads through each server before its measured ones")
     parser.add_argument("--env-a", action="append", default=[], metavar="K=V")
     parser.add_argument("--env-b", action="append", default=[], metavar="K=V")
     args = parser.parse_args()
@@ -119,7 +128,8 @@ def main() -> int:
                     servers.append(Server(sources[i], envs[i], Path(data) / "ab"[i]))
                     running.callback(servers[-1].stop)
                 with ThreadPoolExecutor(2) as both:
-                    cpu = list(both.map(lambda server: server.upload_all(bodies), servers))
+                    cpu = list(both.map(lambda server: server.upload_all(bodies, args.warmup),
+                                    servers))
             a, b = (1000 * cpu[order.index(i)] / len(bodies) for i in (0, 1))
             ratios.append(b / a)
             print(f"round {round_ + 1}: server CPU an image A {a:.1f} ms, B {b:.1f} ms, "
