@@ -180,14 +180,19 @@ def jobs_retry(job_id: str) -> None:
 @jobs_app.command("cancel")
 def jobs_cancel(job_id: str) -> None:
     """Cancel a queued or running job."""
-    from darkroom.cli import _settings
-    from darkroom.pipelines import admin
+    from darkroom.cli import _settings, console
+    from darkroom.pipelines import admin, sweep
     from darkroom.pipelines.queue import JobQueue
     from darkroom.storage import open_storage
 
-    storage = open_storage(_settings())
-    _body, workflow = _catalog(lambda s: admin.cancel_job(s, job_id, storage.blocking.delete))
-    queue = JobQueue(_settings().database_url)  # told once the row says cancelled
+    _body, workflow, left = _catalog(lambda s: admin.cancel_job(s, job_id))
+    settings = _settings()
+    try:  # the row says cancelled: what it left goes, then DBOS is told
+        sweep.remove(left, open_storage(settings).blocking.delete, job_id)
+    except DarkroomError as error:
+        console.print(f"{job_id} cancelled; its leftover renditions were not deleted: "
+                      f"{error.code}: {error.message}", style="yellow", markup=False)
+    queue = JobQueue(settings.database_url)
     try:
         queue.cancel(workflow)
     finally:

@@ -122,6 +122,17 @@ async def test_delete(storage: Storage) -> None:
     assert await keys(storage) == set()
 
 
+async def test_exists_asks_without_reading(storage: Storage) -> None:
+    assert storage.blocking.exists("e/k") is False
+    await storage.put("e/k", b"1")
+    assert storage.blocking.exists("e/k") is True
+    assert storage.blocking.exists("e") is False  # a prefix (a folder, locally) is no object
+    await storage.delete("e/k")
+    assert storage.blocking.exists("e/k") is False
+    with pytest.raises(BadRequest):
+        storage.blocking.exists("../escape")
+
+
 async def test_list_and_prefix(storage: Storage) -> None:
     for key in ["a/1", "a/2", "a/b/3", "ab/4", "b"]:
         await storage.put(key, key.encode())

@@ -52,6 +52,20 @@ def flaky(ctx, params: FlakyParams) -> dict:
     return {"attempt": ATTEMPTS[(ctx.job_id, ctx.step)], "caught": ctx.error}
 
 
+GATE = threading.Event()  # the `gate` kind's steps wait for it
+
+
+class GateParams(BaseModel):
+    pass
+
+
+@register("gate", GateParams)
+def gate(ctx, params: GateParams) -> dict:
+    """Holds its worker's run slot until the test opens the gate."""
+    assert GATE.wait(60)
+    return {}
+
+
 @pytest.fixture
 def client(tmp_path: Path):
     settings = Settings(data_dir=tmp_path / "data", allow_unsigned=True, access_log=False,
@@ -358,26 +372,66 @@ def test_a_queued_job_cancelled_leaves_no_rendition_behind(tmp_path: Path):
 def test_a_failed_run_deletes_its_head_start_and_a_retry_makes_it_again(client, monkeypatch):
     from darkroom.pipelines import prerender
 
-    def failing(real):
+    seen: list[list[str]] = []  # what was stored when the step's render of `u` failed
+
+    def failing(real, step: bool):
         def render(plan, *args, **kwargs):
             if plan.output.format == "png":  # `u`; `t` is the upload's head start
+                if step:
+                    seen.append(_stored_renditions(client))
                 raise DarkroomError("planned failure", "corrupt_image")
             return real(plan, *args, **kwargs)
         return render
 
-    monkeypatch.setattr(steps, "render", failing(steps.render))
-    monkeypatch.setattr(prerender, "render", failing(prerender.render))
+    monkeypatch.setattr(steps, "render", failing(steps.render, True))
+    monkeypatch.setattr(prerender, "render", failing(prerender.render, False))
     _pipeline(client, SIZES)
     job = _finished(client, _upload(client)["jobs"][0]["id"])
     assert job["status"] == "failed" and _steps(job)["sizes"]["error"].startswith(
         "corrupt_image: ")
-    assert _stored_renditions(client) == []  # the head start went with the failure
+    assert len(seen) == 1 and len(seen[0]) == 1  # the head start was there
+    assert _stored_renditions(client) == []  # ... and went with the failure
     monkeypatch.undo()
     assert client.post(f"/v1/jobs/{job['id']}/retry").status_code == 202
     assert _finished(client, job["id"])["status"] == "succeeded"
     image = client.get(f"/v1/images/{job['image_id']}").json()
     assert sorted(r["name"] for r in image["renditions"]) == ["t", "u"]
     assert len(_stored_renditions(client)) == 2
+
+
+def test_a_job_cancelled_while_queued_then_retried_writes_its_head_start_again(tmp_path,
+                                                                               request):
+    """The worker keeps an upload's head start in memory for its job, as stored; once a
+    cancel deleted it, the retried run finds it gone and writes it again rather than
+    catalogue a missing object."""
+    settings = Settings(data_dir=tmp_path / "data", allow_unsigned=True, access_log=False,
+                        pipelines={"poll_s": 0.05, "concurrency": 1})
+    GATE.clear()
+    request.addfinalizer(GATE.set)  # a failure below must not leave the worker waiting
+    with TestClient(create_app(settings)) as client:
+        client.settings = settings
+        hold = {"trigger": {"prefix": "hold/"}, "steps": [{"name": "wait", "type": "gate"}]}
+        assert client.put("/v1/pipelines/hold", json=hold).status_code == 201
+        _pipeline(client, SIZES, trigger={"prefix": "shop/"})
+        holding = _upload(client, "hold/a.jpg")["jobs"][0]["id"]  # takes the only slot
+        deadline = time.monotonic() + 30
+        while client.get(f"/v1/jobs/{holding}").json()["status"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        job_id = _upload(client)["jobs"][0]["id"]  # queued behind it, head start in memory
+        assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
+        assert _stored_renditions(client) == []
+        assert client.post(f"/v1/jobs/{job_id}/retry").status_code == 202
+        GATE.set()
+        job = _finished(client, job_id)
+        assert (job["status"], job["run"]) == ("succeeded", 2)
+        made = _steps(job)["sizes"]["output"]
+        assert made["t"]["written"] is True  # the head start, written again
+        image = client.get(f"/v1/images/{job['image_id']}").json()
+        storage = settings.storage_dir
+        assert sorted(r["name"] for r in image["renditions"]) == ["t", "u"]
+        for rendition in image["renditions"]:
+            assert (storage / rendition["key"]).stat().st_size == rendition["bytes"]
 
 
 def test_replace_reruns_the_pipeline_and_drops_the_old_renditions(client):

@@ -53,17 +53,13 @@ def _start(engine, job_id: str, run: int = 1, first: bool = True, seq: int = 0
     return store.run(engine, lambda s: s.get(JobStep, (job_id, "meta"))).attempts
 
 
-def _no_delete(key: str) -> None:
-    raise AssertionError(f"{key} deleted: the job makes no rendition")
-
-
 def test_a_cancelled_run_neither_starts_nor_finishes(engine):
     job_id = _job(engine)
-    store.run(engine, lambda s: admin.cancel_job(s, job_id, _no_delete))
+    assert store.run(engine, lambda s: admin.cancel_job(s, job_id))[2] == set()  # none made
     assert _start(engine, job_id) == store.STOPPED
     assert store.run(engine, lambda s: store.finish_run(s, job_id, 1, None)) is False
     with pytest.raises(Conflict):
-        store.run(engine, lambda s: admin.cancel_job(s, job_id, _no_delete))
+        store.run(engine, lambda s: admin.cancel_job(s, job_id))
     status = store.run(engine, lambda s: s.get(Job, job_id).status)
     assert status == "cancelled"
 
@@ -78,7 +74,7 @@ def test_a_run_finishes_once_and_a_cancel_after_it_is_refused(engine):
     assert store.run(engine, lambda s: store.finish_job(s, job_id, 1, None)) is True
     assert store.run(engine, lambda s: store.finish_job(s, job_id, 1, None)) is False
     with pytest.raises(Conflict) as refused:
-        store.run(engine, lambda s: admin.cancel_job(s, job_id, _no_delete))
+        store.run(engine, lambda s: admin.cancel_job(s, job_id))
     assert refused.value.code == "job_not_cancellable"
     kinds = store.run(engine, lambda s: sorted(s.scalars(select(OutboxEvent.type))))
     assert kinds == ["job.started", "job.succeeded"]  # each once
@@ -98,10 +94,11 @@ THUMB = parse({"name": "thumb", "steps": [{"name": "meta", "type": "metadata"}, 
     "name": "s", "type": "renditions", "params": {"renditions": {"t": "w=50"}}}]})
 
 
-def test_a_stopped_job_deletes_the_renditions_no_catalogue_or_live_job_holds(engine):
-    """A job cancelled (or failed) deletes the renditions of its version that it would
-    have catalogued (an upload's head start, what a killed worker wrote), but not those
-    another live job of the image makes too (its to catalogue), nor catalogued ones."""
+def test_a_stopped_job_leaves_behind_what_no_catalogue_or_live_job_holds(engine):
+    """A job cancelled (or failed) names, to delete, the renditions of its version that it
+    would have catalogued (an upload's head start, what a killed worker wrote), but not
+    those another live job of the image makes too (its to catalogue), nor catalogued
+    ones."""
     path = CORPUS / PHOTOS[0]["path"]
     facts = describe(path, Limits())
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -116,28 +113,41 @@ def test_a_stopped_job_deletes_the_renditions_no_catalogue_or_live_job_holds(eng
 
     image_id, version_id, (first, other, third) = store.run(engine, make)
     key = {name: steps.rendition_key(image_id, digest, native.parse("x", parse_qsl(q)), fmt)
-           for name, q, fmt in (("t", "w=50", facts.header.format), ("u", "w=60&fm=png", "png"))}
-    assert store.run_plain(engine, lambda c: sweep.held(
-        c, first, image_id, set(key.values()))) == set(key.values())  # by the live others
-    deleted: list[str] = []
-    store.run(engine, lambda s: admin.cancel_job(s, first, deleted.append))
-    assert deleted == []  # `t`: the two others make it; `u`: the third does
-
-    def storage_down(key: str) -> None:
-        raise StorageError(f"cannot delete {key!r}: storage down")
-
-    store.run(engine, lambda s: admin.cancel_job(s, third, storage_down))  # best effort
-    assert store.run(engine, lambda s: s.get(Job, third).status) == "cancelled"
-    assert store.run_plain(engine, lambda c: sweep.sweep(c, third, deleted.append)) == {
-        key["u"]}  # swept again later (`t` is still the live `thumb` job's)
+           for name, q, fmt in (("t", "w=50", facts.header.format),
+                                ("u", "w=60&fm=png", "png"))}
+    every = set(key.values())
+    assert store.run_plain(engine, lambda c: sweep.held(c, first, 1, image_id, every)) == every
+    # `t`: the two others make it; `u`: the third does
+    assert store.run(engine, lambda s: admin.cancel_job(s, first))[2] == set()
+    # `t` is still the live `thumb` job's
+    assert store.run(engine, lambda s: admin.cancel_job(s, third))[2] == {key["u"]}
     store.run_plain(engine, lambda c: store.add_renditions(c, [{
         "version_id": version_id, "plan_hash": "h", "name": "t", "storage_key": key["t"],
         "format": facts.header.format, "bytes": 1, "width": 1, "height": 1}]))
     assert _start(engine, other) == 1
     failed = {"error": "corrupt_image", "message": "planned", "step": "s"}
     assert store.run_plain(engine, lambda c: store.finish_run(c, other, 1, failed))
-    assert store.run_plain(engine, lambda c: sweep.sweep(c, other, deleted.append)) == set()
-    assert deleted == [key["u"]]  # `t` is catalogued now
+    assert store.run_plain(engine, lambda c: store.failed_run(c, other, 1))
+    assert store.run_plain(engine, lambda c: sweep.leftovers(c, other)) == set()  # catalogued
+    assert store.run_plain(engine, lambda c: sweep.leftovers(c, first)) == {key["u"]}
+    # retried, `first` runs again: its run 1's late attempt must leave its run 2's keys
+    store.run_plain(engine, lambda c: store.set_job(c, first, ("cancelled",), 1, run=2,
+                                                    status="queued"))
+    assert store.run_plain(engine, lambda c: sweep.held(c, first, 1, image_id, every)) == every
+    assert store.run_plain(engine, lambda c: sweep.held(c, first, 2, image_id, every)) == {
+        key["t"]}  # catalogued
+
+
+def test_leftovers_are_removed_best_effort():
+    tried: list[str] = []
+
+    def delete(key: str) -> None:
+        tried.append(key)
+        if key == "_renditions/a":
+            raise StorageError(f"cannot delete {key!r}: storage down")
+
+    assert sweep.remove({"_renditions/b", "_renditions/a"}, delete, "j") == {"_renditions/b"}
+    assert tried == ["_renditions/a", "_renditions/b"]
 
 
 def _running_with_a_rendition(engine) -> tuple[str, str, dict]:

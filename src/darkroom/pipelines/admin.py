@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
@@ -13,11 +12,10 @@ from darkroom.catalog import repository
 from darkroom.catalog.models import Job, utcnow, workflow_id
 from darkroom.catalog.pipeline_models import JobAttempt, JobStep, PipelineRow
 from darkroom.errors import BadRequest, Conflict, NotFound
-from darkroom.pipelines import store
+from darkroom.pipelines import store, sweep
 from darkroom.pipelines.context import Source
 from darkroom.pipelines.definition import Pipeline, cached
 from darkroom.pipelines.queue import JobQueue
-from darkroom.pipelines.sweep import sweep
 
 MAX_LIMIT = 100
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -173,18 +171,16 @@ def retry_job(session: Session, queue: JobQueue, job_id: str) -> dict:
     return job_summary(job)
 
 
-def cancel_job(session: Session, job_id: str, delete: Callable[[str], None]
-               ) -> tuple[dict, str]:
-    """Mark a queued or running job cancelled and delete its leftover renditions with
-    `delete` (`sweep`); its summary and workflow id to cancel."""
+def cancel_job(session: Session, job_id: str) -> tuple[dict, str, set[str]]:
+    """Mark a queued or running job cancelled; its summary, the workflow id to cancel and
+    the renditions it leaves behind (`sweep.leftovers`), to delete after the commit."""
     current = _job(session, job_id)
     job = store.set_job(session, job_id, ("queued", "running"), None, status="cancelled",
                         error="cancelled", finished_at=utcnow())
     if job is None:
         raise Conflict(f"job {job_id} is {current.status}; only queued or running jobs are "
                        "cancelled", "job_not_cancellable")
-    sweep(session, job_id, delete)
-    return job_summary(job), workflow_id(job.id, job.run)
+    return job_summary(job), workflow_id(job.id, job.run), sweep.leftovers(session, job_id)
 
 
 def _job(session: Session, job_id: str) -> Job:

@@ -25,10 +25,9 @@ from sqlalchemy import Connection
 
 from darkroom.catalog.models import utcnow
 from darkroom.errors import DarkroomError
-from darkroom.pipelines import registry, store
+from darkroom.pipelines import registry, store, sweep
 from darkroom.pipelines.context import Runtime, Source, StepContext, take_back
 from darkroom.pipelines.definition import TIMEOUT, Pipeline, Step, cached, matches
-from darkroom.pipelines.sweep import sweep
 from darkroom.server.observability import JOBS, STEPS
 
 log = structlog.get_logger("darkroom.pipelines")
@@ -197,15 +196,16 @@ def _failure(code: str, message: str) -> dict:
 
 def _finish(job_id: str, run: int, pipeline: str, error: dict | None) -> None:
     """End the run (see `store.finish_run`: also one that no attempt started, as when a
-    retried job had every step done already); a failure also deletes the job's leftover
-    renditions (`sweep`), in the same transaction."""
-    def end(db: Connection) -> bool:
+    retried job had every step done already); a failure also deletes the renditions the
+    job leaves behind (`sweep`), after the commit."""
+    def end(db: Connection) -> tuple[bool, set[str]]:
         ended = store.finish_run(db, job_id, run, error)
-        if ended and error is not None:
-            sweep(db, job_id, _rt().storage.blocking.delete)
-        return ended
+        failed = error is not None and (ended or store.failed_run(db, job_id, run))
+        return ended, sweep.leftovers(db, job_id) if failed else set()  # (a replay: again)
 
-    _finished(pipeline, job_id, run, error, store.run_plain(_rt().engine, end))
+    ended, left = store.run_plain(_rt().engine, end)
+    sweep.remove(left, _rt().storage.blocking.delete, job_id)
+    _finished(pipeline, job_id, run, error, ended)
 
 
 def _finished(pipeline: str, job_id: str, run: int, error: dict | None, ended: bool) -> None:

@@ -114,6 +114,8 @@ def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
             key = rendition_key(source.image_id, source.sha256, plan, fmt)
             made[name] = {"key": key, "format": fmt, "plan_hash": plan.recipe_hash}
             out, stored = _prerendered(runtime, key)
+            if stored and not runtime.storage.blocking.exists(key):
+                stored = False  # deleted since its upload stored it (its job stopped): again
             if stored:
                 made[name].update(_facts(out), written=False)
             elif out is not None:
@@ -149,11 +151,11 @@ def _unstore(ctx: StepContext, written: set[str]) -> None:
     them stored: they are its to catalogue); those the step only found stored are not its
     to delete."""
     if written:
-        from darkroom.pipelines.sweep import held  # (sweep reads this module's keys)
+        from darkroom.pipelines import sweep  # (which computes keys with this module)
 
         runtime = ctx.runtime
-        kept = store.run_plain(runtime.engine, lambda c: held(
-            c, ctx.job_id, ctx.source.image_id, written))
+        kept = store.run_plain(runtime.engine, lambda c: sweep.held(
+            c, ctx.job_id, ctx.run, ctx.source.image_id, written))
         for key in written - kept:
             runtime.storage.blocking.delete(key)
 

@@ -230,6 +230,12 @@ def finish_run(db: Session | Connection, job_id: str, run_number: int,
     return finish_job(db, job_id, run_number, error)
 
 
+def failed_run(db: Session | Connection, job_id: str, run_number: int) -> bool:
+    """Whether the job is failed, at run `run_number` (its last)."""
+    return db.execute(select(Job.id).where(Job.id == job_id, Job.status == "failed",
+                                           Job.run == run_number)).first() is not None
+
+
 def still_running(db: Session | Connection, job_id: str, run_number: int) -> bool:
     """Whether the run may still write (its job is running this run), holding the write
     lock of the job's row until the transaction ends, so a cancel, replace or delete

@@ -1,18 +1,26 @@
 """Renditions that a job ending without success leaves in storage, uncatalogued: an
 upload's head start that the job's first step never took, or what a worker killed in the
-middle of a step wrote. They are deleted in the transaction that stops the job (a cancel,
-or the run's failure), unless the catalog lists them or another live job of the image will
-make them: those are that job's to catalogue. The job's row is written first in that
-transaction, and the other live jobs' rows are locked, so no run can take up a rendition
-while it is being deleted (a retry, a step's end and a cancel all write those rows). On
-PostgreSQL that lock may meet a replace or another stop of the same image's jobs locking
-them in another order: the database then ends one of the two with a deadlock error, which
-the API answers as a catalog error to try again, and a run's end retries itself.
+middle of a step wrote. The transaction that stops the job (a cancel, or the run's
+failure) names them, `leftovers`: those of its rendition keys that no catalogued rendition
+holds and no live job of the image makes (another job, or a newer run of the same one:
+rendition keys are shared between pipelines with the same plan, and such a key is that
+run's to catalogue). They are deleted after the commit, so that neither a rolled-back stop
+nor a slow storage (its retries can last minutes) holds the database meanwhile. An attempt
+that does not stand deletes what it wrote by the same rule (`steps._unstore`).
+
+What is left open, between a read and its deletes: a job made live again meanwhile (a
+retry, an on-demand run) whose step finds such a rendition stored before it is deleted
+would catalogue it gone. Its run waits for the queue's next poll first (`pipelines.poll_s`,
+0.5 s by default) and reads storage before cataloguing; the deletes follow the commit
+with no wait of their own, but as slowly as storage answers. An upload's head start is
+stored just after the upload's commit: a job cancelled in that instant (its id read from
+the jobs list, before the upload answered) leaves it. A step that takes a head start from
+the worker's memory checks that it is still stored (`steps.renditions`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import SimpleNamespace
 
 import structlog
@@ -29,12 +37,37 @@ log = structlog.get_logger("darkroom.pipelines")
 LIVE = ("queued", "running")
 
 
-def sweep(db: Session | Connection, job_id: str, delete: Callable[[str], None]) -> set[str]:
-    """Delete the leftovers of job `job_id` (stopped in `db`'s transaction) with `delete`
-    (a storage's blocking delete); the keys deleted. Best effort: one that storage fails
-    to delete is logged and left (the job stops all the same)."""
+def leftovers(db: Session | Connection, job_id: str) -> set[str]:
+    """The rendition keys that job `job_id`'s steps make of its version which no catalogued
+    rendition holds and no other live job of the image makes (see the module)."""
+    job = db.execute(select(Job.image_id, Job.version, Job.run, Job.definition)
+                     .where(Job.id == job_id)).one_or_none()
+    if job is None:
+        return set()
+    mine = outputs(db, job.image_id, job.version, job.definition)
+    return mine - held(db, job_id, job.run, job.image_id, mine)
+
+
+def held(db: Session | Connection, job_id: str, run: int, image_id: str, keys: set[str]
+         ) -> set[str]:
+    """Those of `keys` that a catalogued rendition holds, or that a live job of image
+    `image_id` makes, other than run `run` of job `job_id` (a newer run of it counts)."""
+    if not keys:
+        return set()
+    others = db.execute(select(Job.version, Job.definition).where(
+        Job.image_id == image_id, Job.status.in_(LIVE),
+        (Job.id != job_id) | (Job.run != run))).all()
+    made = keys & set().union(*(outputs(db, image_id, o.version, o.definition)
+                                for o in others))
+    return made | store.catalogued(db, keys - made)
+
+
+def remove(keys: Iterable[str], delete: Callable[[str], None], job_id: str) -> set[str]:
+    """Delete `keys` with `delete` (a storage's blocking delete), after the commit that
+    named them; the keys deleted. Best effort: a key storage fails to delete is logged
+    (`leftover_not_deleted`) and left."""
     deleted = set()
-    for key in sorted(leftovers(db, job_id)):
+    for key in sorted(keys):
         try:
             delete(key)
         except DarkroomError as error:
@@ -44,31 +77,7 @@ def sweep(db: Session | Connection, job_id: str, delete: Callable[[str], None]) 
     return deleted
 
 
-def leftovers(db: Session | Connection, job_id: str) -> set[str]:
-    """The rendition keys that job `job_id`'s steps make of its version which no catalogued
-    rendition holds and no other live job of the image makes (see the module)."""
-    job = db.execute(select(Job.image_id, Job.version, Job.definition)
-                     .where(Job.id == job_id)).one_or_none()
-    if job is None:
-        return set()
-    mine = outputs(db, job.image_id, job.version, job.definition)
-    return mine - held(db, job_id, job.image_id, mine)
-
-
-def held(db: Session | Connection, job_id: str, image_id: str, keys: set[str]) -> set[str]:
-    """Those of `keys` that a catalogued rendition holds, or that a live job of image
-    `image_id` other than `job_id` makes (locking those jobs' rows)."""
-    if not keys:
-        return set()
-    others = db.execute(select(Job.version, Job.definition).where(
-        Job.image_id == image_id, Job.id != job_id, Job.status.in_(LIVE))
-        .order_by(Job.id).with_for_update()).all()
-    made = keys & set().union(*(outputs(db, image_id, o.version, o.definition)
-                                for o in others))
-    return made | store.catalogued(db, keys - made)
-
-
-def outputs(db: Session | Connection, image_id: str, version: int, definition: dict
+def outputs(db: Session | Connection, image_id: str, version: int, definition: dict | None
             ) -> set[str]:
     """Where the renditions steps of `definition` store what they make of `version` of
     image `image_id` (both formats a plan may choose, if the catalog does not know whether

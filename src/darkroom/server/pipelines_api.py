@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 
 from darkroom.catalog.service import Catalog
 from darkroom.errors import BadRequest, TooLarge
-from darkroom.pipelines import admin, registry
+from darkroom.pipelines import admin, registry, sweep
 from darkroom.pipelines.definition import parse, read_yaml
 from darkroom.pipelines.queue import JobQueue
 
@@ -104,8 +104,8 @@ def pipelines_router(catalog: Catalog, queue: JobQueue, authorize: Callable[[Req
         """Cancel a queued or running job; a step under way finishes, no further one starts,
         and the renditions it left uncatalogued are deleted."""
         authorize(request)
-        body, workflow = await catalog.transact(lambda s: admin.cancel_job(
-            s, job_id, catalog.storage.blocking.delete))
+        body, workflow, left = await catalog.transact(lambda s: admin.cancel_job(s, job_id))
+        await asyncio.to_thread(sweep.remove, left, catalog.storage.blocking.delete, job_id)
         await asyncio.to_thread(queue.cancel, workflow)
         return body
 

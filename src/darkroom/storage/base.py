@@ -43,6 +43,9 @@ class BlockingStorage(Protocol):
 
     def delete(self, key: str) -> None: ...
 
+    def exists(self, key: str) -> bool:
+        """Whether an object is stored at `key` (a metadata request, no read)."""
+
 
 class Storage(Protocol):
     """A bucket of objects. Every method validates `key` with `check_key` first;

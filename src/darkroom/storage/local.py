@@ -172,6 +172,15 @@ class LocalFiles:
                  move: bool = False) -> ObjectInfo:
         return self._write(key, _move_atomic if move else _write_atomic, Path(source))
 
+    def exists(self, key: str) -> bool:
+        path = self._storage.path_for(key)
+        try:
+            return stat.S_ISREG(os.stat(path).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError as e:
+            raise StorageError(f"cannot check {key!r}: {e.strerror or e}") from e
+
     def delete(self, key: str) -> None:
         path = self._storage.path_for(key)
         try:

@@ -179,6 +179,16 @@ class ObjectCalls:
         except _FOREIGN as e:
             raise StorageError(f"cannot delete {key!r}: {_first_line(e)}") from e
 
+    def exists(self, key: str) -> bool:
+        check_key(key)
+        try:
+            obstore.head(self._store, key)
+        except FileNotFoundError:
+            return False
+        except _FOREIGN as e:
+            raise _translate(e, key, "check") from e
+        return True
+
 
 def _attributes(content_type: str | None) -> dict | None:
     return {"Content-Type": content_type} if content_type else None
