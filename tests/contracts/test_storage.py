@@ -293,10 +293,7 @@ async def test_local_put_sweeps_only_dead_writers_temp_files_of_its_key(tmp_path
     storage = LocalStorage(tmp_path)
     storage = ThroughBlocking(storage) if blocking else storage
     await storage.put("d/k", b"done")
-    dead = _finished_pid()
-    (tmp_path / "d" / f".k.{dead}.{'1' * 32}.tmp").write_bytes(b"cut short")
-    (tmp_path / "d" / f".k.{os.getpid()}.{'2' * 32}.tmp").write_bytes(b"being written")
-    (tmp_path / "d" / f".other.{dead}.{'3' * 32}.tmp").write_bytes(b"another key's")
+    dead = _leave_temp_files(tmp_path / "d")
     await storage.put("d/k", b"again")  # no sweep unless asked
     assert len(list((tmp_path / "d").iterdir())) == 4
     await storage.put("d/k", b"swept", sweep=True)
@@ -305,6 +302,31 @@ async def test_local_put_sweeps_only_dead_writers_temp_files_of_its_key(tmp_path
     assert await storage.get("d/k") == b"swept"
     await storage.put("never/written", b"new", sweep=True)  # a new directory: nothing to do
     assert await storage.get("never/written") == b"new"
+
+
+@pytest.mark.parametrize("blocking", [False, True])
+async def test_local_delete_sweeps_dead_writers_temp_files_of_its_key(tmp_path: Path,
+                                                                      blocking: bool) -> None:
+    """A worker killed while writing a key left its temp file, and may never write the key
+    again: deleting the key takes it too, but not a live writer's nor another key's."""
+    storage = LocalStorage(tmp_path)
+    storage = ThroughBlocking(storage) if blocking else storage
+    await storage.put("d/other", b"kept")
+    dead = _leave_temp_files(tmp_path / "d")
+    await storage.delete("d/k")  # never stored: its leftovers go all the same
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == [
+        f".k.{os.getpid()}.{'2' * 32}.tmp", f".other.{dead}.{'3' * 32}.tmp", "other"]
+    await storage.delete("gone/k")  # no directory: nothing to do
+
+
+def _leave_temp_files(folder: Path) -> int:
+    """Temp files in `folder`: key `k`'s by a writer gone and by this live process, and
+    key `other`'s by the writer gone; that writer's process id."""
+    dead = _finished_pid()
+    (folder / f".k.{dead}.{'1' * 32}.tmp").write_bytes(b"cut short")
+    (folder / f".k.{os.getpid()}.{'2' * 32}.tmp").write_bytes(b"being written")
+    (folder / f".other.{dead}.{'3' * 32}.tmp").write_bytes(b"another key's")
+    return dead
 
 
 def _finished_pid() -> int:

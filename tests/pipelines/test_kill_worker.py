@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from darkroom.pipelines import admin, sweep
+from darkroom.pipelines.store import run
+
 from corpus_files import CORPUS, OK_FILES
 
 from .conftest import Deployment, log_events
@@ -119,6 +122,16 @@ def test_kill_9_mid_run_loses_and_doubles_nothing(deployment: Deployment, tmp_pa
                             "delivered_at IS NULL") == []
 
 
+def _kill_when_busy(deployment: Deployment, executor_id: str, log: Path) -> None:
+    """Start a worker and SIGKILL it as soon as it logs progress."""
+    worker = deployment.start_worker(executor_id, log)
+    deadline = time.monotonic() + 60
+    while not _busy(log, 0) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    worker.kill()
+    worker.wait()
+
+
 def _wait_delivered(deployment: Deployment, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -145,12 +158,7 @@ def test_a_dead_workers_runs_are_resumed_by_another_worker(deployment: Deploymen
         catalog.pool.close()
         catalog.close()
     first, second = tmp_path / "a.log", tmp_path / "b.log"
-    worker = deployment.start_worker("a", first)
-    deadline = time.monotonic() + 60
-    while not _busy(first, 0) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    worker.kill()
-    worker.wait()
+    _kill_when_busy(deployment, "a", first)
     deployment.start_worker("b", second)  # another executor id: DBOS alone would not help
     jobs = deployment.wait_jobs_finished(6)
     assert [j.status for j in jobs] == ["succeeded"] * 6
@@ -159,3 +167,38 @@ def test_a_dead_workers_runs_are_resumed_by_another_worker(deployment: Deploymen
     (a,) = deployment.query("SELECT recovered_at FROM workers WHERE executor_id = 'a'")
     assert a.recovered_at is not None
     assert len(deployment.query("SELECT id FROM renditions")) == 6 * len(RENDITIONS)
+
+
+def test_jobs_cancelled_after_a_kill_9_leave_no_rendition_behind(deployment: Deployment,
+                                                                 tmp_path: Path):
+    """A worker killed in the middle of its runs, then its jobs cancelled (the worker never
+    comes back): what the killed runs wrote and the uploads' head starts are deleted; what
+    the runs that ended catalogued stays, each object with its row."""
+    deployment.save_pipeline({"name": "sizes", "steps": [
+        {"name": "sizes", "type": "renditions", "params": {"renditions": RENDITIONS}}]})
+    catalog = deployment.open_catalog()
+    log = tmp_path / "worker.log"
+    try:
+        for n in range(6):
+            deployment.upload(catalog, CORPUS / PHOTOS[n % len(PHOTOS)]["path"], f"c{n}.jpg")
+        _kill_when_busy(deployment, "c", log)
+        storage = deployment.data_dir / "storage"
+        before = {str(p.relative_to(storage)) for p in (storage / "_renditions").rglob("*.*")}
+        catalogued = {r.storage_key for r in deployment.query(
+            "SELECT storage_key FROM renditions")}
+        assert before - catalogued  # left behind: head starts, what the killed runs wrote
+        unfinished = [j.id for j in deployment.query(
+            "SELECT id FROM jobs WHERE status IN ('queued', 'running')")]
+        assert unfinished
+        for job_id in unfinished:  # as `POST /v1/jobs/{id}/cancel` does
+            _body, _workflow, left = run(catalog.engine, lambda s: admin.cancel_job(s, job_id))
+            sweep.remove(left, catalog.storage.blocking.delete, job_id)
+    finally:
+        catalog.pool.close()
+        catalog.close()
+    rows = deployment.query("SELECT storage_key, bytes FROM renditions")
+    for row in rows:
+        assert (storage / row.storage_key).stat().st_size == row.bytes
+    after = {str(p.relative_to(storage)) for p in (storage / "_renditions").rglob("*")
+             if p.is_file()}
+    assert after == {r.storage_key for r in rows}  # no orphan, no temp file

@@ -182,9 +182,12 @@ class LocalFiles:
             raise StorageError(f"cannot check {key!r}: {e.strerror or e}") from e
 
     def delete(self, key: str) -> None:
+        """Delete `key`, and the temp files of it that writers now gone left (a worker
+        killed while writing it: nobody may write the key again to sweep them)."""
         path = self._storage.path_for(key)
         try:
             path.unlink(missing_ok=True)
+            _sweep(path)
         except (NotADirectoryError, IsADirectoryError):
             return  # no object there
         except OSError as e:
