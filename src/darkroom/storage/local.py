@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import functools
 import os
@@ -187,11 +188,12 @@ class LocalFiles:
         path = self._storage.path_for(key)
         try:
             path.unlink(missing_ok=True)
-            _sweep(path)
         except (NotADirectoryError, IsADirectoryError):
             return  # no object there
         except OSError as e:
             raise StorageError(f"cannot delete {key!r}: {e.strerror or e}") from e
+        with contextlib.suppress(OSError):  # the object is gone: its temp files, if they can
+            _sweep(path)
 
     def _write(self, key: str, write, *args) -> ObjectInfo:
         # a link at `key` itself is replaced, never followed: only its directory is checked
