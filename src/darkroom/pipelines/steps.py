@@ -156,8 +156,7 @@ def _unstore(ctx: StepContext, written: set[str]) -> None:
         runtime = ctx.runtime
         kept = store.run_plain(runtime.engine, lambda c: sweep.held(
             c, ctx.job_id, ctx.run, ctx.source.image_id, written))
-        for key in written - kept:
-            runtime.storage.blocking.delete(key)
+        sweep.remove(written - kept, runtime.storage.blocking.delete, ctx.job_id)
 
 
 def rendition_format(plan: EditPlan, shape: Shape) -> str:
