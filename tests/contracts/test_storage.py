@@ -319,6 +319,37 @@ async def test_local_delete_sweeps_dead_writers_temp_files_of_its_key(tmp_path: 
     await storage.delete("gone/k")  # no directory: nothing to do
 
 
+@pytest.mark.parametrize("blocking", [False, True])
+async def test_local_delete_removes_folders_left_empty(tmp_path: Path, blocking: bool) -> None:
+    """As on S3, a folder lasts while it holds objects: deleting the last one removes its
+    folders up to the root (with what dead writers left there), and stops at a folder
+    that holds an object or a live writer's temp file. A write makes them again."""
+    storage = LocalStorage(tmp_path)
+    storage = ThroughBlocking(storage) if blocking else storage
+    for key in ("a/b/c/k", "a/b/c/other", "a/kept", "live/k", "solo/k"):
+        await storage.put(key, b"x")
+    _leave_temp_files(tmp_path / "a" / "b" / "c")
+    (tmp_path / "live" / f".j.{os.getpid()}.{'4' * 32}.tmp").write_bytes(b"being written")
+    await storage.delete("a/b/c/k")
+    assert sorted(p.name for p in (tmp_path / "a" / "b" / "c").iterdir()) == [
+        f".k.{os.getpid()}.{'2' * 32}.tmp", f".other.{_pid_in(tmp_path)}.{'3' * 32}.tmp",
+        "other"]
+    (tmp_path / "a" / "b" / "c" / f".k.{os.getpid()}.{'2' * 32}.tmp").unlink()
+    await storage.delete("a/b/c/other")  # only a dead writer's temp file is left there
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "live", "solo"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["kept"]
+    await storage.delete("live/k")
+    await storage.delete("solo/k")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "live"]
+    await storage.put("a/b/c/k", b"again")
+    assert await keys(storage) == {"a/b/c/k", "a/kept"}
+
+
+def _pid_in(root: Path) -> int:
+    """The dead writer's process id in the temp files `_leave_temp_files` left."""
+    return int(next(root.rglob(".other.*.tmp")).name.split(".")[2])
+
+
 def _leave_temp_files(folder: Path) -> int:
     """Temp files in `folder`: key `k`'s by a writer gone and by this live process, and
     key `other`'s by the writer gone; that writer's process id."""

@@ -454,6 +454,7 @@ def test_replace_reruns_the_pipeline_and_drops_the_old_renditions(client):
     assert [r["key"] for r in detail["renditions"]] == [new_key]
     client.delete(f"/v1/images/{image['id']}")
     assert not (storage / new_key).exists()
+    assert not (storage / "_renditions").exists()  # no empty folder left either
     assert client.get(f"/v1/jobs/{new_job['id']}").status_code == 404
 
 

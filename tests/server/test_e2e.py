@@ -251,6 +251,35 @@ def test_killed_worker_is_replaced(server):
     assert sorted(split.values()) == [4, 4] and newcomer in split
 
 
+def test_an_upload_cut_short_by_kill_9_leaves_no_staged_file(server, tmp_path):
+    """A worker killed mid-upload never removes its staged file: the worker that replaces
+    it does, at its start, and leaves a live worker's staged uploads alone."""
+    staged = tmp_path / "data" / "tmp"
+    uploads = []
+    for _ in range(2):  # one per worker: new connections take turns
+        connection = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        connection.sendall(b"POST /v1/images?key=cut.jpg HTTP/1.1\r\nHost: x\r\n"
+                           b"Content-Type: image/jpeg\r\nContent-Length: 4000000\r\n\r\n"
+                           + b"\xff" * 300_000)
+        uploads.append(connection)
+    parts = wait_for(lambda: len(found := sorted(staged.glob("upload-*.part"))) == 2
+                     and all(p.stat().st_size > 0 for p in found) and found,
+                     "both uploads staged")
+    owners = {int(p.name.split("-")[-2]): p for p in parts}
+    assert set(owners) == set(server.workers())
+    victim, survivor = sorted(owners)
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: not owners[victim].exists(), "the dead worker's staged upload to go")
+    swept = wait_for(lambda: next((r for r in server.logs()
+                                   if r.get("event") == "staged_uploads_swept"), None),
+                     "the staged_uploads_swept log line")
+    assert swept["count"] == 1 and swept["pid"] not in (victim, survivor)
+    assert owners[survivor].exists()  # still being received
+    for connection in uploads:
+        connection.close()
+    wait_for(lambda: not owners[survivor].exists(), "the live upload's own cleanup")
+
+
 def test_sigterm_stops_every_process(server):
     # The supervisor's children: two workers and multiprocessing's resource tracker.
     family = children(server.process.pid)

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
+import subprocess
 
 import pytest
 
 from darkroom.catalog import repository
 from darkroom.errors import CatalogError
 from darkroom.server.renderer import cache_folder
+from darkroom.server.uploads import sweep_parts
 
 from catalog.databases import count_rows, database_url, pg_url, rows  # noqa: F401
 from .helpers import (
@@ -230,6 +234,24 @@ def test_bad_upload_requests(client):
     assert_error(client.post("/v1/images", params={"tags": "bad tag!"}, content=b"x",
                              headers={"content-type": "image/jpeg"}), 400, "bad_tag")
     assert files_under(client.settings.data_dir / "tmp") == []
+
+
+def test_staged_uploads_of_processes_gone_are_swept(tmp_path):
+    """Only this host's processes that are gone: not a live one's, not another host's
+    (their process ids mean nothing here), not other files."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    host, hexa = socket.gethostname(), "0123456789abcdef" * 2
+    names = {"dead": f"upload-{host}-{gone.pid}-{hexa}.part",
+             "live": f"upload-{host}-{os.getpid()}-{hexa}.part",
+             "other host": f"upload-{host}x-{gone.pid}-{hexa}.part",
+             "not a part": f"upload-{host}-{gone.pid}-{hexa}.parts", "other": "notes.txt"}
+    for name in names.values():
+        (tmp_path / name).write_bytes(b"partial")
+    assert sweep_parts(tmp_path) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        n for what, n in names.items() if what != "dead")
+    assert sweep_parts(tmp_path / "missing") == 0
 
 
 def test_multipart_without_a_file_part(client):

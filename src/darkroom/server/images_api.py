@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
+import structlog
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
@@ -16,7 +17,7 @@ from darkroom.catalog.repository import MAX_LIMIT, ImageQuery
 from darkroom.catalog.service import Catalog
 from darkroom.engine.formats import MIME
 from darkroom.errors import BadRequest
-from darkroom.server.uploads import receive_upload
+from darkroom.server.uploads import receive_upload, sweep_parts
 from darkroom.storage import check_key
 
 UPLOAD_DOC = """Upload an image. Send the bytes as the body (`Content-Type: image/*` or
@@ -29,12 +30,16 @@ _BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
         "file": {"type": "string", "format": "binary"}, "key": {"type": "string"},
         "tags": {"type": "string"}}}}}}}
+log = structlog.get_logger("darkroom.images")
 _ID = PathParam(pattern=r"^[0-9a-f]{32}$", description="the image's id")
 
 
 def images_router(catalog: Catalog, tmp_dir: Path, max_bytes: int,
                   authorize: Callable[[Request], None]) -> APIRouter:
-    """The catalog's routes; `authorize` is the same check as every other `/v1/` route."""
+    """The catalog's routes; `authorize` is the same check as every other `/v1/` route.
+    Uploads a process killed in `tmp_dir` left are removed first."""
+    if swept := sweep_parts(tmp_dir):
+        log.info("staged_uploads_swept", count=swept, folder=str(tmp_dir))
     router = APIRouter(prefix="/v1/images", tags=["catalog"])
 
     @router.post("", status_code=201, description=UPLOAD_DOC, openapi_extra=_BODY)

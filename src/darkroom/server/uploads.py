@@ -3,12 +3,17 @@ the moment they pass the limit, never held whole in memory.
 
 Two forms: the raw image as the body (`image/*` or `application/octet-stream`), or
 `multipart/form-data` with one `file` part and optional `key` and `tags` fields.
+
+A staged file is named after the host and process that write it, so that what a process
+killed mid-upload left is found and removed when a server starts (`sweep_parts`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,11 +27,13 @@ from starlette.requests import ClientDisconnect, Request
 from darkroom.catalog.repository import parse_tags
 from darkroom.catalog.service import Staged
 from darkroom.errors import BadRequest, TooLarge
+from darkroom.storage.local import process_alive
 
 FIELDS = frozenset({"file", "key", "tags"})
 MAX_FIELD_BYTES = 4096
 MAX_PARTS = 8
 FORM_OVERHEAD = 64 * 1024  # multipart headers and small fields beyond the file itself
+_PART = re.compile(r"^upload-(?P<host>.+)-(?P<pid>[0-9]+)-[0-9a-f]{32}\.part$")
 
 
 @dataclass
@@ -44,7 +51,8 @@ class _Sink:
     def __init__(self, directory: Path, max_bytes: int) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         # the mode of any new file (0666 less the umask): the upload is moved into storage
-        self.path = directory / f"upload-{uuid.uuid4().hex}.part"
+        self.path = directory / (f"upload-{socket.gethostname()}-{os.getpid()}-"
+                                 f"{uuid.uuid4().hex}.part")
         self.file = os.fdopen(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
                                       0o666), "wb")
         self.digest = hashlib.sha256()
@@ -61,6 +69,22 @@ class _Sink:
     def staged(self) -> Staged:
         self.file.close()
         return Staged(self.path, self.digest.hexdigest(), self.size, owned=True)
+
+
+def sweep_parts(directory: Path) -> int:
+    """Remove the staged uploads in `directory` that a process of this host now gone left
+    (killed mid-upload: its `finally` never ran); how many. Another host's are left alone."""
+    host, swept = socket.gethostname(), 0
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        part = _PART.match(name)
+        if part and part["host"] == host and not process_alive(int(part["pid"])):
+            (directory / name).unlink(missing_ok=True)
+            swept += 1
+    return swept
 
 
 @asynccontextmanager

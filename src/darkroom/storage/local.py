@@ -21,6 +21,7 @@ from darkroom.storage.base import ObjectInfo, check_key
 
 _TEMP = re.compile(r"^\..*\.[0-9a-f]{32}\.tmp$")
 _TEMP_OF_KEY = re.compile(r"([0-9]+)\.[0-9a-f]{32}\.tmp$")  # after ".{name}.": pid.uuid.tmp
+_TEMP_BY = re.compile(r"^\..+\.([0-9]+)\.[0-9a-f]{32}\.tmp$")  # any key's; group 1: pid
 _THREAD_READ_BYTES = 1024 * 1024  # bigger files are read off the event loop
 _COPY_CHUNK = 1024 * 1024
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL
@@ -118,6 +119,22 @@ class LocalStorage:
         if not (self.root.is_dir() and os.access(self.root, os.W_OK | os.X_OK)):
             raise StorageError(f"storage root {self.root} is not a writable directory")
 
+    def prune(self, folder: Path) -> None:
+        """Remove `folder` and then its parents, up to the root, while each holds nothing
+        but temp files of writers now gone (as on S3, a folder lasts while it holds
+        objects; a write makes it again). A write racing in stops it (the folder is not
+        empty); raises OSError."""
+        while str(folder).startswith(self._root + os.sep):
+            names = os.listdir(folder)
+            if not all((m := _TEMP_BY.match(n)) and not process_alive(int(m[1]))
+                       for n in names):
+                return
+            for name in names:
+                (folder / name).unlink(missing_ok=True)
+            folder.rmdir()
+            self._safe_dirs.discard(str(folder))
+            folder = folder.parent
+
     def _scan(self, start: Path, prefix: str) -> list[ObjectInfo]:
         """Regular files (no symlinks, no temp files) under `start` whose key has `prefix`."""
         found: list[ObjectInfo] = []
@@ -184,7 +201,8 @@ class LocalFiles:
 
     def delete(self, key: str) -> None:
         """Delete `key`, and the temp files of it that writers now gone left (a worker
-        killed while writing it: nobody may write the key again to sweep them)."""
+        killed while writing it: nobody may write the key again to sweep them); then its
+        folders that hold nothing else (`LocalStorage.prune`)."""
         path = self._storage.path_for(key)
         try:
             path.unlink(missing_ok=True)
@@ -192,8 +210,9 @@ class LocalFiles:
             return  # no object there
         except OSError as e:
             raise StorageError(f"cannot delete {key!r}: {e.strerror or e}") from e
-        with contextlib.suppress(OSError):  # the object is gone: its temp files, if they can
+        with contextlib.suppress(OSError):  # the object is gone: the rest, if it can
             _sweep(path)
+            self._storage.prune(path.parent)
 
     def _write(self, key: str, write, *args) -> ObjectInfo:
         # a link at `key` itself is replaced, never followed: only its directory is checked
@@ -234,12 +253,14 @@ def _write_atomic(path: Path, data: bytes | Path, sweep: bool = False) -> os.sta
 
 def _in_folder(path: Path, create: Callable[[], T]) -> T:
     """`create()` a file in `path`'s folder, making the folder first when it says the
-    folder is missing (the first object in it): no `mkdir` a write otherwise."""
-    try:
-        return create()
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return create()
+    folder is missing (the first object in it, or a delete pruned it meanwhile): no
+    `mkdir` a write otherwise."""
+    for _ in range(3):
+        try:
+            return create()
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+    return create()
 
 
 def _sweep(path: Path) -> int:
