@@ -4,6 +4,7 @@ delete; webhook steps; a step kind plugged in through the registry."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -432,6 +433,35 @@ def test_a_job_cancelled_while_queued_then_retried_writes_its_head_start_again(t
         assert sorted(r["name"] for r in image["renditions"]) == ["t", "u"]
         for rendition in image["renditions"]:
             assert (storage / rendition["key"]).stat().st_size == rendition["bytes"]
+
+
+def test_an_image_uploaded_while_a_copy_is_written_is_not_overwritten(client, monkeypatch):
+    """The copy step checks its target and writes it in one transaction: an upload of the
+    target key that arrives meanwhile waits for it and then replaces the copy, never the
+    other way round (the copy would have overwritten a catalogued image)."""
+    from darkroom.pipelines.context import Runtime
+
+    writing, uploaded, real_put = threading.Event(), threading.Event(), Runtime.put
+
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        if key.startswith("cdn/"):
+            writing.set()
+            uploaded.wait(1.0)  # an upload not held off lands in this second
+        real_put(self, key, data, content_type)
+
+    monkeypatch.setattr(Runtime, "put", put)
+    _pipeline(client, [{"name": "export", "type": "copy", "params": {"prefix": "cdn/"}}],
+              trigger={"prefix": "shop/"})
+    job = _upload(client)["jobs"][0]
+    assert writing.wait(30)
+    other = next(p for p in sorted((CORPUS / "photos").glob("*.jpg"))
+                 if p.name != Path(PHOTO["path"]).name).read_bytes()
+    image = client.post("/v1/images?key=cdn/shop/a.jpg", headers=RAW, content=other).json()
+    uploaded.set()
+    assert _finished(client, job["id"])["status"] == "succeeded"  # the copy came first
+    stored = client.settings.storage_dir / "cdn/shop/a.jpg"
+    assert stored.read_bytes() == other and image["sha256"] == hashlib.sha256(other).hexdigest()
+    assert client.get("/img/cdn/shop/a.jpg?w=40").status_code == 200
 
 
 def test_replace_reruns_the_pipeline_and_drops_the_old_renditions(client):

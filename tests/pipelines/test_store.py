@@ -4,6 +4,7 @@ stopped run writes no rendition and no copy, masked secrets are never saved."""
 from __future__ import annotations
 
 import hashlib
+import threading
 from urllib.parse import parse_qsl
 
 import pytest
@@ -162,8 +163,8 @@ def _running_with_a_rendition(engine) -> tuple[str, str, dict]:
 
 def test_a_stopped_run_may_not_catalogue_renditions_or_write_copies(engine):
     job_id, image_id, row = _running_with_a_rendition(engine)
-    assert store.run(engine, lambda s: store.may_write_copy(s, job_id, 1, "cdn/a.jpg"))
-    assert not store.run(engine, lambda s: store.may_write_copy(s, job_id, 1, "a.jpg"))
+    assert store.run(engine, lambda s: store.claim_copy(s, job_id, 1, "cdn/a.jpg"))
+    assert not store.run(engine, lambda s: store.claim_copy(s, job_id, 1, "a.jpg"))
     assert _end(engine, job_id, 0, {"ok": True, "output": {}}, writes=[
         lambda c: store.add_renditions(c, [row])])[0]["ok"]
     assert _start(engine, job_id, first=False, seq=1) == 2
@@ -174,7 +175,44 @@ def test_a_stopped_run_may_not_catalogue_renditions_or_write_copies(engine):
     assert (refused["ok"], refused["error"]) == (False, "image_gone")
     assert store.run_plain(engine, lambda c: store.catalogued(c, {
         "_renditions/x", "_renditions/y"})) == {"_renditions/x"}  # a stopped step keeps it
-    assert not store.run(engine, lambda s: store.may_write_copy(s, job_id, 1, "cdn/a.jpg"))
+    assert not store.run(engine, lambda s: store.claim_copy(s, job_id, 1, "cdn/a.jpg"))
+
+
+@pytest.mark.parametrize("first", ["copy", "upload"])
+def test_a_copy_and_an_upload_of_its_key_never_interleave(engine, first):
+    """A copy's check holds its key until its transaction (which writes the copy) ends,
+    and an upload's claim holds it too: whichever comes second waits, so a copy never
+    lands over an image uploaded after its check, and refuses one uploaded before."""
+    job_id, _, _ = _running_with_a_rendition(engine)
+    inside, release, done = threading.Event(), threading.Event(), []
+
+    def copy(session) -> None:
+        allowed = store.claim_copy(session, job_id, 1, "cdn/a.jpg")
+        inside.set()
+        assert first == "upload" or release.wait(30)
+        done.append(("copy", allowed))
+
+    def upload(session) -> None:
+        repository.claim_new(session.connection(), "cdn/a.jpg", [])
+        inside.set()
+        assert first == "copy" or release.wait(30)
+        done.append(("upload", True))
+
+    works = {"copy": copy, "upload": upload}
+    second = "upload" if first == "copy" else "copy"
+    threads = [threading.Thread(target=store.run, args=(engine, works[name]))
+               for name in (first, second)]
+    threads[0].start()
+    assert inside.wait(30)
+    inside.clear()
+    threads[1].start()
+    threads[1].join(0.5)
+    assert threads[1].is_alive() and not inside.is_set()  # held off by the first
+    release.set()
+    for thread in threads:
+        thread.join(30)
+    assert done == ([("copy", True), ("upload", True)] if first == "copy"
+                    else [("upload", True), ("copy", False)])
 
 
 def test_an_attempt_whose_writes_are_refused_ends_as_image_gone(engine):

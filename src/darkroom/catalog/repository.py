@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, bindparam, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -34,6 +35,7 @@ _IMAGES = Image.__table__
 _INSERT_IMAGE, _INSERT_TAG = insert(_IMAGES), insert(ImageTag.__table__)
 _INSERT_EVENT = insert(OutboxEvent.__table__)
 _INSERT_VERSION = insert(ImageVersion.__table__).returning(ImageVersion.__table__.c.id)
+_LOCK_KEY = text("SELECT pg_advisory_xact_lock(:lock)")
 _SET_CURRENT = update(_IMAGES).where(_IMAGES.c.id == bindparam("_id")).values(
     version=bindparam("_number"), status="ready", updated_at=bindparam("_now"))
 
@@ -63,11 +65,24 @@ def parse_tags(values: list[str]) -> list[str]:
     return tags
 
 
+def lock_key(db: Session | Connection, key: str) -> None:
+    """Hold `key` until the transaction ends against any other transaction that writes
+    its object and locks it too (an upload, a pipeline's copy), so that the two never
+    interleave. On PostgreSQL, an advisory lock on the key's hash; SQLite has one write
+    lock that writing transactions take in turn, so there the caller only has to have
+    written already."""
+    bind = db.get_bind() if isinstance(db, Session) else db
+    if bind.dialect.name == "postgresql":
+        lock = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+        db.execute(_LOCK_KEY, {"lock": lock})
+
+
 def claim_new(db: Session | Connection, key: str, tags: list[str]) -> Image:
     """Insert the image row for `key`; Conflict(image_exists) if the key is catalogued.
 
-    The insert is the transaction's first statement, so a concurrent upload of the same
-    key waits for this one to end and then fails on the unique key (no stale read). An
+    The key's lock (`lock_key`) and the insert are the transaction's first statements, so
+    a concurrent upload of the same key waits for this one to end and then fails on the
+    unique key (no stale read), and a copy to the key comes wholly before or after. An
     upload's rows are written by plain INSERTs, the returned entities are not the
     session's: building the ORM's flush costs more than running it (uploads are hot).
     The row names version 1 current already: the upload adds it (`add_version(first=True)`)
@@ -75,6 +90,7 @@ def claim_new(db: Session | Connection, key: str, tags: list[str]) -> Image:
     now = utcnow()
     values = {"id": new_id(), "key": key, "status": "ready", "version": 1,
               "created_at": now, "updated_at": now}
+    lock_key(db, key)
     try:
         db.execute(_INSERT_IMAGE, values)
     except IntegrityError:

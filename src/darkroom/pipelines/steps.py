@@ -255,12 +255,15 @@ def copy(ctx: StepContext, params: CopyParams) -> dict:
                     copies[name] = (key, made["format"], made["key"])
     data = ctx.read_source()
     for name, (key, fmt, origin) in copies.items():
-        if not store.run(ctx.runtime.engine, lambda s: store.may_write_copy(
-                s, ctx.job_id, ctx.run, key)):
-            raise Conflict(f"{key!r} is a catalogued image, or the job stopped: not "
-                           "overwritten", "copy_refused")
         body = data if origin is None else ctx.runtime.storage.blocking.get(origin)
-        ctx.runtime.put(key, body, MIME[fmt])
+
+        def write(session) -> None:  # checked and written in one transaction
+            if not store.claim_copy(session, ctx.job_id, ctx.run, key):
+                raise Conflict(f"{key!r} is a catalogued image, or the job stopped: not "
+                               "overwritten", "copy_refused")
+            ctx.runtime.put(key, body, MIME[fmt])
+
+        store.run(ctx.runtime.engine, write)
     return {name: key for name, (key, _fmt, _origin) in copies.items()}
 
 

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, Row, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
+from darkroom.catalog import repository
 from darkroom.catalog.models import Image, ImageVersion, Job, OutboxEvent, Rendition, utcnow
 from darkroom.catalog.pipeline_models import JobStep
 from darkroom.errors import NotFound
@@ -297,10 +298,14 @@ def catalogued(db: Session | Connection, keys: set[str]) -> set[str]:
     return set(db.scalars(sql.CATALOGUED, {"_keys": sorted(keys)}))
 
 
-def may_write_copy(session: Session, job_id: str, run_number: int, key: str) -> bool:
-    """Whether a copy may be written at `key`: the run goes on, and no image is there."""
-    return (still_running(session, job_id, run_number)
-            and session.scalars(select(Image.id).where(Image.key == key)).first() is None)
+def claim_copy(session: Session, job_id: str, run_number: int, key: str) -> bool:
+    """Whether a copy may be written at `key` in this transaction: the run goes on (its
+    job's row is held) and no image is there (the key is held, `repository.lock_key`), so
+    that neither a stop nor an upload of the key comes between this answer and the write."""
+    if not still_running(session, job_id, run_number):
+        return False
+    repository.lock_key(session, key)
+    return session.scalars(select(Image.id).where(Image.key == key)).first() is None
 
 
 def add_event_once(db: Session | Connection, kind: str, subject: str, payload: dict,
