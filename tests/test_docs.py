@@ -34,7 +34,7 @@ def test_every_error_code_is_in_the_readme():
 
 
 def test_every_setting_is_in_the_readme():
-    groups = {"limits", "s3", "thumbor", "sih", "events", "pipelines"}
+    groups = {"limits", "s3", "thumbor", "sih", "events", "pipelines", "retention"}
     names = [*(Settings.model_fields.keys() - groups),
              *(f"{group}.{n}" for group in groups
                for n in type(getattr(Settings(), group)).model_fields),

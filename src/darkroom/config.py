@@ -132,6 +132,20 @@ class Pipelines(BaseModel):
                                      "addresses (others must be public)")
 
 
+class Retention(BaseModel):
+    """How long the catalog keeps records that only history needs (`catalog.retention`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    events_days: float = Field(30.0, gt=0, description="outbox events delivered, given "
+                               "up on, or taken by no sink are deleted after this long")
+    workflows_days: float = Field(7.0, gt=0, description="DBOS's records of a finished run "
+                                  "are deleted after this long (its job, steps and "
+                                  "attempts stay until the image goes)")
+    interval_s: float = Field(3600.0, gt=0, description="how often each server process "
+                              "and worker looks for what is due")
+
+
 class Settings(BaseSettings):
     """Effective configuration of a darkroom process."""
 
@@ -164,6 +178,7 @@ class Settings(BaseSettings):
     sih: Sih = Sih()
     events: Events = Events()
     pipelines: Pipelines = Pipelines()
+    retention: Retention = Retention()
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = True

@@ -9,6 +9,7 @@ import json
 import threading
 import time
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qsl
 
@@ -398,6 +399,46 @@ def test_a_failed_run_deletes_its_head_start_and_a_retry_makes_it_again(client, 
     image = client.get(f"/v1/images/{job['image_id']}").json()
     assert sorted(r["name"] for r in image["renditions"]) == ["t", "u"]
     assert len(_stored_renditions(client)) == 2
+
+
+def test_retention_forgets_ended_runs_in_dbos_and_keeps_the_jobs(client, request):
+    """Once old, DBOS's records of an ended run go, those of a run under way stay, and the
+    job keeps its steps and history: a failed one can still be retried."""
+    from darkroom.catalog import retention
+    from darkroom.catalog.models import utcnow
+    from darkroom.config import Retention
+
+    GATE.clear()
+    request.addfinalizer(GATE.set)
+    _pipeline(client, [{"name": "only", "type": "flaky", "params": {"fail_times": 1,
+                                                                    "error": "corrupt_image"}}],
+              trigger={"prefix": "shop/"})
+    hold = {"trigger": {"prefix": "hold/"}, "steps": [{"name": "wait", "type": "gate"}]}
+    assert client.put("/v1/pipelines/hold", json=hold).status_code == 201
+    bad = _finished(client, _upload(client)["jobs"][0]["id"])
+    holding = _upload(client, "hold/a.jpg")["jobs"][0]["id"]
+    deadline = time.monotonic() + 30
+    while client.get(f"/v1/jobs/{holding}").json()["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    queue = JobQueue(client.settings.database_url)
+    engine = make_engine(client.settings.database_url)
+    try:
+        later = utcnow() + timedelta(days=2)
+        done = retention.purge(engine, queue, Retention(workflows_days=1), now=later)
+        assert (bad["status"], done["workflows"]) == ("failed", 1)
+        assert queue.ended(later, 10) == []
+        assert [w.workflow_id for w in queue._client.list_workflows()] == [f"{holding}.1"]
+    finally:
+        queue.close()
+        engine.dispose()
+    assert client.post(f"/v1/jobs/{bad['id']}/retry").status_code == 202
+    job = _finished(client, bad["id"])
+    assert (job["status"], job["run"]) == ("succeeded", 2)
+    assert [(h["step"], h["status"]) for h in job["history"]] == [
+        ("only", "failed"), ("only", "succeeded")]
+    GATE.set()
+    assert _finished(client, holding)["status"] == "succeeded"
 
 
 def test_a_job_cancelled_while_queued_then_retried_writes_its_head_start_again(tmp_path,

@@ -8,6 +8,8 @@ a worker, in this process or another, dequeues it. The DBOS tables live in the s
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import structlog
 from dbos import DBOS, DBOSClient
 from pydantic import ValidationError
@@ -35,6 +37,7 @@ QUEUE = "darkroom-pipelines"
 # attempts are checkpointed in `job_attempts`, not as DBOS steps).
 APP_VERSION = "darkroom-pipelines-3"
 WORKFLOW_NAME = "darkroom.pipeline"
+ENDED = ["SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"]  # DBOS's states
 # the definitions as stored text: a definition read before is known by it, unparsed
 _PIPELINES = select(PipelineRow.name, cast(PipelineRow.definition, Text).label("text")
                     ).order_by(PipelineRow.name)
@@ -102,6 +105,16 @@ class JobQueue:
 
     def steps(self, workflow_id: str) -> list[dict]:
         return self._client.list_workflow_steps(workflow_id)
+
+    def ended(self, before: datetime, limit: int) -> list[str]:
+        """Up to `limit` ids of job workflows that started before `before` and ended."""
+        return [w.workflow_id for w in self._client.list_workflows(
+            name=WORKFLOW_NAME, status=ENDED, end_time=before.isoformat(), limit=limit,
+            load_input=False, load_output=False)]
+
+    def forget(self, workflow_ids: list[str]) -> None:
+        """Delete DBOS's records of these workflows (`catalog.retention`)."""
+        self._client.delete_workflows(workflow_ids)
 
     def close(self) -> None:
         self._client.destroy()

@@ -21,6 +21,7 @@ from dbos import DBOS
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
+from darkroom.catalog import retention
 from darkroom.catalog.db import make_engine
 from darkroom.catalog.models import utcnow
 from darkroom.catalog.pipeline_models import Worker as WorkerRow
@@ -32,7 +33,7 @@ from darkroom.pipelines import admin, runner
 from darkroom.pipelines.definition import load_yaml
 from darkroom.pipelines.store import run
 from darkroom.pipelines.context import Runtime
-from darkroom.pipelines.queue import APP_VERSION, QUEUE, dbos_url, system_engine
+from darkroom.pipelines.queue import APP_VERSION, QUEUE, JobQueue, dbos_url, system_engine
 from darkroom.storage.local import process_alive
 
 log = structlog.get_logger("darkroom.pipelines")
@@ -50,7 +51,7 @@ class Worker:
     def __init__(self, settings: Settings, executor_id: str, engine: Engine | None = None,
                  dispatch: bool = False) -> None:
         self.settings = settings
-        self.dispatch = dispatch  # also deliver the outbox's events (a worker on its own)
+        self.dispatch = dispatch  # also deliver the outbox and purge (a worker on its own)
         self.config = settings.pipelines
         self.executor_id = executor_id
         self.engine = engine or make_engine(settings.database_url)
@@ -107,9 +108,18 @@ class Worker:
         log.info("pipeline_worker_stopped", executor=self.executor_id)
 
     async def _dispatch_until_stopped(self) -> None:
-        async with dispatching(self.engine, self.settings.events):
-            while not self._stop.is_set():
-                await asyncio.sleep(0.2)
+        """Deliver the outbox and purge what is due (`catalog.retention`) until stopped."""
+        queue, stop = JobQueue(self.settings.database_url), asyncio.Event()
+        purging = asyncio.create_task(retention.keep_purging(
+            self.engine, queue, self.settings.retention, stop))
+        try:
+            async with dispatching(self.engine, self.settings.events):
+                while not self._stop.is_set():
+                    await asyncio.sleep(0.2)
+        finally:
+            stop.set()
+            await purging
+            queue.close()
 
     def _beating(self) -> None:
         while not self._stop.wait(self.config.heartbeat_s):

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from darkroom.cache import ResultCache
+from darkroom.catalog import retention
 from darkroom.catalog.db import make_engine
 from darkroom.catalog.service import Catalog
 from darkroom.config import Settings
@@ -103,11 +104,16 @@ def create_app(settings: Settings | None = None, index: int = 0) -> ASGIApp:
     @asynccontextmanager
     async def lifespan(_app):
         watcher = asyncio.create_task(watch_for_pipelines())
+        stop = asyncio.Event()
+        purging = asyncio.create_task(retention.keep_purging(engine, jobs, settings.retention,
+                                                             stop))
         try:
             async with dispatching(engine, settings.events):
                 yield
         finally:
             watcher.cancel()
+            stop.set()
+            await purging
             await asyncio.to_thread(workers.stop)
             pool.close()
             catalog.close()
