@@ -16,6 +16,7 @@ from obstore.exceptions import GenericError
 from darkroom.config import S3, Settings
 from darkroom.errors import BadRequest, DarkroomError, NotFound, StorageError
 from darkroom.storage import LocalStorage, ObjectStorage, Storage, open_storage
+from darkroom.storage import local
 from darkroom.storage import object as object_module
 
 pytestmark = pytest.mark.anyio
@@ -29,7 +30,9 @@ SHORT_RETRY = {
         "base": 2,
     },
 }
-BAD_KEYS = ["../x", "/abs", "a//b", "a/./b", "a\\b", "\x00", "", "k" * 1025, "a/", "a/.."]
+BAD_KEYS = ["../x", "/abs", "a//b", "a/./b", "a\\b", "\x00", "", "k" * 1025, "a/", "a/..",
+            # named as local storage's writes under way, which a delete may sweep
+            f"d/.x.4194305.{'0' * 32}.tmp", f".x.{'9' * 25}.{'a' * 32}.tmp/k"]
 
 
 @pytest.fixture(params=["local", "s3", "local-blocking", "s3-blocking"])
@@ -322,32 +325,58 @@ async def test_local_delete_sweeps_dead_writers_temp_files_of_its_key(tmp_path: 
 @pytest.mark.parametrize("blocking", [False, True])
 async def test_local_delete_removes_folders_left_empty(tmp_path: Path, blocking: bool) -> None:
     """As on S3, a folder lasts while it holds objects: deleting the last one removes its
-    folders up to the root (with what dead writers left there), and stops at a folder
-    that holds an object or a live writer's temp file. A write makes them again."""
+    folders up to the root, with the temp files that writers now gone left there long
+    ago; it stops at a folder that holds an object, a live writer's temp file, or a
+    recent one (its writer may be in another container or on another host). A write
+    makes the folders again."""
     storage = LocalStorage(tmp_path)
     storage = ThroughBlocking(storage) if blocking else storage
-    for key in ("a/b/c/k", "a/b/c/other", "a/kept", "live/k", "solo/k"):
+    for key in ("a/b/c/k", "a/b/c/other", "a/kept", "live/k", "recent/k", "solo/k"):
         await storage.put(key, b"x")
-    _leave_temp_files(tmp_path / "a" / "b" / "c")
+    dead = _leave_temp_files(tmp_path / "a" / "b" / "c")
+    left = tmp_path / "a" / "b" / "c" / f".never.{dead}.{'6' * 32}.tmp"  # no such object
+    left.write_bytes(b"cut short")
     (tmp_path / "live" / f".j.{os.getpid()}.{'4' * 32}.tmp").write_bytes(b"being written")
+    (tmp_path / "recent" / f".j.{dead}.{'5' * 32}.tmp").write_bytes(b"elsewhere?")
     await storage.delete("a/b/c/k")
-    assert sorted(p.name for p in (tmp_path / "a" / "b" / "c").iterdir()) == [
-        f".k.{os.getpid()}.{'2' * 32}.tmp", f".other.{_pid_in(tmp_path)}.{'3' * 32}.tmp",
+    assert sorted(p.name for p in left.parent.iterdir()) == [
+        f".k.{os.getpid()}.{'2' * 32}.tmp", left.name, f".other.{dead}.{'3' * 32}.tmp",
         "other"]
-    (tmp_path / "a" / "b" / "c" / f".k.{os.getpid()}.{'2' * 32}.tmp").unlink()
-    await storage.delete("a/b/c/other")  # only a dead writer's temp file is left there
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "live", "solo"]
+    (left.parent / f".k.{os.getpid()}.{'2' * 32}.tmp").unlink()
+    await storage.delete("a/b/c/other")  # a dead writer's recent temp file keeps it
+    assert sorted(p.name for p in left.parent.iterdir()) == [left.name]
+    await storage.put("a/b/c/other", b"x")
+    long_ago = time.time() - 2 * local.STALE_S
+    os.utime(left, (long_ago, long_ago))
+    await storage.delete("a/b/c/other")  # now it is left over
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "live", "recent", "solo"]
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["kept"]
-    await storage.delete("live/k")
-    await storage.delete("solo/k")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "live"]
+    for key in ("live/k", "recent/k", "solo/k"):
+        await storage.delete(key)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "live", "recent"]
     await storage.put("a/b/c/k", b"again")
     assert await keys(storage) == {"a/b/c/k", "a/kept"}
 
 
-def _pid_in(root: Path) -> int:
-    """The dead writer's process id in the temp files `_leave_temp_files` left."""
-    return int(next(root.rglob(".other.*.tmp")).name.split(".")[2])
+async def test_local_writes_outlast_folders_pruned_under_them(tmp_path: Path,
+                                                              monkeypatch) -> None:
+    """A write whose folder (or a parent of it) a delete removes between its own steps
+    makes it again, as often as that happens."""
+    storage = LocalStorage(tmp_path)
+    real_makedirs, pruned = os.makedirs, []
+
+    def makedirs(path, *args, **kwargs):  # a prune after every step of the write's mkdir
+        if not pruned:  # the first time, a parent pruned between the steps of makedirs
+            pruned.append(path)
+            raise FileNotFoundError(errno.ENOENT, "pruned meanwhile", str(path))
+        real_makedirs(path, *args, **kwargs)
+        if len(pruned) < local.FOLDER_TRIES - 1:
+            pruned.append(path)
+            os.rmdir(path)
+
+    monkeypatch.setattr(local.os, "makedirs", makedirs)
+    await storage.put("a/b/k", b"landed")
+    assert await storage.get("a/b/k") == b"landed" and len(pruned) == local.FOLDER_TRIES - 1
 
 
 def _leave_temp_files(folder: Path) -> int:

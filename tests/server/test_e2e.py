@@ -251,33 +251,53 @@ def test_killed_worker_is_replaced(server):
     assert sorted(split.values()) == [4, 4] and newcomer in split
 
 
+def lock_holders() -> dict[int, int]:
+    """inode -> pid of every `flock` lock on this host (from /proc/locks)."""
+    holders = {}
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if fields[1] == "FLOCK" and fields[2] != "->":
+            holders[int(fields[5].rsplit(":", 1)[1])] = int(fields[4])
+    return holders
+
+
 def test_an_upload_cut_short_by_kill_9_leaves_no_staged_file(server, tmp_path):
     """A worker killed mid-upload never removes its staged file: the worker that replaces
-    it does, at its start, and leaves a live worker's staged uploads alone."""
-    staged = tmp_path / "data" / "tmp"
-    uploads = []
-    for _ in range(2):  # one per worker: new connections take turns
+    it does, at its start, and leaves the staged upload another worker receives alone."""
+    staged, uploads = tmp_path / "data" / "tmp", []
+
+    def receivers() -> dict[int, list[Path]]:
+        """The staged uploads with bytes in them, by the worker receiving them."""
+        held, found = lock_holders(), {}
+        for part in staged.glob("upload-*.part"):
+            if part.stat().st_size > 0 and part.stat().st_ino in held:
+                found.setdefault(held[part.stat().st_ino], []).append(part)
+        return found
+
+    while len(receivers()) < 2:  # until both workers receive one
+        assert len(uploads) < 16, "new connections never reached the second worker"
         connection = socket.create_connection(("127.0.0.1", server.port), timeout=30)
         connection.sendall(b"POST /v1/images?key=cut.jpg HTTP/1.1\r\nHost: x\r\n"
                            b"Content-Type: image/jpeg\r\nContent-Length: 4000000\r\n\r\n"
                            + b"\xff" * 300_000)
         uploads.append(connection)
-    parts = wait_for(lambda: len(found := sorted(staged.glob("upload-*.part"))) == 2
-                     and all(p.stat().st_size > 0 for p in found) and found,
-                     "both uploads staged")
-    owners = {int(p.name.split("-")[-2]): p for p in parts}
-    assert set(owners) == set(server.workers())
-    victim, survivor = sorted(owners)
+        wait_for(lambda: sum(map(len, receivers().values())) == len(uploads),
+                 "the upload staged and locked")
+    found = receivers()
+    assert set(found) == set(server.workers())
+    victim = min(found)
     os.kill(victim, signal.SIGKILL)
-    wait_for(lambda: not owners[victim].exists(), "the dead worker's staged upload to go")
+    wait_for(lambda: not any(p.exists() for p in found[victim]),
+             "the dead worker's staged uploads to go")
     swept = wait_for(lambda: next((r for r in server.logs()
                                    if r.get("event") == "staged_uploads_swept"), None),
                      "the staged_uploads_swept log line")
-    assert swept["count"] == 1 and swept["pid"] not in (victim, survivor)
-    assert owners[survivor].exists()  # still being received
+    assert swept["count"] == len(found[victim]) and swept["pid"] not in found
+    survivors = [p for pid, parts in found.items() if pid != victim for p in parts]
+    assert survivors and all(p.exists() for p in survivors)  # still being received
     for connection in uploads:
         connection.close()
-    wait_for(lambda: not owners[survivor].exists(), "the live upload's own cleanup")
+    wait_for(lambda: not any(staged.glob("upload-*")), "the live uploads' own cleanup")
 
 
 def test_sigterm_stops_every_process(server):

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import socket
 import subprocess
+import sys
 
 import pytest
 
 from darkroom.catalog import repository
 from darkroom.errors import CatalogError
 from darkroom.server.renderer import cache_folder
-from darkroom.server.uploads import sweep_parts
+from darkroom.server.staging import StagedFile, sweep_parts
 
 from catalog.databases import count_rows, database_url, pg_url, rows  # noqa: F401
 from .helpers import (
@@ -236,21 +235,31 @@ def test_bad_upload_requests(client):
     assert files_under(client.settings.data_dir / "tmp") == []
 
 
-def test_staged_uploads_of_processes_gone_are_swept(tmp_path):
-    """Only this host's processes that are gone: not a live one's, not another host's
-    (their process ids mean nothing here), not other files."""
-    gone = subprocess.Popen(["true"])
-    gone.wait()
-    host, hexa = socket.gethostname(), "0123456789abcdef" * 2
-    names = {"dead": f"upload-{host}-{gone.pid}-{hexa}.part",
-             "live": f"upload-{host}-{os.getpid()}-{hexa}.part",
-             "other host": f"upload-{host}x-{gone.pid}-{hexa}.part",
-             "not a part": f"upload-{host}-{gone.pid}-{hexa}.parts", "other": "notes.txt"}
-    for name in names.values():
-        (tmp_path / name).write_bytes(b"partial")
-    assert sweep_parts(tmp_path) == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        n for what, n in names.items() if what != "dead")
+def test_staged_uploads_nobody_holds_are_swept(tmp_path, capsys):
+    """Swept: the file of a process killed mid-upload, and one an earlier version left
+    (never locked). Kept: an upload being received (its lock held, here by this very
+    process), and anything not named as a staged upload. A file that cannot be swept is
+    logged, not raised."""
+    killed = subprocess.run([sys.executable, "-c", (
+        "import os, sys; from pathlib import Path; from darkroom.server.staging import "
+        "StagedFile; f = StagedFile(Path(sys.argv[1]), 100); f.write(b'cut'); "
+        "f.file.flush(); os.kill(os.getpid(), 9)"), str(tmp_path)])
+    assert killed.returncode == -9
+    (dead,) = tmp_path.glob("upload-*.part")
+    legacy = tmp_path / f"upload-{'0' * 32}.part"
+    legacy.write_bytes(b"partial")
+    receiving = StagedFile(tmp_path, 100)
+    receiving.write(b"arriving")
+    (tmp_path / "notes.txt").write_bytes(b"kept")
+    (tmp_path / f"upload-{'1' * 32}.new").write_bytes(b"being made")
+    (tmp_path / "upload-dir.part").mkdir()  # cannot be opened as a file
+    assert sweep_parts(tmp_path) == 2
+    assert not dead.exists() and not legacy.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([
+        receiving.path.name, "notes.txt", f"upload-{'1' * 32}.new", "upload-dir.part"])
+    assert "staged_upload_not_swept" in capsys.readouterr().out
+    receiving.discard()
+    assert not receiving.path.exists()
     assert sweep_parts(tmp_path / "missing") == 0
 
 

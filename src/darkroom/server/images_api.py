@@ -17,7 +17,8 @@ from darkroom.catalog.repository import MAX_LIMIT, ImageQuery
 from darkroom.catalog.service import Catalog
 from darkroom.engine.formats import MIME
 from darkroom.errors import BadRequest
-from darkroom.server.uploads import receive_upload, sweep_parts
+from darkroom.server.staging import sweep_parts
+from darkroom.server.uploads import receive_upload
 from darkroom.storage import check_key
 
 UPLOAD_DOC = """Upload an image. Send the bytes as the body (`Content-Type: image/*` or
@@ -37,7 +38,7 @@ _ID = PathParam(pattern=r"^[0-9a-f]{32}$", description="the image's id")
 def images_router(catalog: Catalog, tmp_dir: Path, max_bytes: int,
                   authorize: Callable[[Request], None]) -> APIRouter:
     """The catalog's routes; `authorize` is the same check as every other `/v1/` route.
-    Uploads a process killed in `tmp_dir` left are removed first."""
+    The uploads a process killed left in `tmp_dir` are removed first."""
     if swept := sweep_parts(tmp_dir):
         log.info("staged_uploads_swept", count=swept, folder=str(tmp_dir))
     router = APIRouter(prefix="/v1/images", tags=["catalog"])

@@ -3,18 +3,10 @@ the moment they pass the limit, never held whole in memory.
 
 Two forms: the raw image as the body (`image/*` or `application/octet-stream`), or
 `multipart/form-data` with one `file` part and optional `key` and `tags` fields.
-
-A staged file is named after the host and process that write it, so that what a process
-killed mid-upload left is found and removed when a server starts (`sweep_parts`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import re
-import socket
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -27,13 +19,12 @@ from starlette.requests import ClientDisconnect, Request
 from darkroom.catalog.repository import parse_tags
 from darkroom.catalog.service import Staged
 from darkroom.errors import BadRequest, TooLarge
-from darkroom.storage.local import process_alive
+from darkroom.server.staging import StagedFile
 
 FIELDS = frozenset({"file", "key", "tags"})
 MAX_FIELD_BYTES = 4096
 MAX_PARTS = 8
 FORM_OVERHEAD = 64 * 1024  # multipart headers and small fields beyond the file itself
-_PART = re.compile(r"^upload-(?P<host>.+)-(?P<pid>[0-9]+)-[0-9a-f]{32}\.part$")
 
 
 @dataclass
@@ -45,48 +36,6 @@ class Upload:
     tags: list[str] = field(default_factory=list)
 
 
-class _Sink:
-    """The temporary file, its running SHA-256 and size, bounded by `max_bytes`."""
-
-    def __init__(self, directory: Path, max_bytes: int) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        # the mode of any new file (0666 less the umask): the upload is moved into storage
-        self.path = directory / (f"upload-{socket.gethostname()}-{os.getpid()}-"
-                                 f"{uuid.uuid4().hex}.part")
-        self.file = os.fdopen(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
-                                      0o666), "wb")
-        self.digest = hashlib.sha256()
-        self.size = 0
-        self.max_bytes = max_bytes
-
-    def write(self, data: bytes) -> None:
-        self.size += len(data)
-        if self.size > self.max_bytes:
-            raise TooLarge(f"upload over {self.max_bytes} bytes", "source_too_large")
-        self.digest.update(data)
-        self.file.write(data)
-
-    def staged(self) -> Staged:
-        self.file.close()
-        return Staged(self.path, self.digest.hexdigest(), self.size, owned=True)
-
-
-def sweep_parts(directory: Path) -> int:
-    """Remove the staged uploads in `directory` that a process of this host now gone left
-    (killed mid-upload: its `finally` never ran); how many. Another host's are left alone."""
-    host, swept = socket.gethostname(), 0
-    try:
-        names = os.listdir(directory)
-    except FileNotFoundError:
-        return 0
-    for name in names:
-        part = _PART.match(name)
-        if part and part["host"] == host and not process_alive(int(part["pid"])):
-            (directory / name).unlink(missing_ok=True)
-            swept += 1
-    return swept
-
-
 @asynccontextmanager
 async def receive_upload(request: Request, directory: Path, max_bytes: int
                          ) -> AsyncIterator[Upload]:
@@ -95,7 +44,7 @@ async def receive_upload(request: Request, directory: Path, max_bytes: int
     if declared.isdigit() and int(declared) > max_bytes + FORM_OVERHEAD:
         raise TooLarge(f"upload over {max_bytes} bytes", "source_too_large")
     kind, options = parse_options_header(request.headers.get("content-type", ""))
-    sink = _Sink(directory, max_bytes)
+    sink = StagedFile(directory, max_bytes)
     try:
         if kind == b"multipart/form-data":
             upload = await _multipart(request, sink, options.get(b"boundary", b""))
@@ -111,11 +60,10 @@ async def receive_upload(request: Request, directory: Path, max_bytes: int
     except ClientDisconnect:
         raise BadRequest("the client went away before the body ended", "bad_request") from None
     finally:
-        sink.file.close()
-        sink.path.unlink(missing_ok=True)
+        sink.discard()
 
 
-async def _multipart(request: Request, sink: _Sink, boundary: bytes) -> Upload:
+async def _multipart(request: Request, sink: StagedFile, boundary: bytes) -> Upload:
     form = _Form(sink)
     if not boundary:
         raise BadRequest("multipart body without a boundary", "bad_multipart")
@@ -142,7 +90,7 @@ async def _multipart(request: Request, sink: _Sink, boundary: bytes) -> Upload:
 class _Form:
     """python-multipart callbacks: the `file` part goes to the sink, fields to memory."""
 
-    def __init__(self, sink: _Sink) -> None:
+    def __init__(self, sink: StagedFile) -> None:
         self.sink = sink
         self.values: dict[str, bytes] = {}
         self.parts = 0

@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import TypeVar
 
 from darkroom.errors import BadRequest, NotFound, StorageError
-from darkroom.storage.base import ObjectInfo, check_key
+from darkroom.storage.base import TEMP_NAME, ObjectInfo, check_key
 
-_TEMP = re.compile(r"^\..*\.[0-9a-f]{32}\.tmp$")
 _TEMP_OF_KEY = re.compile(r"([0-9]+)\.[0-9a-f]{32}\.tmp$")  # after ".{name}.": pid.uuid.tmp
 _TEMP_BY = re.compile(r"^\..+\.([0-9]+)\.[0-9a-f]{32}\.tmp$")  # any key's; group 1: pid
+STALE_S = 3600.0  # a temp file untouched this long, its writer gone, was left behind
+FOLDER_TRIES = 10  # writes that find their folder pruned under them, one after another
 _THREAD_READ_BYTES = 1024 * 1024  # bigger files are read off the event loop
 _COPY_CHUNK = 1024 * 1024
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL
@@ -121,13 +122,12 @@ class LocalStorage:
 
     def prune(self, folder: Path) -> None:
         """Remove `folder` and then its parents, up to the root, while each holds nothing
-        but temp files of writers now gone (as on S3, a folder lasts while it holds
-        objects; a write makes it again). A write racing in stops it (the folder is not
-        empty); raises OSError."""
+        but temp files left long ago (`_left_long_ago`): as on S3, a folder lasts while it
+        holds objects, and a write makes it again. A write racing in stops it (the folder
+        is not empty); raises OSError."""
         while str(folder).startswith(self._root + os.sep):
             names = os.listdir(folder)
-            if not all((m := _TEMP_BY.match(n)) and not process_alive(int(m[1]))
-                       for n in names):
+            if not all(_left_long_ago(folder, name) for name in names):
                 return
             for name in names:
                 (folder / name).unlink(missing_ok=True)
@@ -148,7 +148,7 @@ class LocalStorage:
                 key = Path(entry.path).relative_to(self.root).as_posix()
                 if entry.is_dir(follow_symlinks=False):
                     pending.append(Path(entry.path))
-                elif entry.is_file(follow_symlinks=False) and not _TEMP.match(entry.name):
+                elif entry.is_file(follow_symlinks=False) and not TEMP_NAME.match(entry.name):
                     if key.startswith(prefix):
                         try:
                             found.append(_info(key, entry.stat(follow_symlinks=False)))
@@ -253,14 +253,28 @@ def _write_atomic(path: Path, data: bytes | Path, sweep: bool = False) -> os.sta
 
 def _in_folder(path: Path, create: Callable[[], T]) -> T:
     """`create()` a file in `path`'s folder, making the folder first when it says the
-    folder is missing (the first object in it, or a delete pruned it meanwhile): no
-    `mkdir` a write otherwise."""
-    for _ in range(3):
+    folder is missing (the first object in it, or a delete pruned it, or a parent of it,
+    meanwhile): no `mkdir` a write otherwise."""
+    for _ in range(FOLDER_TRIES):
         try:
             return create()
         except FileNotFoundError:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):  # a parent pruned mid-way: again
+                os.makedirs(path.parent, exist_ok=True)
     return create()
+
+
+def _left_long_ago(folder: Path, name: str) -> bool:
+    """Whether `name` in `folder` is a temp file whose writer is gone and that nobody has
+    written for `STALE_S`: a process id says nothing of a writer in another container
+    or on another host sharing the folder, and no write takes that long."""
+    found = _TEMP_BY.match(name)
+    if not found or process_alive(int(found[1])):
+        return False
+    try:
+        return time.time() - os.lstat(folder / name).st_mtime > STALE_S
+    except FileNotFoundError:
+        return True
 
 
 def _sweep(path: Path) -> int:
@@ -310,7 +324,7 @@ def process_alive(pid: int) -> bool:
     """Whether a process with this id runs on this host."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # gone, or past any process id
         return False
     except PermissionError:
         return True
