@@ -133,15 +133,18 @@ class Pipelines(BaseModel):
 
 
 class Retention(BaseModel):
-    """How long the catalog keeps records that only history needs (`catalog.retention`)."""
+    """How long the catalog keeps records that only history needs (`catalog.retention`);
+    0 days keeps them for ever."""
 
     model_config = ConfigDict(extra="forbid")
 
-    events_days: float = Field(30.0, gt=0, description="outbox events delivered, given "
-                               "up on, or taken by no sink are deleted after this long")
-    workflows_days: float = Field(7.0, gt=0, description="DBOS's records of a finished run "
-                                  "are deleted after this long (its job, steps and "
-                                  "attempts stay until the image goes)")
+    events_days: float = Field(30.0, ge=0, le=36500, description="outbox events "
+                               "delivered, given up on, or taken by no sink are deleted "
+                               "this long after")
+    workflows_days: float = Field(7.0, ge=0, le=36500, description="DBOS's records of a "
+                                  "run are deleted this long after it ended, once its job "
+                                  "has (the job, its steps and attempts stay until the "
+                                  "image goes)")
     interval_s: float = Field(3600.0, gt=0, description="how often each server process "
                               "and worker looks for what is due")
 

@@ -4,14 +4,15 @@ a sink is still trying stays, whatever its age."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from darkroom.catalog import retention
-from darkroom.catalog.models import OutboxDelivery, OutboxEvent, utcnow
+from darkroom.catalog import outbox, retention
+from darkroom.catalog.models import Job, OutboxDelivery, OutboxEvent, utcnow
 from darkroom.config import Retention
 
 from .databases import database_url, engine, pg_url  # noqa: F401
@@ -22,16 +23,18 @@ OLD, RECENT = NOW - timedelta(days=40), NOW - timedelta(days=10)
 
 def _event(engine, name: str, created, delivered=None, dead=None,
            deliveries: tuple = ()) -> None:
-    """An outbox event `name` and its deliveries: (sink, delivered_at, dead_at) each."""
+    """An outbox event `name` and its deliveries: (sink, delivered_at, dead_at[, next
+    attempt, default `created`]) each."""
     with Session(engine) as session, session.begin():
         session.execute(insert(OutboxEvent), [{
             "id": name.ljust(32, "0"), "type": "image.uploaded", "subject": name,
             "payload": {}, "created_at": created, "next_attempt_at": created,
             "delivered_at": delivered, "dead_at": dead}])
-        for sink, sent, gave_up in deliveries:
+        for sink, sent, gave_up, *due in deliveries:
             session.execute(insert(OutboxDelivery), [{
                 "event_id": name.ljust(32, "0"), "sink": sink, "attempts": 1,
-                "next_attempt_at": created, "delivered_at": sent, "dead_at": gave_up}])
+                "next_attempt_at": due[0] if due else created, "delivered_at": sent,
+                "dead_at": gave_up}])
 
 
 def _left(engine) -> tuple[list[str], list[str]]:
@@ -42,17 +45,20 @@ def _left(engine) -> tuple[list[str], list[str]]:
 
 
 def test_old_events_go_with_their_deliveries_and_a_sink_still_trying_keeps_one(engine):  # noqa: F811
+    """A delivery nobody tried since before the cutoff (its sink removed) is not being
+    tried; one due since, or leased, is."""
     _event(engine, "delivered1", OLD, delivered=OLD, deliveries=[("log", OLD, None)])
     _event(engine, "delivered2", OLD, delivered=OLD + timedelta(hours=1))
     _event(engine, "deadletter", OLD, dead=OLD, deliveries=[("hook", None, OLD),
                                                              ("log", OLD, None)])
     _event(engine, "nosink", OLD)
     _event(engine, "recent", RECENT, delivered=RECENT, deliveries=[("log", RECENT, None)])
-    _event(engine, "trying", OLD, deliveries=[("hook", None, None)])
+    _event(engine, "trying", OLD, deliveries=[("hook", None, None, NOW)])
     _event(engine, "deadbut", OLD, dead=OLD, deliveries=[("hook", None, OLD),
-                                                         ("mail", None, None)])
+                                                         ("mail", None, None, RECENT)])
+    _event(engine, "abandoned", OLD, deliveries=[("removed", None, None, OLD)])
     _event(engine, "new", NOW)
-    assert retention.purge_events(engine, NOW - timedelta(days=30), batch=2) == 4
+    assert retention.purge_events(engine, NOW - timedelta(days=30), batch=2) == 5
     assert _left(engine) == (["deadbut", "new", "recent", "trying"],
                              ["deadbut", "deadbut", "recent", "trying"])
     assert retention.purge_events(engine, NOW - timedelta(days=30)) == 0
@@ -79,3 +85,64 @@ async def test_the_loop_purges_until_stopped(engine, monkeypatch):  # noqa: F811
     assert _left(engine) == ([], [])
     stop.set()
     await asyncio.wait_for(task, 10)
+
+
+def test_a_stop_ends_a_purge_between_batches(engine):  # noqa: F811
+    for i in range(5):
+        _event(engine, f"gone{i}", OLD, delivered=OLD)
+    turns = iter([True, False])
+    assert retention.purge_events(engine, NOW - timedelta(days=30), lambda: next(turns),
+                                  batch=2) == 2
+    assert len(_left(engine)[0]) == 3
+
+
+def test_an_event_a_dispatcher_fans_out_meanwhile_is_kept(engine):  # noqa: F811
+    """A dispatcher giving an old event its deliveries while a purge runs: the purge
+    skips it (PostgreSQL: locked) or sees its deliveries (SQLite: one writer)."""
+    _event(engine, "backlog", OLD)
+    fanned, release, purged = threading.Event(), threading.Event(), []
+
+    def fan_out() -> None:
+        with Session(engine) as session, session.begin():
+            assert outbox.fan_out(session, ["hook"], utcnow(), 10) == 1
+            fanned.set()
+            release.wait(30)
+
+    dispatcher = threading.Thread(target=fan_out)
+    dispatcher.start()
+    assert fanned.wait(30)
+    purger = threading.Thread(target=lambda: purged.append(
+        retention.purge_events(engine, NOW - timedelta(days=30))))
+    purger.start()
+    purger.join(0.5)
+    release.set()
+    for thread in (dispatcher, purger):
+        thread.join(30)
+    assert purged == [0] and _left(engine) == (["backlog"], ["backlog"])
+
+
+class _Runs:
+    """DBOS's ended runs as `JobQueue.ended` and `forget` see them, in a list."""
+
+    def __init__(self, ids: list[str]) -> None:
+        self.ids = ids
+
+    def ended(self, before, limit: int, offset: int = 0) -> list[str]:
+        return self.ids[offset:offset + limit]
+
+    def forget(self, ids: list[str]) -> None:
+        self.ids = [i for i in self.ids if i not in ids]
+
+
+def test_runs_are_forgotten_once_their_job_has_ended_or_gone(engine):  # noqa: F811
+    """A job a run left `running` (its finish could not be written) keeps its runs'
+    records: they tell why."""
+    from pipelines.test_store import _job, _start
+
+    stuck, done = _job(engine, "a.jpg"), _job(engine, "b.jpg")
+    _start(engine, stuck)
+    with Session(engine) as session, session.begin():
+        session.get(Job, done).status = "failed"
+    runs = _Runs([f"{stuck}.1", f"{done}.1", f"{'0' * 32}.1", f"{done}.2"])
+    assert retention.purge_workflows(engine, runs, NOW, batch=2) == 3
+    assert runs.ids == [f"{stuck}.1"]

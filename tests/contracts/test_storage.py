@@ -16,7 +16,7 @@ from obstore.exceptions import GenericError
 from darkroom.config import S3, Settings
 from darkroom.errors import BadRequest, DarkroomError, NotFound, StorageError
 from darkroom.storage import LocalStorage, ObjectStorage, Storage, open_storage
-from darkroom.storage import local
+from darkroom.storage import local, temps
 from darkroom.storage import object as object_module
 
 pytestmark = pytest.mark.anyio
@@ -30,9 +30,8 @@ SHORT_RETRY = {
         "base": 2,
     },
 }
-BAD_KEYS = ["../x", "/abs", "a//b", "a/./b", "a\\b", "\x00", "", "k" * 1025, "a/", "a/..",
-            # named as local storage's writes under way, which a delete may sweep
-            f"d/.x.4194305.{'0' * 32}.tmp", f".x.{'9' * 25}.{'a' * 32}.tmp/k"]
+BAD_KEYS = ["../x", "/abs", "a//b", "a/./b", "a\\b", "\x00", "", "k" * 1025, "a/", "a/.."]
+TEMP_KEYS = [f"d/.x.4194305.{'0' * 32}.tmp", f".x.{'9' * 25}-0badcafe.{'a' * 32}.tmp/k"]
 
 
 @pytest.fixture(params=["local", "s3", "local-blocking", "s3-blocking"])
@@ -157,6 +156,20 @@ async def test_bad_keys(storage: Storage, key: str) -> None:
         with pytest.raises(BadRequest) as err:
             await call
         assert err.value.code == "bad_key"
+
+
+@pytest.mark.parametrize("key", TEMP_KEYS)
+async def test_keys_named_as_writes_under_way_are_never_written(storage: Storage,
+                                                                key: str) -> None:
+    """Listing would never show them and a delete could take them for a writer's
+    leftover; one written before (by an earlier version) is still read and deleted."""
+    for call in (storage.put(key, b"1"), storage.put_file(key, Path(__file__))):
+        with pytest.raises(BadRequest) as err:
+            await call
+        assert err.value.code == "bad_key"
+    with pytest.raises(NotFound):
+        await storage.get(key)
+    await storage.delete(key)
 
 
 @pytest.mark.parametrize("prefix", ["../", "/abs/", "a//", "a/../"])
@@ -291,69 +304,69 @@ async def test_local_list_skips_temp_files(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("blocking", [False, True])
-async def test_local_put_sweeps_only_dead_writers_temp_files_of_its_key(tmp_path: Path,
-                                                                        blocking: bool) -> None:
+async def test_local_put_sweeps_only_temp_files_of_its_key_left_behind(tmp_path: Path,
+                                                                       blocking: bool) -> None:
+    """A writer of this place that is gone left its file behind at once; one of another
+    place (a container or host sharing the folder), or of an earlier version's name, once
+    nobody wrote it for an hour. A live writer's, and another key's, stay."""
     storage = LocalStorage(tmp_path)
     storage = ThroughBlocking(storage) if blocking else storage
     await storage.put("d/k", b"done")
-    dead = _leave_temp_files(tmp_path / "d")
+    left = _leave_temp_files(tmp_path / "d")
     await storage.put("d/k", b"again")  # no sweep unless asked
-    assert len(list((tmp_path / "d").iterdir())) == 4
+    assert len(list((tmp_path / "d").iterdir())) == 6
     await storage.put("d/k", b"swept", sweep=True)
-    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == [
-        f".k.{os.getpid()}.{'2' * 32}.tmp", f".other.{dead}.{'3' * 32}.tmp", "k"]
+    assert _names(tmp_path / "d") == sorted([*left["kept"], *left["aging"], "k"])
+    _age(*(tmp_path / "d" / name for name in left["aging"]))
+    await storage.put("d/k", b"swept", sweep=True)
+    assert _names(tmp_path / "d") == sorted([*left["kept"], "k"])
     assert await storage.get("d/k") == b"swept"
     await storage.put("never/written", b"new", sweep=True)  # a new directory: nothing to do
     assert await storage.get("never/written") == b"new"
 
 
 @pytest.mark.parametrize("blocking", [False, True])
-async def test_local_delete_sweeps_dead_writers_temp_files_of_its_key(tmp_path: Path,
-                                                                      blocking: bool) -> None:
+async def test_local_delete_sweeps_temp_files_of_its_key_left_behind(tmp_path: Path,
+                                                                     blocking: bool) -> None:
     """A worker killed while writing a key left its temp file, and may never write the key
     again: deleting the key takes it too, but not a live writer's nor another key's."""
     storage = LocalStorage(tmp_path)
     storage = ThroughBlocking(storage) if blocking else storage
     await storage.put("d/other", b"kept")
-    dead = _leave_temp_files(tmp_path / "d")
+    left = _leave_temp_files(tmp_path / "d")
     await storage.delete("d/k")  # never stored: its leftovers go all the same
-    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == [
-        f".k.{os.getpid()}.{'2' * 32}.tmp", f".other.{dead}.{'3' * 32}.tmp", "other"]
+    assert _names(tmp_path / "d") == sorted([*left["kept"], *left["aging"], "other"])
     await storage.delete("gone/k")  # no directory: nothing to do
 
 
 @pytest.mark.parametrize("blocking", [False, True])
 async def test_local_delete_removes_folders_left_empty(tmp_path: Path, blocking: bool) -> None:
     """As on S3, a folder lasts while it holds objects: deleting the last one removes its
-    folders up to the root, with the temp files that writers now gone left there long
-    ago; it stops at a folder that holds an object, a live writer's temp file, or a
-    recent one (its writer may be in another container or on another host). A write
-    makes the folders again."""
+    folders up to the root, with the temp files writers left behind there; it stops at a
+    folder that holds an object, a live writer's temp file, or a recent one whose writer
+    this process cannot see. A write makes the folders again."""
     storage = LocalStorage(tmp_path)
     storage = ThroughBlocking(storage) if blocking else storage
     for key in ("a/b/c/k", "a/b/c/other", "a/kept", "live/k", "recent/k", "solo/k"):
         await storage.put(key, b"x")
-    dead = _leave_temp_files(tmp_path / "a" / "b" / "c")
-    left = tmp_path / "a" / "b" / "c" / f".never.{dead}.{'6' * 32}.tmp"  # no such object
-    left.write_bytes(b"cut short")
-    (tmp_path / "live" / f".j.{os.getpid()}.{'4' * 32}.tmp").write_bytes(b"being written")
-    (tmp_path / "recent" / f".j.{dead}.{'5' * 32}.tmp").write_bytes(b"elsewhere?")
+    folder, dead = tmp_path / "a" / "b" / "c", _finished_pid()
+    cut = folder / _temp("never", dead, "6")  # no such object
+    cut.write_bytes(b"cut short")
+    elsewhere = folder / _temp("never", dead, "7", place="0badcafe")
+    elsewhere.write_bytes(b"another container's?")
+    (tmp_path / "live" / _temp("j", os.getpid(), "4")).write_bytes(b"being written")
+    (tmp_path / "recent" / _temp("j", dead, "5", place="0badcafe")).write_bytes(b"?")
     await storage.delete("a/b/c/k")
-    assert sorted(p.name for p in left.parent.iterdir()) == [
-        f".k.{os.getpid()}.{'2' * 32}.tmp", left.name, f".other.{dead}.{'3' * 32}.tmp",
-        "other"]
-    (left.parent / f".k.{os.getpid()}.{'2' * 32}.tmp").unlink()
-    await storage.delete("a/b/c/other")  # a dead writer's recent temp file keeps it
-    assert sorted(p.name for p in left.parent.iterdir()) == [left.name]
+    await storage.delete("a/b/c/other")  # a recent temp file from elsewhere keeps it
+    assert _names(folder) == sorted([cut.name, elsewhere.name])
     await storage.put("a/b/c/other", b"x")
-    long_ago = time.time() - 2 * local.STALE_S
-    os.utime(left, (long_ago, long_ago))
+    _age(elsewhere)
     await storage.delete("a/b/c/other")  # now it is left over
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "live", "recent", "solo"]
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["kept"]
+    assert _names(tmp_path) == ["a", "live", "recent", "solo"]
+    assert _names(tmp_path / "a") == ["kept"]
     for key in ("live/k", "recent/k", "solo/k"):
         await storage.delete(key)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "live", "recent"]
+    assert _names(tmp_path) == ["a", "live", "recent"]
     await storage.put("a/b/c/k", b"again")
     assert await keys(storage) == {"a/b/c/k", "a/kept"}
 
@@ -379,14 +392,33 @@ async def test_local_writes_outlast_folders_pruned_under_them(tmp_path: Path,
     assert await storage.get("a/b/k") == b"landed" and len(pruned) == local.FOLDER_TRIES - 1
 
 
-def _leave_temp_files(folder: Path) -> int:
-    """Temp files in `folder`: key `k`'s by a writer gone and by this live process, and
-    key `other`'s by the writer gone; that writer's process id."""
+def _temp(key: str, pid: int, digit: str, place: str | None = None) -> str:
+    """The name of a temp file of `key` by writer `pid` of `place` (default: this one)."""
+    return f".{key}.{pid}-{place or temps.place()}.{digit * 32}.tmp"
+
+
+def _leave_temp_files(folder: Path) -> dict[str, list[str]]:
+    """Temp files in `folder`, by what a sweep of key `k` does with them: `gone` (this
+    place's writer gone), `kept` (a live writer's; key `other`'s) and `aging` (a writer's
+    of another place, a name without a place: left over once untouched for an hour)."""
     dead = _finished_pid()
-    (folder / f".k.{dead}.{'1' * 32}.tmp").write_bytes(b"cut short")
-    (folder / f".k.{os.getpid()}.{'2' * 32}.tmp").write_bytes(b"being written")
-    (folder / f".other.{dead}.{'3' * 32}.tmp").write_bytes(b"another key's")
-    return dead
+    left = {"gone": [_temp("k", dead, "1")],
+            "kept": [_temp("k", os.getpid(), "2"), _temp("other", dead, "3")],
+            "aging": [_temp("k", dead, "4", place="0badcafe"), f".k.{dead}.{'5' * 32}.tmp"]}
+    for name in (n for names in left.values() for n in names):
+        (folder / name).write_bytes(b"partial")
+    return left
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def _age(*paths: Path) -> None:
+    """Make `paths` untouched for longer than a write may take."""
+    long_ago = time.time() - 2 * temps.STALE_S
+    for path in paths:
+        os.utime(path, (long_ago, long_ago))
 
 
 def _finished_pid() -> int:

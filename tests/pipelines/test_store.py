@@ -3,8 +3,10 @@ stopped run writes no rendition and no copy, masked secrets are never saved."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import threading
+import time
 from urllib.parse import parse_qsl
 
 import pytest
@@ -14,12 +16,14 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from darkroom.catalog.metadata import describe
 from darkroom.catalog.models import Job, OutboxEvent, utcnow
 from darkroom.catalog.pipeline_models import JobStep
-from darkroom.catalog import repository
+from darkroom.catalog import Catalog, Staged, repository
 from darkroom.config import Limits
 from darkroom.errors import BadRequest, Conflict, StorageError
 from darkroom.grammars import native
 from darkroom.pipelines import admin, steps, store, sweep
 from darkroom.pipelines.definition import parse
+from darkroom.server.pool import RenderPool
+from darkroom.storage.local import LocalStorage
 
 from catalog.databases import database_url, engine, pg_url  # noqa: F401
 from corpus_files import CORPUS
@@ -213,6 +217,54 @@ def test_a_copy_and_an_upload_of_its_key_never_interleave(engine, first):
         thread.join(30)
     assert done == ([("copy", True), ("upload", True)] if first == "copy"
                     else [("upload", True), ("copy", False)])
+
+
+def test_a_failed_upload_undoes_its_write_before_a_waiting_copy_writes(engine, tmp_path,
+                                                                        monkeypatch):
+    """An upload that wrote its object and then failed deletes it again while it still
+    holds the key: a copy to that key, waiting for it, writes afterwards and stands."""
+    job_id, _, _ = _running_with_a_rendition(engine)
+    storage = LocalStorage(tmp_path / "storage")
+    pool = RenderPool(2, 8)
+    catalog = Catalog(engine, storage, pool, Limits())
+    written, copied, outcome = threading.Event(), threading.Event(), {}
+    real_add_event, real_delete = repository.add_event, storage.blocking.delete
+
+    def add_event(db, kind, *args, **kwargs):
+        if kind == "image.uploaded":  # the object is written: fail once the copy waits
+            written.set()
+            time.sleep(0.5)
+            raise RuntimeError("planned failure after the write")
+        return real_add_event(db, kind, *args, **kwargs)
+
+    def delete(key):
+        copied.wait(2)  # a slow delete: an undo not holding the key lets the copy in first
+        real_delete(key)
+
+    def copy() -> None:
+        assert written.wait(30)
+
+        def write(session) -> None:
+            outcome["allowed"] = store.claim_copy(session, job_id, 1, "cdn/a.jpg")
+            storage.blocking.put("cdn/a.jpg", b"the copy", "image/jpeg")
+        store.run(engine, write)
+        copied.set()
+
+    monkeypatch.setattr(repository, "add_event", add_event)
+    monkeypatch.setattr(storage.blocking, "delete", delete)
+    copier = threading.Thread(target=copy)
+    copier.start()
+    path = CORPUS / PHOTOS[0]["path"]
+    staged = Staged(path, hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_size)
+    try:
+        with pytest.raises(RuntimeError):
+            asyncio.run(catalog.upload(staged, "cdn/a.jpg", []))
+        copier.join(30)
+    finally:
+        catalog.close()
+        pool.close()
+    assert outcome["allowed"]
+    assert (storage.root / "cdn/a.jpg").read_bytes() == b"the copy"
 
 
 def test_an_attempt_whose_writes_are_refused_ends_as_image_gone(engine):

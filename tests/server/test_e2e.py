@@ -269,7 +269,7 @@ def test_an_upload_cut_short_by_kill_9_leaves_no_staged_file(server, tmp_path):
     def receivers() -> dict[int, list[Path]]:
         """The staged uploads with bytes in them, by the worker receiving them."""
         held, found = lock_holders(), {}
-        for part in staged.glob("upload-*.part"):
+        for part in staged.glob("staged-*.part"):
             if part.stat().st_size > 0 and part.stat().st_ino in held:
                 found.setdefault(held[part.stat().st_ino], []).append(part)
         return found
@@ -297,7 +297,7 @@ def test_an_upload_cut_short_by_kill_9_leaves_no_staged_file(server, tmp_path):
     assert survivors and all(p.exists() for p in survivors)  # still being received
     for connection in uploads:
         connection.close()
-    wait_for(lambda: not any(staged.glob("upload-*")), "the live uploads' own cleanup")
+    wait_for(lambda: not any(staged.glob("staged-*")), "the live uploads' own cleanup")
 
 
 def test_sigterm_stops_every_process(server):

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -14,6 +16,7 @@ from darkroom.catalog import repository
 from darkroom.errors import CatalogError
 from darkroom.server.renderer import cache_folder
 from darkroom.server.staging import StagedFile, sweep_parts
+from darkroom.storage.temps import STALE_S
 
 from catalog.databases import count_rows, database_url, pg_url, rows  # noqa: F401
 from .helpers import (
@@ -236,31 +239,49 @@ def test_bad_upload_requests(client):
 
 
 def test_staged_uploads_nobody_holds_are_swept(tmp_path, capsys):
-    """Swept: the file of a process killed mid-upload, and one an earlier version left
-    (never locked). Kept: an upload being received (its lock held, here by this very
-    process), and anything not named as a staged upload. A file that cannot be swept is
-    logged, not raised."""
+    """Swept: the file of a process killed mid-upload (its lock gone with it), and files
+    no lock protects once untouched for an hour (an earlier version's; one whose maker
+    died before locking it). Kept: an upload being received (its lock held, here by this
+    very process), recent unprotected files, anything else. A file that cannot be swept
+    is logged, not raised."""
     killed = subprocess.run([sys.executable, "-c", (
         "import os, sys; from pathlib import Path; from darkroom.server.staging import "
         "StagedFile; f = StagedFile(Path(sys.argv[1]), 100); f.write(b'cut'); "
         "f.file.flush(); os.kill(os.getpid(), 9)"), str(tmp_path)])
     assert killed.returncode == -9
-    (dead,) = tmp_path.glob("upload-*.part")
-    legacy = tmp_path / f"upload-{'0' * 32}.part"
-    legacy.write_bytes(b"partial")
+    (dead,) = tmp_path.glob("staged-*.part")
     receiving = StagedFile(tmp_path, 100)
     receiving.write(b"arriving")
-    (tmp_path / "notes.txt").write_bytes(b"kept")
-    (tmp_path / f"upload-{'1' * 32}.new").write_bytes(b"being made")
-    (tmp_path / "upload-dir.part").mkdir()  # cannot be opened as a file
-    assert sweep_parts(tmp_path) == 2
-    assert not dead.exists() and not legacy.exists()
+    unguarded = {name: tmp_path / name for name in (
+        f"upload-{'0' * 32}.part", f"staged-{'1' * 32}.new")}
+    recent = {name: tmp_path / name for name in (
+        f"upload-{'2' * 32}.part", f"staged-{'3' * 32}.new")}
+    for path in (*unguarded.values(), *recent.values(), tmp_path / "notes.txt"):
+        path.write_bytes(b"partial")
+    long_ago = time.time() - 2 * STALE_S
+    for path in unguarded.values():
+        os.utime(path, (long_ago, long_ago))
+    (tmp_path / f"staged-{'4' * 32}.part").mkdir()  # cannot be opened as a file
+    assert sweep_parts(tmp_path) == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([
-        receiving.path.name, "notes.txt", f"upload-{'1' * 32}.new", "upload-dir.part"])
+        receiving.path.name, *recent, "notes.txt", f"staged-{'4' * 32}.part"])
+    assert not dead.exists()
     assert "staged_upload_not_swept" in capsys.readouterr().out
     receiving.discard()
     assert not receiving.path.exists()
     assert sweep_parts(tmp_path / "missing") == 0
+
+
+def test_an_upload_that_cannot_be_staged_leaves_nothing(client, monkeypatch):
+    """Without a working flock (not a local filesystem), an upload is refused, 502."""
+    import fcntl
+
+    def refuse(*args):
+        raise OSError(37, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", refuse)
+    assert_error(raw(client, PHOTO, "a.jpg"), 502, "storage_unavailable")
+    assert files_under(client.settings.data_dir / "tmp") == []
 
 
 def test_multipart_without_a_file_part(client):

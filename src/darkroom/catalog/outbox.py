@@ -48,11 +48,12 @@ class Result:
 
 
 def fan_out(session: Session, sinks: list[str], now: datetime, limit: int) -> int:
-    """Give events that have no delivery rows yet one per sink, due at `now`; how many."""
+    """Give events that have no delivery rows yet one per sink, due at `now`; how many.
+    The events are locked, and those a purge holds skipped (`catalog.retention`)."""
     ids = session.scalars(
         select(E.id).where(E.delivered_at.is_(None), E.dead_at.is_(None),
                            ~exists().where(D.event_id == E.id))
-        .order_by(E.created_at).limit(limit)).all()
+        .order_by(E.created_at).limit(limit).with_for_update(skip_locked=True)).all()
     if ids and sinks:
         dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
         rows = [{"event_id": i, "sink": s, "attempts": 0, "next_attempt_at": now}

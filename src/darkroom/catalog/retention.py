@@ -1,18 +1,27 @@
 """What the catalog forgets once only history needs it, so that its tables do not grow
 for ever: outbox events delivered, given up on (dead letters) or taken by no sink, after
-`retention.events_days`; and DBOS's records of finished runs (the workflow, its inputs
-and outputs), after `retention.workflows_days`. The jobs, their steps and attempts stay
-in the catalog until their image goes. An event a sink is still trying is never deleted.
+`retention.events_days`; and DBOS's records of a run (the workflow, its inputs and
+outputs), `retention.workflows_days` after it ended, once its job has too (a job a run
+left `running` keeps them: they tell why). The jobs, their steps and attempts stay in the
+catalog until their image goes. An event a sink is still trying is never deleted; one
+whose delivery nobody has tried since before the cutoff (its sink removed) is no longer
+being tried.
 
 Every server process and standalone worker purges `FIRST_AFTER_S` after it starts, then
-every `retention.interval_s`; purges by two processes at once delete nothing twice. Rows
-go in batches of `BATCH`, a transaction each, so that no writer waits long behind one.
+every `retention.interval_s` (a tenth of it at random either way, so that processes
+started together do not purge together). Rows go in batches of `BATCH`, a transaction
+each, so that no writer waits long behind one, and a stop ends a purge between batches.
+On PostgreSQL the rows a purge or a dispatcher works on are locked and skipped by the
+other (`FOR UPDATE SKIP LOCKED`); on SQLite one write lock orders them, and the deletes
+check again what they delete.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -20,6 +29,7 @@ import structlog
 from sqlalchemy import Engine, and_, delete, exists, or_, select
 from sqlalchemy.orm import Session
 
+from darkroom.catalog.models import Job
 from darkroom.catalog.models import OutboxDelivery as D
 from darkroom.catalog.models import OutboxEvent as E
 from darkroom.catalog.models import utcnow
@@ -31,44 +41,70 @@ if TYPE_CHECKING:
 log = structlog.get_logger("darkroom.retention")
 BATCH = 500
 FIRST_AFTER_S = 10.0  # not in the way of a process's start
+FINISHED = ("succeeded", "failed", "cancelled")
 
 
-def purge_events(engine: Engine, before: datetime, batch: int = BATCH) -> int:
+def _always() -> bool:
+    return True
+
+
+def purge_events(engine: Engine, before: datetime, going_on: Callable[[], bool] = _always,
+                 batch: int = BATCH) -> int:
     """Delete the events (with their deliveries) delivered or given up on before `before`,
-    and those written before it that no sink took; never one a sink is still trying."""
-    old = or_(E.delivered_at < before, E.dead_at < before,
-              and_(E.delivered_at.is_(None), E.dead_at.is_(None), E.created_at < before))
-    trying = exists().where(D.event_id == E.id, D.delivered_at.is_(None), D.dead_at.is_(None))
+    and those written before it that no sink took; never one a sink is still trying. Each
+    batch while `going_on()`; how many went."""
+    trying = exists().where(D.event_id == E.id, D.delivered_at.is_(None), D.dead_at.is_(None),
+                            D.next_attempt_at >= before)
+    due = and_(or_(E.delivered_at < before, E.dead_at < before,
+                   and_(E.delivered_at.is_(None), E.dead_at.is_(None), E.created_at < before)),
+               ~trying)
     deleted = 0
-    while True:
+    while going_on():
         with Session(engine) as session, session.begin():
-            ids = session.scalars(select(E.id).where(old, ~trying).limit(batch)).all()
-            if ids:
-                session.execute(delete(D).where(D.event_id.in_(ids)))
-                session.execute(delete(E).where(E.id.in_(ids)))
-        deleted += len(ids)
+            ids = session.scalars(select(E.id).where(due).limit(batch)
+                                  .with_for_update(skip_locked=True)).all()
+            if ids:  # checked again: on SQLite the select ran before the write lock
+                chosen = select(E.id).where(E.id.in_(ids), due).scalar_subquery()
+                session.execute(delete(D).where(D.event_id.in_(chosen)))
+                gone = session.execute(delete(E).where(E.id.in_(ids), due))
+                deleted += gone.rowcount
         if len(ids) < batch:
-            return deleted
+            break
+    return deleted
 
 
-def purge_workflows(queue: JobQueue, before: datetime, batch: int = BATCH) -> int:
-    """Delete DBOS's records of the job runs that started before `before` and ended."""
-    deleted = 0
-    while ids := queue.ended(before, batch):
-        queue.forget(ids)
-        deleted += len(ids)
+def purge_workflows(engine: Engine, queue: JobQueue, before: datetime,
+                    going_on: Callable[[], bool] = _always, batch: int = BATCH) -> int:
+    """Delete DBOS's records of the job runs that ended before `before` and whose job has
+    ended too, or is gone; each batch while `going_on()`; how many went."""
+    deleted, skipped = 0, 0
+    while going_on() and (ids := queue.ended(before, batch, skipped)):
+        jobs = {i.rpartition(".")[0] for i in ids}
+        with engine.connect() as connection:
+            open_ = set(connection.scalars(select(Job.id).where(
+                Job.id.in_(jobs), Job.status.not_in(FINISHED))))
+        done = [i for i in ids if i.rpartition(".")[0] not in open_]
+        if done:
+            queue.forget(done)
+        deleted, skipped = deleted + len(done), skipped + len(ids) - len(done)
         if len(ids) < batch:
             break
     return deleted
 
 
 def purge(engine: Engine, queue: JobQueue | None, settings: Retention,
-          now: datetime | None = None) -> dict[str, int]:
-    """One purge of everything due at `now` (default: the clock); how many of each went."""
+          now: datetime | None = None, going_on: Callable[[], bool] = _always
+          ) -> dict[str, int]:
+    """One purge of everything due at `now` (default: the clock), while `going_on()`; how
+    many of each went. A retention of 0 days keeps everything of its kind."""
     now = now or utcnow()
-    done = {"events": purge_events(engine, now - timedelta(days=settings.events_days))}
-    if queue is not None:
-        done["workflows"] = purge_workflows(queue, now - timedelta(days=settings.workflows_days))
+    done = {}
+    if settings.events_days:
+        done["events"] = purge_events(engine, now - timedelta(days=settings.events_days),
+                                      going_on)
+    if queue is not None and settings.workflows_days:
+        done["workflows"] = purge_workflows(
+            engine, queue, now - timedelta(days=settings.workflows_days), going_on)
     if any(done.values()):
         log.info("retention_purged", **done)
     return done
@@ -77,15 +113,17 @@ def purge(engine: Engine, queue: JobQueue | None, settings: Retention,
 async def keep_purging(engine: Engine, queue: JobQueue | None, settings: Retention,
                        stop: asyncio.Event) -> None:
     """`purge` in a thread, `FIRST_AFTER_S` from now and then every `interval_s`, until
-    `stop` is set; a failed purge is logged and tried again at the next turn."""
+    `stop` is set (a purge under way ends after its batch); a failed purge is logged and
+    tried again at the next turn."""
     wait = min(FIRST_AFTER_S, settings.interval_s)
     while True:
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stop.wait(), wait)
+            await asyncio.wait_for(stop.wait(), wait * random.uniform(0.9, 1.1))
         if stop.is_set():
             return
         try:
-            await asyncio.to_thread(purge, engine, queue, settings)
+            await asyncio.to_thread(purge, engine, queue, settings, None,
+                                    lambda: not stop.is_set())
         except Exception as error:  # the database may be away for a while
             log.error("retention_failed", error=f"{type(error).__name__}: {error}")
         wait = settings.interval_s

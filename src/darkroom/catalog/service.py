@@ -305,16 +305,19 @@ class Catalog:
 
     def _transaction(self, work: Callable[[Session, Undo], T],
                      then: Callable[[T], None] | None = None) -> T:
+        """`work`; when it fails, its `undo` actions run before the rollback, while the
+        transaction still holds its locks (a key's, `repository.lock_key`), so that no
+        writer waiting for them sees the half-done change or has its own write undone."""
         undo: Undo = []
         try:
             with Session(self.engine, expire_on_commit=False) as session, session.begin():
-                result = work(session, undo)
-        except BaseException as error:
-            for action in reversed(undo):
                 try:
-                    action()
-                except DarkroomError as failed:
-                    log.error("undo_failed", error=failed.message)
+                    result = work(session, undo)
+                except BaseException:
+                    _undo(undo)
+                    raise
+        except BaseException as error:
+            _undo(undo)  # the commit failed (a failure of `work` left nothing to undo)
             if isinstance(error, SQLAlchemyError):
                 raise CatalogError(f"catalog write failed: {str(error).splitlines()[0]}"
                                    ) from error
@@ -342,6 +345,15 @@ def _made_key(image: Image, sha256: str, made: tuple[EditPlan, Rendered] | None,
                                for plan in steps.first_renditions(pipeline)):
         return None
     return steps.rendition_key(image.id, sha256, made[0], made[1].format)
+
+
+def _undo(undo: Undo) -> None:
+    """Run and forget `undo`'s actions, last first; a failed one is logged."""
+    while undo:
+        try:
+            undo.pop()()
+        except DarkroomError as failed:
+            log.error("undo_failed", error=failed.message)
 
 
 def _drop_renditions(session: Session, image: Image) -> None:

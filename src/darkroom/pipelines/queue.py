@@ -106,11 +106,12 @@ class JobQueue:
     def steps(self, workflow_id: str) -> list[dict]:
         return self._client.list_workflow_steps(workflow_id)
 
-    def ended(self, before: datetime, limit: int) -> list[str]:
-        """Up to `limit` ids of job workflows that started before `before` and ended."""
+    def ended(self, before: datetime, limit: int, offset: int = 0) -> list[str]:
+        """Up to `limit` ids (after the first `offset`) of job workflows that ended before
+        `before`, oldest first."""
         return [w.workflow_id for w in self._client.list_workflows(
-            name=WORKFLOW_NAME, status=ENDED, end_time=before.isoformat(), limit=limit,
-            load_input=False, load_output=False)]
+            name=WORKFLOW_NAME, status=ENDED, completed_before=before.isoformat(),
+            limit=limit, offset=offset, load_input=False, load_output=False)]
 
     def forget(self, workflow_ids: list[str]) -> None:
         """Delete DBOS's records of these workflows (`catalog.retention`)."""

@@ -34,7 +34,7 @@ from darkroom.pipelines.definition import load_yaml
 from darkroom.pipelines.store import run
 from darkroom.pipelines.context import Runtime
 from darkroom.pipelines.queue import APP_VERSION, QUEUE, JobQueue, dbos_url, system_engine
-from darkroom.storage.local import process_alive
+from darkroom.storage.temps import process_alive
 
 log = structlog.get_logger("darkroom.pipelines")
 _lock = threading.Lock()

@@ -19,7 +19,7 @@ from darkroom.engine.formats import MIME
 from darkroom.errors import BadRequest
 from darkroom.server.staging import sweep_parts
 from darkroom.server.uploads import receive_upload
-from darkroom.storage import check_key
+from darkroom.storage import check_new_key
 
 UPLOAD_DOC = """Upload an image. Send the bytes as the body (`Content-Type: image/*` or
 `application/octet-stream`, with `?key=` and `?tags=a,b`), or `multipart/form-data` with a
@@ -49,7 +49,7 @@ def images_router(catalog: Catalog, tmp_dir: Path, max_bytes: int,
         given = request.headers.get("idempotency-key")
         token = idempotency.check_key(given) if given is not None else None
         async with receive_upload(request, tmp_dir, max_bytes) as received:
-            key = check_key(received.key) if received.key else None
+            key = check_new_key(received.key) if received.key else None
             body, replayed = await catalog.upload(received.staged, key, received.tags, token)
         headers = {"Location": f"/v1/images/{body['id']}"}
         if replayed:

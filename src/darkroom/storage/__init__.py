@@ -1,8 +1,11 @@
 """Storage backends behind one protocol, picked by `open_storage`."""
 
-from darkroom.storage.base import BlockingStorage, ObjectInfo, Storage, check_key
+from darkroom.storage.base import (
+    BlockingStorage, ObjectInfo, Storage, check_key, check_new_key,
+)
 from darkroom.storage.factory import open_storage
 from darkroom.storage.local import LocalStorage
 from darkroom.storage.object import ObjectStorage
 
-__all__ = ["BlockingStorage", "LocalStorage", "ObjectInfo", "ObjectStorage", "Storage", "check_key", "open_storage"]
+__all__ = ["BlockingStorage", "LocalStorage", "ObjectInfo", "ObjectStorage", "Storage",
+           "check_key", "check_new_key", "open_storage"]

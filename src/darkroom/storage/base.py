@@ -86,18 +86,24 @@ class Storage(Protocol):
 def check_key(key: str) -> str:
     """Return `key` if it is a safe relative key, else raise BadRequest(bad_key).
 
-    Refused: empty, over 1024 chars, absolute, `.`/`..` or empty segments, backslashes,
-    control characters, and segments named as local storage names its writes under way. The rule is the same for every backend, so a key that works on
+    Refused: empty, over 1024 chars, absolute, `.`/`..` or empty segments, backslashes and
+    control characters. The rule is the same for every backend, so a key that works on
     local disk works on S3 and no key can leave the storage root.
     """
     if not key or len(key) > MAX_KEY_LENGTH:
         raise BadRequest("key must be 1-1024 characters", "bad_key")
     if key.startswith("/") or _BAD_CHARS.search(key):
         raise BadRequest(f"bad key {key!r}: absolute or with forbidden characters", "bad_key")
-    parts = key.split("/")
-    if any(part in ("", ".", "..") for part in parts):
+    if any(part in ("", ".", "..") for part in key.split("/")):
         raise BadRequest(f"bad key {key!r}: empty, '.' or '..' segment", "bad_key")
-    if any(TEMP_NAME.match(part) for part in parts):
-        raise BadRequest(f"bad key {key!r}: named as a write under way is "
-                         "(.<name>.<32 hex>.tmp)", "bad_key")
+    return key
+
+
+def check_new_key(key: str) -> str:
+    """`check_key`, and no segment named as local storage names a write under way
+    (`.<name>.<...>.<32 hex>.tmp`): listing never shows such an object, and a delete
+    could take it for a writer's leftover. Every write checks it, on every backend; an
+    object written at such a key before is still read and deleted."""
+    if any(TEMP_NAME.match(part) for part in check_key(key).split("/")):
+        raise BadRequest(f"bad key {key!r}: named as a write under way is", "bad_key")
     return key

@@ -7,21 +7,17 @@ import contextlib
 import errno
 import functools
 import os
-import re
 import shutil
 import stat
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TypeVar
 
 from darkroom.errors import BadRequest, NotFound, StorageError
-from darkroom.storage.base import TEMP_NAME, ObjectInfo, check_key
+from darkroom.storage import temps
+from darkroom.storage.base import TEMP_NAME, ObjectInfo, check_key, check_new_key
 
-_TEMP_OF_KEY = re.compile(r"([0-9]+)\.[0-9a-f]{32}\.tmp$")  # after ".{name}.": pid.uuid.tmp
-_TEMP_BY = re.compile(r"^\..+\.([0-9]+)\.[0-9a-f]{32}\.tmp$")  # any key's; group 1: pid
-STALE_S = 3600.0  # a temp file untouched this long, its writer gone, was left behind
 FOLDER_TRIES = 10  # writes that find their folder pruned under them, one after another
 _THREAD_READ_BYTES = 1024 * 1024  # bigger files are read off the event loop
 _COPY_CHUNK = 1024 * 1024
@@ -122,12 +118,12 @@ class LocalStorage:
 
     def prune(self, folder: Path) -> None:
         """Remove `folder` and then its parents, up to the root, while each holds nothing
-        but temp files left long ago (`_left_long_ago`): as on S3, a folder lasts while it
-        holds objects, and a write makes it again. A write racing in stops it (the folder
-        is not empty); raises OSError."""
+        but temp files their writers left behind (`temps.left_over`): as on S3, a folder
+        lasts while it holds objects, and a write makes it again. A write racing in stops
+        it (the folder is not empty); raises OSError."""
         while str(folder).startswith(self._root + os.sep):
             names = os.listdir(folder)
-            if not all(_left_long_ago(folder, name) for name in names):
+            if not all(temps.left_over(folder, name) for name in names):
                 return
             for name in names:
                 (folder / name).unlink(missing_ok=True)
@@ -211,12 +207,12 @@ class LocalFiles:
         except OSError as e:
             raise StorageError(f"cannot delete {key!r}: {e.strerror or e}") from e
         with contextlib.suppress(OSError):  # the object is gone: the rest, if it can
-            _sweep(path)
+            temps.sweep(path)
             self._storage.prune(path.parent)
 
     def _write(self, key: str, write, *args) -> ObjectInfo:
         # a link at `key` itself is replaced, never followed: only its directory is checked
-        path = Path(self._storage._located(key))
+        path = Path(self._storage._located(check_new_key(key)))
         try:
             return _info(key, write(path, *args))
         except OSError as e:
@@ -226,10 +222,10 @@ class LocalFiles:
 def _write_atomic(path: Path, data: bytes | Path, sweep: bool = False) -> os.stat_result:
     """Write `data` (bytes, or a file's content) to a unique temp file beside `path`,
     fsync it, rename it over `path`; first, if `sweep`, remove the temp files of `path`
-    whose writer is gone (`_sweep`)."""
+    that writers left behind (`temps.sweep`)."""
     if sweep:
-        _sweep(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+        temps.sweep(path)
+    tmp = temps.temp_for(path)
     fd = _in_folder(path, lambda: os.open(tmp, _NEW_FILE, 0o666))
     try:
         with os.fdopen(fd, "wb") as f:
@@ -264,34 +260,6 @@ def _in_folder(path: Path, create: Callable[[], T]) -> T:
     return create()
 
 
-def _left_long_ago(folder: Path, name: str) -> bool:
-    """Whether `name` in `folder` is a temp file whose writer is gone and that nobody has
-    written for `STALE_S`: a process id says nothing of a writer in another container
-    or on another host sharing the folder, and no write takes that long."""
-    found = _TEMP_BY.match(name)
-    if not found or process_alive(int(found[1])):
-        return False
-    try:
-        return time.time() - os.lstat(folder / name).st_mtime > STALE_S
-    except FileNotFoundError:
-        return True
-
-
-def _sweep(path: Path) -> int:
-    """Remove the temp files of `path` that a writer now gone left (their name holds the
-    writing process's id, so one still writing on this host is left alone); how many."""
-    prefix = f".{path.name}."
-    try:
-        names = os.listdir(path.parent)
-    except FileNotFoundError:  # no folder yet: nothing left behind
-        return 0
-    gone = [n for n in names if n.startswith(prefix)
-            and (m := _TEMP_OF_KEY.match(n, len(prefix))) and not process_alive(int(m[1]))]
-    for name in gone:
-        (path.parent / name).unlink(missing_ok=True)
-    return len(gone)
-
-
 def _move_atomic(path: Path, source: Path) -> os.stat_result:
     """fsync the file `source` and rename it over `path`; copied as `_write_atomic` does
     when it lies on another filesystem."""
@@ -318,17 +286,6 @@ def _joined(root: str, key: str) -> tuple[str, str]:
     again and again)."""
     path = os.path.join(root, check_key(key))
     return path, os.path.dirname(path)
-
-
-def process_alive(pid: int) -> bool:
-    """Whether a process with this id runs on this host."""
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):  # gone, or past any process id
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _info(key: str, st: os.stat_result) -> ObjectInfo:

@@ -15,7 +15,7 @@ from obstore.store import S3Store
 
 from darkroom.config import S3
 from darkroom.errors import DarkroomError, NotFound, StorageError
-from darkroom.storage.base import ObjectInfo, check_key
+from darkroom.storage.base import ObjectInfo, check_key, check_new_key
 from darkroom.storage.local import check_prefix
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class ObjectStorage:
         """`sweep` changes nothing: a put is one request (or a multipart upload the store
         never shows), so a crash leaves nothing to clean up here; abandoned parts are the
         bucket's lifecycle rules' job."""
-        check_key(key)
+        check_new_key(key)
         try:
             result = await obstore.put_async(self._store, key, data,
                                              attributes=_attributes(content_type))
@@ -89,7 +89,7 @@ class ObjectStorage:
 
     async def put_file(self, key: str, source: Path, content_type: str | None = None,
                        move: bool = False) -> ObjectInfo:
-        check_key(key)  # `move` changes nothing: the file is sent either way
+        check_new_key(key)  # `move` changes nothing: the file is sent either way
         try:
             size = os.path.getsize(source)
             result = await obstore.put_async(self._store, key, Path(source),
@@ -151,7 +151,7 @@ class ObjectCalls:
 
     def put(self, key: str, data: bytes, content_type: str | None = None,
             sweep: bool = False) -> ObjectInfo:
-        check_key(key)  # `sweep`: as ObjectStorage.put
+        check_new_key(key)  # `sweep`: as ObjectStorage.put
         try:
             result = obstore.put(self._store, key, data, attributes=_attributes(content_type))
         except _FOREIGN as e:
@@ -160,7 +160,7 @@ class ObjectCalls:
 
     def put_file(self, key: str, source: Path, content_type: str | None = None,
                  move: bool = False) -> ObjectInfo:
-        check_key(key)
+        check_new_key(key)
         try:
             size = os.path.getsize(source)
             result = obstore.put(self._store, key, Path(source),
