@@ -146,3 +146,24 @@ def test_runs_are_forgotten_once_their_job_has_ended_or_gone(engine):  # noqa: F
     runs = _Runs([f"{stuck}.1", f"{done}.1", f"{'0' * 32}.1", f"{done}.2"])
     assert retention.purge_workflows(engine, runs, NOW, batch=2) == 3
     assert runs.ids == [f"{stuck}.1"]
+
+
+def test_a_delivery_claimed_while_a_purge_deletes_is_kept(engine):  # noqa: F811
+    """An old event whose delivery a dispatcher claims (back after an outage) while the
+    purge runs: on PostgreSQL the purge's delete waits for the claim and then checks the
+    delivery's own row again; on SQLite the one write lock orders them."""
+    _event(engine, "stale", OLD, deliveries=[("hook", None, None, OLD)])
+    claimed, purged = threading.Event(), []
+
+    def claim() -> None:
+        with Session(engine) as session, session.begin():
+            assert len(outbox.claim(session, ["hook"], utcnow(), 300, 10)) == 1
+            claimed.set()
+            threading.Event().wait(1.0)  # the purge runs into the claim meanwhile
+
+    dispatcher = threading.Thread(target=claim)
+    dispatcher.start()
+    assert claimed.wait(30)
+    purged.append(retention.purge_events(engine, NOW - timedelta(days=30)))
+    dispatcher.join(30)
+    assert purged == [0] and _left(engine) == (["stale"], ["stale"])

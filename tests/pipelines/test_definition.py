@@ -65,6 +65,8 @@ def test_yaml_declares_pipelines_with_their_flow():
         "x": "w=10", "y": "w=10"}}}]}, "repeats another's plan"),
     ({"steps": [{"name": "a", "type": "copy", "params": {"prefix": "_renditions/"}}]},
      "copy params"),
+    ({"steps": [{"name": "a", "type": "copy", "params": {
+        "prefix": f"b/.x.{'1' * 32}.tmp/"}}]}, "copy params"),
     ({"steps": [{"name": "a", "type": "webhook", "params": {"url": "ftp://x/"}}]},
      "webhook params"),
     ({"steps": [{"name": "a", "type": "metadata", "end": True, "next": "a"}]},

@@ -63,9 +63,12 @@ def purge_events(engine: Engine, before: datetime, going_on: Callable[[], bool] 
         with Session(engine) as session, session.begin():
             ids = session.scalars(select(E.id).where(due).limit(batch)
                                   .with_for_update(skip_locked=True)).all()
-            if ids:  # checked again: on SQLite the select ran before the write lock
+            if ids:  # checked again: on SQLite the select ran before the write lock;
+                # on PostgreSQL a delivery claimed meanwhile is checked on its own row
                 chosen = select(E.id).where(E.id.in_(ids), due).scalar_subquery()
-                session.execute(delete(D).where(D.event_id.in_(chosen)))
+                session.execute(delete(D).where(D.event_id.in_(chosen), or_(
+                    D.delivered_at.is_not(None), D.dead_at.is_not(None),
+                    D.next_attempt_at < before)))
                 gone = session.execute(delete(E).where(E.id.in_(ids), due))
                 deleted += gone.rowcount
         if len(ids) < batch:

@@ -34,7 +34,7 @@ from darkroom.pipelines.definition import Pipeline, cached
 from darkroom.pipelines.egress import check_public
 from darkroom.pipelines.context import StepContext
 from darkroom.pipelines.registry import register
-from darkroom.storage import check_key
+from darkroom.storage import check_new_key
 
 log = structlog.get_logger("darkroom.pipelines")
 RENDITIONS_PREFIX = "_renditions/"
@@ -232,7 +232,7 @@ class CopyParams(_Params):
     @classmethod
     def _safe(cls, value: str) -> str:
         try:
-            check_key(value + "x")
+            check_new_key(value + "x")
         except BadRequest as error:
             raise ValueError(error.message) from None
         return value

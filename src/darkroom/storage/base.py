@@ -13,6 +13,7 @@ from darkroom.errors import BadRequest
 _BAD_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
 TEMP_NAME = re.compile(r"^\..*\.[0-9a-f]{32}\.tmp$")  # a write under way (local storage)
 MAX_KEY_LENGTH = 1024
+MAX_SEGMENT = 200  # bytes: a write's temp name adds at most 55 (see storage.temps)
 
 
 @dataclass(frozen=True)
@@ -100,10 +101,16 @@ def check_key(key: str) -> str:
 
 
 def check_new_key(key: str) -> str:
-    """`check_key`, and no segment named as local storage names a write under way
-    (`.<name>.<...>.<32 hex>.tmp`): listing never shows such an object, and a delete
-    could take it for a writer's leftover. Every write checks it, on every backend; an
-    object written at such a key before is still read and deleted."""
-    if any(TEMP_NAME.match(part) for part in check_key(key).split("/")):
-        raise BadRequest(f"bad key {key!r}: named as a write under way is", "bad_key")
+    """`check_key`, no segment longer than `MAX_SEGMENT` bytes (local storage writes a
+    temp file named after it first, in at most 255), and none named as local storage
+    names a write under way (`.<name>.<...>.<32 hex>.tmp`: listing never shows such an
+    object, and a delete could take it for a writer's leftover). Every write checks it,
+    on every backend; an object written at such a key before is still read and deleted."""
+    parts = check_key(key).split("/")
+    if any(len(part.encode()) > MAX_SEGMENT for part in parts):
+        raise BadRequest(f"bad key {key[:80]!r}...: a segment over {MAX_SEGMENT} bytes",
+                         "bad_key")
+    if any(TEMP_NAME.match(part) for part in parts):
+        raise BadRequest(f"bad key {key!r}: named as local storage names a write under way",
+                         "bad_key")
     return key

@@ -2,7 +2,8 @@
 behind (killed mid-write) from those being written.
 
 A temp file is named `.{name}.{pid}-{place}.{uuid}.tmp`, where `place` names the writer's
-host and pid namespace. A writer of this place is judged by its process id: gone, its
+host and pid namespace (so a key's segments may be `base.MAX_SEGMENT` bytes at most: the
+temp name must fit in 255). A writer of this place is judged by its process id: gone, its
 files are left over at once. A writer of another place (another container or host that
 shares the folder, where its process id means nothing here), or a name without a place
 (written by an earlier version), is judged by age: left over once nobody has written the
@@ -27,12 +28,14 @@ _ANY = re.compile(r"^\..+\.([0-9]+)(?:-([0-9a-f]{8}))?\.[0-9a-f]{32}\.tmp$")
 
 @functools.cache
 def place() -> str:
-    """This process's host and pid namespace, in 8 hex digits."""
+    """This process's host (its kernel's boot id: host names repeat between machines)
+    and pid namespace, in 8 hex digits."""
     try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
         namespace = os.readlink("/proc/self/ns/pid")
-    except OSError:
-        namespace = ""
-    return hashlib.sha256(f"{socket.gethostname()}/{namespace}".encode()).hexdigest()[:8]
+    except OSError:  # no /proc: the host's name is all there is
+        boot, namespace = socket.gethostname(), ""
+    return hashlib.sha256(f"{boot}/{namespace}".encode()).hexdigest()[:8]
 
 
 def temp_for(path: Path) -> Path:
