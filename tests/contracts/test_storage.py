@@ -373,6 +373,29 @@ async def test_local_delete_removes_folders_left_empty(tmp_path: Path, blocking:
     assert await keys(storage) == {"a/b/c/k", "a/kept"}
 
 
+async def test_sweep_takes_what_no_object_holds(storage: Storage, tmp_path: Path) -> None:
+    """Local disk: temp files left behind under the folder go, with the folders then
+    empty, at any depth; objects, live writers' files and recent foreign ones stay. An
+    object store has nothing to sweep; both check the folder like a key."""
+    await storage.put("keep/obj", b"x")
+    await storage.sweep("nothing/here")  # no such folder: nothing to do
+    with pytest.raises(BadRequest):
+        await storage.sweep("../out")
+    if not is_local(storage):
+        assert await keys(storage) == {"keep/obj"}
+        return
+    root, dead = storage.root, _finished_pid()
+    for folder in ("f/a/b", "f/c", "f/d", "keep"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    (root / "f/a/b" / _temp("x", dead, "1")).write_bytes(b"cut short")
+    (root / "f/c" / _temp("y", os.getpid(), "2")).write_bytes(b"being written")
+    (root / "f/d" / _temp("z", dead, "3", place="0badcafe")).write_bytes(b"recent, elsewhere")
+    (root / "keep" / _temp("w", dead, "4")).write_bytes(b"cut short, beside an object")
+    await storage.sweep("f")
+    await storage.sweep("keep")
+    assert _names(root / "f") == ["c", "d"] and _names(root / "keep") == ["obj"]
+
+
 async def test_local_writes_outlast_folders_pruned_under_them(tmp_path: Path,
                                                               monkeypatch) -> None:
     """A write whose folder (or a parent of it) a delete removes between its own steps

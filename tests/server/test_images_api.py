@@ -16,6 +16,7 @@ from darkroom.catalog import repository
 from darkroom.errors import CatalogError
 from darkroom.server.renderer import cache_folder
 from darkroom.server.staging import StagedFile, sweep_parts
+from darkroom.storage import temps
 from darkroom.storage.temps import STALE_S
 
 from catalog.databases import count_rows, database_url, pg_url, rows  # noqa: F401
@@ -204,6 +205,19 @@ def test_delete_removes_object_rows_and_cache(api):
     kinds = [(e[1], e[2]["image_id"]) for e in events(api)]
     assert kinds == [("image.uploaded", image["id"]), ("image.deleted", image["id"])]
     assert count_rows(api.settings.database_url, "image_versions") == 0
+
+
+def test_delete_sweeps_a_rendition_folder_no_object_held(api):
+    """A worker killed writing an image's first rendition left only a temp file: deleting
+    the image takes it and the folder too."""
+    image = raw(api, PHOTO, "cut.jpg").json()
+    folder = api.settings.storage_dir / "_renditions" / image["id"]
+    folder.mkdir(parents=True)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (folder / f".r.webp.{gone.pid}-{temps.place()}.{'0' * 32}.tmp").write_bytes(b"cut")
+    assert api.delete(f"/v1/images/{image['id']}").status_code == 204
+    assert not (api.settings.storage_dir / "_renditions").exists()
 
 
 def test_outbox_events_have_unique_ids_and_details(api):

@@ -291,6 +291,7 @@ class Catalog:
             async for info in self.storage.list(folder):
                 if keep is None or not info.key[len(folder):].startswith(keep):
                     await self.storage.delete(info.key)
+            await self.storage.sweep(folder.rstrip("/"))  # what no object held
             if self.invalidate is not None:
                 await self.invalidate(key)
         except DarkroomError as error:

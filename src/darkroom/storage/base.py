@@ -80,6 +80,12 @@ class Storage(Protocol):
     def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
         """Every object whose key starts with `prefix`, in no promised order."""
 
+    async def sweep(self, folder: str) -> None:
+        """Remove what writers left behind under `folder/` that no object holds: on local
+        disk, temp files of writes cut short and the folders then empty (a delete does
+        this for its own key's folder; this reaches those that never held an object).
+        An object store has nothing of the kind (a cut-short put leaves no object)."""
+
     async def ping(self) -> None:
         """Raise StorageError when the backend cannot be reached (for /readyz)."""
 

@@ -112,6 +112,27 @@ class LocalStorage:
         for info in found:
             yield info
 
+    async def sweep(self, folder: str) -> None:
+        start = self.path_for(check_key(folder))
+        try:
+            await asyncio.to_thread(self._sweep_tree, start)
+        except OSError as e:
+            raise StorageError(f"cannot sweep {folder!r}: {e.strerror or e}") from e
+
+    def _sweep_tree(self, start: Path) -> None:
+        """Under `start` (not through links), deepest first: temp files left behind go,
+        then folders that hold nothing else (`prune`)."""
+        if start.is_symlink() or not start.is_dir():
+            return
+        for folder, _subfolders, names in os.walk(start, topdown=False):
+            here = Path(folder)
+            for name in names:
+                if temps.left_over(here, name):
+                    (here / name).unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):  # pruned with a child already
+                if not os.listdir(here):
+                    self.prune(here)
+
     async def ping(self) -> None:
         if not (self.root.is_dir() and os.access(self.root, os.W_OK | os.X_OK)):
             raise StorageError(f"storage root {self.root} is not a writable directory")

@@ -119,6 +119,9 @@ class ObjectStorage:
         except _FOREIGN as e:
             raise StorageError(f"cannot list {prefix!r}: {_first_line(e)}") from e
 
+    async def sweep(self, folder: str) -> None:
+        check_key(folder)  # a put cut short leaves no object, and folders are not objects
+
     async def ping(self) -> None:
         try:
             await anext(aiter(obstore.list(self._store, chunk_size=1)), None)
