@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -130,3 +130,17 @@ async def keep_purging(engine: Engine, queue: JobQueue | None, settings: Retenti
         except Exception as error:  # the database may be away for a while
             log.error("retention_failed", error=f"{type(error).__name__}: {error}")
         wait = settings.interval_s
+
+
+@contextlib.asynccontextmanager
+async def purging(engine: Engine, queue: JobQueue | None, settings: Retention
+                  ) -> AsyncIterator[None]:
+    """`keep_purging` in the background for the block; leaving it ends a purge under way
+    after its batch."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(keep_purging(engine, queue, settings, stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await task

