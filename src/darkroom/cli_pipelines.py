@@ -185,10 +185,11 @@ def jobs_cancel(job_id: str) -> None:
     from darkroom.pipelines.queue import JobQueue
     from darkroom.storage import open_storage
 
-    _body, workflow, left = _catalog(lambda s: admin.cancel_job(s, job_id))
+    body, workflow, left = _catalog(lambda s: admin.cancel_job(s, job_id))
     settings = _settings()
     try:  # the row says cancelled: what it left goes, then DBOS is told
-        sweep.remove(left, open_storage(settings).blocking.delete, job_id)
+        delete = open_storage(settings).blocking.delete
+        _catalog(lambda s: sweep.discard(s, job_id, body["run"], left, delete))
     except DarkroomError as error:
         console.print(f"{job_id} cancelled; its leftover renditions were not deleted: "
                       f"{error.code}: {error.message}", style="yellow", markup=False)

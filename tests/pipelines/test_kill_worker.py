@@ -191,8 +191,9 @@ def test_jobs_cancelled_after_a_kill_9_leave_no_rendition_behind(deployment: Dep
             "SELECT id FROM jobs WHERE status IN ('queued', 'running')")]
         assert unfinished
         for job_id in unfinished:  # as `POST /v1/jobs/{id}/cancel` does
-            _body, _workflow, left = run(catalog.engine, lambda s: admin.cancel_job(s, job_id))
-            sweep.remove(left, catalog.storage.blocking.delete, job_id)
+            body, _workflow, left = run(catalog.engine, lambda s: admin.cancel_job(s, job_id))
+            run(catalog.engine, lambda s: sweep.discard(s, job_id, body["run"], left,
+                                                        catalog.storage.blocking.delete))
     finally:
         catalog.pool.close()
         catalog.close()

@@ -7,6 +7,9 @@ import asyncio
 import hashlib
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from types import SimpleNamespace
 from urllib.parse import parse_qsl
 
 import pytest
@@ -99,27 +102,34 @@ THUMB = parse({"name": "thumb", "steps": [{"name": "meta", "type": "metadata"}, 
     "name": "s", "type": "renditions", "params": {"renditions": {"t": "w=50"}}}]})
 
 
-def test_a_stopped_job_leaves_behind_what_no_catalogue_or_live_job_holds(engine):
-    """A job cancelled (or failed) names, to delete, the renditions of its version that it
-    would have catalogued (an upload's head start, what a killed worker wrote), but not
-    those another live job of the image makes too (its to catalogue), nor catalogued
-    ones."""
+def _image_with_jobs(engine, key: str, pipelines) -> tuple:
+    """A new image at `key` with a job of each of `pipelines`: its id, its version's, the
+    jobs', the keys of SIZES's renditions `t` and `u`, and its facts."""
     path = CORPUS / PHOTOS[0]["path"]
     facts = describe(path, Limits())
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
 
     def make(session):
-        image = repository.claim_new(session, "b.jpg", [])
+        image = repository.claim_new(session, key, [])
         version = repository.add_version(session, image, facts, digest, 1, "etag",
                                          first=True)
-        jobs = [store.new_job(session, p, image, version, "uploaded").id
-                for p in (SIZES, THUMB, SIZES)]
+        jobs = [store.new_job(session, p, image, version, "uploaded").id for p in pipelines]
         return image.id, version.id, jobs
 
-    image_id, version_id, (first, other, third) = store.run(engine, make)
-    key = {name: steps.rendition_key(image_id, digest, native.parse("x", parse_qsl(q)), fmt)
-           for name, q, fmt in (("t", "w=50", facts.header.format),
-                                ("u", "w=60&fm=png", "png"))}
+    image_id, version_id, jobs = store.run(engine, make)
+    keys = {name: steps.rendition_key(image_id, digest, native.parse("x", parse_qsl(q)), fmt)
+            for name, q, fmt in (("t", "w=50", facts.header.format),
+                                 ("u", "w=60&fm=png", "png"))}
+    return image_id, version_id, jobs, keys, facts
+
+
+def test_a_stopped_job_leaves_behind_what_no_catalogue_or_live_job_holds(engine):
+    """A job cancelled (or failed) names, to delete, the renditions of its version that it
+    would have catalogued (an upload's head start, what a killed worker wrote), but not
+    those another live job of the image makes too (its to catalogue), nor catalogued
+    ones."""
+    image_id, version_id, (first, other, third), key, facts = _image_with_jobs(
+        engine, "b.jpg", (SIZES, THUMB, SIZES))
     every = set(key.values())
     assert store.run_plain(engine, lambda c: sweep.held(c, first, 1, image_id, every)) == every
     # `t`: the two others make it; `u`: the third does
@@ -153,6 +163,62 @@ def test_leftovers_are_removed_best_effort():
 
     assert sweep.remove({"_renditions/b", "_renditions/a"}, delete, "j") == {"_renditions/b"}
     assert tried == ["_renditions/a", "_renditions/b"]
+
+
+_NO_QUEUE = SimpleNamespace(enqueue=lambda db, job, source=None: None)  # (DBOS: elsewhere)
+
+
+def test_what_a_stopped_job_left_stays_if_it_is_made_live_before_the_sweep(engine):
+    """The sweep after a cancel asks again, under the image's lock, what holds the keys:
+    the job retried in between holds them (its new run finds them stored and catalogues
+    them), so none goes; once it is stopped again, they go."""
+    _image, _version, (job_id,), named, _facts = _image_with_jobs(engine, "c.jpg", (SIZES,))
+    keys = set(named.values())
+    deleted: list[str] = []
+    _body, _workflow, left = store.run(engine, lambda s: admin.cancel_job(s, job_id))
+    assert left == keys  # nothing catalogued, no other job
+    assert store.run(engine, lambda s: admin.retry_job(s, _NO_QUEUE, job_id))["run"] == 2
+    assert store.run(engine, lambda s: sweep.discard(s, job_id, 1, left, deleted.append)
+                     ) == set()
+    assert deleted == []
+    _body, _workflow, left = store.run(engine, lambda s: admin.cancel_job(s, job_id))
+    assert store.run(engine, lambda s: sweep.discard(s, job_id, 2, left, deleted.append)
+                     ) == keys
+    assert sorted(deleted) == sorted(keys)
+
+
+def test_a_retry_waits_for_the_sweep_of_its_images_leftovers(engine):
+    """A retry that comes while a sweep deletes the job's leftovers commits only after the
+    deletes (its run then makes them again), never between the sweep's check and its
+    deletes: the sweep holds the image's row, and the retry takes it first."""
+    _image, _version, (job_id,), named, _facts = _image_with_jobs(engine, "c.jpg", (SIZES,))
+    keys = set(named.values())
+    _body, _workflow, left = store.run(engine, lambda s: admin.cancel_job(s, job_id))
+    order: list[str] = []
+    deleting, go = threading.Event(), threading.Event()
+
+    def delete(key: str) -> None:
+        deleting.set()
+        assert go.wait(30)
+        order.append(f"deleted {key}")
+
+    def sweep_it() -> set[str]:
+        return store.run(engine, lambda s: sweep.discard(s, job_id, 1, left, delete))
+
+    def retry() -> None:
+        store.run(engine, lambda s: admin.retry_job(s, _NO_QUEUE, job_id))
+        order.append("retried")
+
+    with ThreadPoolExecutor(2) as threads:
+        swept = threads.submit(sweep_it)
+        assert deleting.wait(30)
+        retried = threads.submit(retry)
+        with pytest.raises(FutureTimeout):  # held back by the sweep's lock
+            retried.result(timeout=1.0)
+        go.set()
+        assert swept.result(timeout=30) == keys
+        retried.result(timeout=30)
+    assert order == [f"deleted {k}" for k in sorted(keys)] + ["retried"]
 
 
 def _running_with_a_rendition(engine) -> tuple[str, str, dict]:

@@ -36,6 +36,8 @@ _INSERT_IMAGE, _INSERT_TAG = insert(_IMAGES), insert(ImageTag.__table__)
 _INSERT_EVENT = insert(OutboxEvent.__table__)
 _INSERT_VERSION = insert(ImageVersion.__table__).returning(ImageVersion.__table__.c.id)
 _LOCK_KEY = text("SELECT pg_advisory_xact_lock(:lock)")
+_LOCK_IMAGE = update(_IMAGES).where(_IMAGES.c.id == bindparam("_id")).values(
+    updated_at=_IMAGES.c.updated_at)
 _SET_CURRENT = update(_IMAGES).where(_IMAGES.c.id == bindparam("_id")).values(
     version=bindparam("_number"), status="ready", updated_at=bindparam("_now"))
 
@@ -75,6 +77,14 @@ def lock_key(db: Session | Connection, key: str) -> None:
     if bind.dialect.name == "postgresql":
         lock = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
         db.execute(_LOCK_KEY, {"lock": lock})
+
+
+def lock_image(db: Session | Connection, image_id: str) -> None:
+    """Hold image `image_id`'s row, unchanged, until the transaction ends, against every
+    other that writes it (a replace, a delete, an on-demand run, a retry) or locks it (a
+    sweep of what its stopped jobs left, `pipelines.sweep.discard`). Taken before any job
+    row of the image, as every writer does. On SQLite, the one write lock."""
+    db.execute(_LOCK_IMAGE, {"_id": image_id})
 
 
 def claim_new(db: Session | Connection, key: str, tags: list[str]) -> Image:

@@ -159,6 +159,7 @@ def run_pipeline(session: Session, queue: JobQueue, name: str, image_id: str) ->
 def retry_job(session: Session, queue: JobQueue, job_id: str) -> dict:
     """Run a failed or cancelled job again as its next run; steps that succeeded are kept."""
     current = _job(session, job_id)
+    repository.lock_image(session, current.image_id)  # a sweep of its leftovers, first
     job = store.set_job(session, job_id, ("failed", "cancelled"), current.run,
                         run=current.run + 1, status="queued", error=None, finished_at=None)
     if job is None:

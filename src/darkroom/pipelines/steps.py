@@ -154,9 +154,8 @@ def _unstore(ctx: StepContext, written: set[str]) -> None:
         from darkroom.pipelines import sweep  # (which computes keys with this module)
 
         runtime = ctx.runtime
-        kept = store.run_plain(runtime.engine, lambda c: sweep.held(
-            c, ctx.job_id, ctx.run, ctx.source.image_id, written))
-        sweep.remove(written - kept, runtime.storage.blocking.delete, ctx.job_id)
+        store.run_plain(runtime.engine, lambda db: sweep.discard(
+            db, ctx.job_id, ctx.run, written, runtime.storage.blocking.delete))
 
 
 def rendition_format(plan: EditPlan, shape: Shape) -> str:

@@ -4,18 +4,21 @@ middle of a step wrote. The transaction that stops the job (a cancel, or the run
 failure) names them, `leftovers`: those of its rendition keys that no catalogued rendition
 holds and no live job of the image makes (another job, or a newer run of the same one:
 rendition keys are shared between pipelines with the same plan, and such a key is that
-run's to catalogue). They are deleted after the commit, so that neither a rolled-back stop
-nor a slow storage (its retries can last minutes) holds the database meanwhile. An attempt
-that does not stand deletes what it wrote by the same rule (`steps._unstore`).
+run's to catalogue). They are deleted after the commit, so that a rolled-back stop deletes
+nothing, by `discard`: in a transaction of its own that first locks the image's row, asks
+again what holds them, deletes the rest, and only then commits. Every transaction that
+makes a job of the image live (an on-demand run, a retry, a replace) locks that row
+first, so it either came before, and its job holds its keys, or waits for the deletes and
+then finds the renditions gone and makes them again: a rendition is never catalogued by
+one job while a sweep for another deletes it. An attempt that does not stand deletes what
+it wrote by the same rule (`steps._unstore`). The lock is held while storage deletes (on
+SQLite, the one write lock): slow storage then slows the image's writers (every writer,
+on SQLite), only when a job stops with renditions left behind.
 
-What is left open, between a read and its deletes: a job made live again meanwhile (a
-retry, an on-demand run) whose step finds such a rendition stored before it is deleted
-would catalogue it gone. Its run waits for the queue's next poll first (`pipelines.poll_s`,
-0.5 s by default) and reads storage before cataloguing; the deletes follow the commit
-with no wait of their own, but as slowly as storage answers. An upload's head start is
-stored just after the upload's commit: a job cancelled in that instant (its id read from
-the jobs list, before the upload answered) leaves it. A step that takes a head start from
-the worker's memory checks that it is still stored (`steps.renditions`).
+What is left open: an upload's head start is stored just after the upload's commit, so a
+job cancelled in that instant (its id read from the jobs list, before the upload
+answered) leaves it. A step that takes a head start from the worker's memory checks that
+it is still stored (`steps.renditions`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import structlog
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
+from darkroom.catalog import repository
 from darkroom.catalog.models import ImageVersion, Job
 from darkroom.errors import DarkroomError
 from darkroom.pipelines import store
@@ -62,10 +66,24 @@ def held(db: Session | Connection, job_id: str, run: int, image_id: str, keys: s
     return made | store.catalogued(db, keys - made)
 
 
+def discard(db: Session | Connection, job_id: str, run: int, keys: set[str],
+            delete: Callable[[str], None]) -> set[str]:
+    """Delete, in `db`'s transaction, those of `keys` (what run `run` of job `job_id` left:
+    its `leftovers`, or what an attempt that does not stand wrote) that nothing `held`
+    once the image's row is locked; the keys deleted. Commit only after it returns (see
+    the module). With the job gone (its image deleted), every key goes."""
+    if not keys:
+        return set()
+    image_id = db.execute(select(Job.image_id).where(Job.id == job_id)).scalar()
+    if image_id is not None:
+        repository.lock_image(db, image_id)
+        keys = keys - held(db, job_id, run, image_id, keys)
+    return remove(keys, delete, job_id)
+
+
 def remove(keys: Iterable[str], delete: Callable[[str], None], job_id: str) -> set[str]:
-    """Delete `keys` with `delete` (a storage's blocking delete), after the commit that
-    named them; the keys deleted. Best effort: a key storage fails to delete is logged
-    (`leftover_not_deleted`) and left."""
+    """Delete `keys` with `delete` (a storage's blocking delete); the keys deleted. Best
+    effort: a key storage fails to delete is logged (`leftover_not_deleted`) and left."""
     deleted = set()
     for key in sorted(keys):
         try:

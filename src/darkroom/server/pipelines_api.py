@@ -105,7 +105,8 @@ def pipelines_router(catalog: Catalog, queue: JobQueue, authorize: Callable[[Req
         and the renditions it left uncatalogued are deleted."""
         authorize(request)
         body, workflow, left = await catalog.transact(lambda s: admin.cancel_job(s, job_id))
-        await asyncio.to_thread(sweep.remove, left, catalog.storage.blocking.delete, job_id)
+        await catalog.transact(lambda s: sweep.discard(s, job_id, body["run"], left,
+                                                        catalog.storage.blocking.delete))
         await asyncio.to_thread(queue.cancel, workflow)
         return body
 
