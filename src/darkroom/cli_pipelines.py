@@ -180,22 +180,26 @@ def jobs_retry(job_id: str) -> None:
 @jobs_app.command("cancel")
 def jobs_cancel(job_id: str) -> None:
     """Cancel a queued or running job."""
+    from darkroom.catalog import make_engine
     from darkroom.cli import _settings, console
-    from darkroom.pipelines import admin, sweep
+    from darkroom.pipelines import admin, store, sweep
     from darkroom.pipelines.queue import JobQueue
     from darkroom.storage import open_storage
 
     body, workflow, left = _catalog(lambda s: admin.cancel_job(s, job_id))
     settings = _settings()
-    try:  # the row says cancelled: what it left goes, then DBOS is told
+    queue, engine = JobQueue(settings.database_url), make_engine(settings.database_url)
+    try:  # the row says cancelled: what it left goes (best effort), then DBOS is told
         delete = open_storage(settings).blocking.delete
-        _catalog(lambda s: sweep.discard(s, job_id, body["run"], left, delete))
+        sweep.sweep_left(lambda work: store.run(engine, work), job_id, body["run"], left,
+                         delete)
     except DarkroomError as error:
         console.print(f"{job_id} cancelled; its leftover renditions were not deleted: "
                       f"{error.code}: {error.message}", style="yellow", markup=False)
-    queue = JobQueue(settings.database_url)
-    try:
-        queue.cancel(workflow)
     finally:
-        queue.close()
+        engine.dispose()
+        try:
+            queue.cancel(workflow)
+        finally:
+            queue.close()
     typer.echo(f"cancelled {job_id}")

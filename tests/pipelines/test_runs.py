@@ -9,6 +9,8 @@ import json
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qsl
@@ -338,7 +340,7 @@ def test_a_job_cancelled_while_its_renditions_render_keeps_none(client, monkeypa
     assert job["status"] == "cancelled"
     assert _steps(job)["sizes"]["state"] == "failed"
     assert _steps(job)["sizes"]["error"].startswith("image_gone: ")
-    assert not list((client.settings.storage_dir / "_renditions").rglob("*.*"))
+    assert _swept(client) == []
     assert client.get(f"/v1/images/{image['id']}").json()["renditions"] == []
 
 
@@ -350,14 +352,31 @@ def _stored_renditions(client) -> list[str]:
     return sorted(p.name for p in (client.settings.storage_dir / "_renditions").rglob("*.*"))
 
 
-def test_a_queued_job_cancelled_leaves_no_rendition_behind(tmp_path: Path):
-    """The rendition an upload makes for its job (its head start) is catalogued by the
-    job, and so is one a worker wrote before it was killed: a job cancelled deletes them."""
+def _swept(client) -> list[str]:
+    """What is stored once a run's sweep, which follows the commit of its end, is done:
+    [] as soon as it is (30 s at most)."""
+    deadline = time.monotonic() + 30
+    while (stored := _stored_renditions(client)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return stored
+
+
+@contextmanager
+def _queued_only(tmp_path: Path) -> Iterator[TestClient]:
+    """A server with the SIZES pipeline and no worker: its jobs stay queued."""
     settings = Settings(data_dir=tmp_path / "data", allow_unsigned=True, access_log=False,
-                        pipelines={"in_process": False})  # no worker: the job stays queued
+                        pipelines={"in_process": False})
     with TestClient(create_app(settings)) as client:
         client.settings = settings
         _pipeline(client, SIZES)
+        yield client
+
+
+def test_a_queued_job_cancelled_leaves_no_rendition_behind(tmp_path: Path):
+    """The rendition an upload makes for its job (its head start) is catalogued by the
+    job, and so is one a worker wrote before it was killed: a job cancelled deletes them."""
+    with _queued_only(tmp_path) as client:
+        settings = client.settings
         image = _upload(client)
         assert len(_stored_renditions(client)) == 1  # the head start
         # ... and `u` as a worker killed after writing it (before cataloguing it) left it
@@ -369,6 +388,38 @@ def test_a_queued_job_cancelled_leaves_no_rendition_behind(tmp_path: Path):
         assert cancelled.status_code == 202 and cancelled.json()["status"] == "cancelled"
         assert _stored_renditions(client) == []
         assert client.get(f"/v1/images/{image['id']}").json()["renditions"] == []
+
+
+def test_a_cancel_whose_sweep_fails_still_answers_and_stops_the_run(tmp_path: Path,
+                                                                    monkeypatch):
+    """The cancel is committed before its sweep: a sweep that fails (the database locked)
+    is logged, leaves the renditions to the image's next replace or delete, and the
+    answer and DBOS's cancel of the run come all the same."""
+    from darkroom.pipelines import sweep
+    from sqlalchemy.exc import OperationalError
+
+    def locked(*_args, **_kwargs):
+        raise OperationalError("UPDATE images", {}, Exception("database is locked"))
+
+    with _queued_only(tmp_path) as client:
+        settings = client.settings
+        image = _upload(client)
+        monkeypatch.setattr(sweep, "discard", locked)
+        job_id = image["jobs"][0]["id"]
+        cancelled = client.post(f"/v1/jobs/{job_id}/cancel")
+        assert cancelled.status_code == 202 and cancelled.json()["status"] == "cancelled"
+        assert len(_stored_renditions(client)) == 1  # the head start, left for later
+        engine = make_engine(settings.database_url)
+        try:
+            with engine.connect() as db:
+                status = db.execute(text("SELECT status FROM workflow_status WHERE "
+                                         "workflow_uuid = :id"), {"id": f"{job_id}.1"})
+                assert status.scalar() == "CANCELLED"
+        finally:
+            engine.dispose()
+        monkeypatch.undo()
+        assert client.delete(f"/v1/images/{image['id']}").status_code == 204
+        assert _stored_renditions(client) == []  # the delete's folder sweep took it
 
 
 def test_a_failed_run_deletes_its_head_start_and_a_retry_makes_it_again(client, monkeypatch):
@@ -392,7 +443,7 @@ def test_a_failed_run_deletes_its_head_start_and_a_retry_makes_it_again(client, 
     assert job["status"] == "failed" and _steps(job)["sizes"]["error"].startswith(
         "corrupt_image: ")
     assert len(seen) == 1 and len(seen[0]) == 1  # the head start was there
-    assert _stored_renditions(client) == []  # ... and went with the failure
+    assert _swept(client) == []  # ... and went with the failure
     monkeypatch.undo()
     assert client.post(f"/v1/jobs/{job['id']}/retry").status_code == 202
     assert _finished(client, job["id"])["status"] == "succeeded"

@@ -187,6 +187,32 @@ def test_what_a_stopped_job_left_stays_if_it_is_made_live_before_the_sweep(engin
     assert sorted(deleted) == sorted(keys)
 
 
+def test_nothing_is_swept_while_the_run_that_left_it_is_live(engine):
+    """An attempt that does not stand while its run goes on (another execution of the run
+    recorded it first, or it ended past its timeout) leaves what it wrote: the run may
+    still catalogue it, and its own end sweeps what it leaves."""
+    _image, _version, (job_id,), named, _facts = _image_with_jobs(engine, "d.jpg", (SIZES,))
+    keys, deleted = set(named.values()), []
+    assert store.run_plain(engine, lambda c: store.begin_attempt(
+        c, job_id, 1, 0, "s", utcnow(), True)) is None  # running
+    assert store.run(engine, lambda s: sweep.discard(s, job_id, 1, keys, deleted.append)
+                     ) == set()
+    failed = {"error": "corrupt_image", "message": "planned", "step": "s"}
+    assert store.run_plain(engine, lambda c: store.finish_run(c, job_id, 1, failed))
+    assert store.run(engine, lambda s: sweep.discard(s, job_id, 1, keys, deleted.append)
+                     ) == keys
+
+
+def test_a_sweep_that_fails_is_logged_and_deletes_nothing(caplog):
+    def broken(_work):
+        raise OperationalError("UPDATE images", {}, Exception("database is locked"))
+
+    deleted: list[str] = []
+    assert sweep.sweep_left(broken, "j", 1, {"_renditions/a"}, deleted.append) == set()
+    assert deleted == []
+    assert sweep.sweep_left(broken, "j", 1, set(), deleted.append) == set()  # no work
+
+
 def test_a_retry_waits_for_the_sweep_of_its_images_leftovers(engine):
     """A retry that comes while a sweep deletes the job's leftovers commits only after the
     deletes (its run then makes them again), never between the sweep's check and its
@@ -211,11 +237,13 @@ def test_a_retry_waits_for_the_sweep_of_its_images_leftovers(engine):
 
     with ThreadPoolExecutor(2) as threads:
         swept = threads.submit(sweep_it)
-        assert deleting.wait(30)
-        retried = threads.submit(retry)
-        with pytest.raises(FutureTimeout):  # held back by the sweep's lock
-            retried.result(timeout=1.0)
-        go.set()
+        try:
+            assert deleting.wait(30)
+            retried = threads.submit(retry)
+            with pytest.raises(FutureTimeout):  # held back by the sweep's lock
+                retried.result(timeout=1.0)
+        finally:
+            go.set()
         assert swept.result(timeout=30) == keys
         retried.result(timeout=30)
     assert order == [f"deleted {k}" for k in sorted(keys)] + ["retried"]

@@ -204,8 +204,8 @@ def _finish(job_id: str, run: int, pipeline: str, error: dict | None) -> None:
         return ended, sweep.leftovers(db, job_id) if failed else set()  # (a replay: again)
 
     ended, left = store.run_plain(_rt().engine, end)
-    store.run_plain(_rt().engine, lambda db: sweep.discard(
-        db, job_id, run, left, _rt().storage.blocking.delete))
+    sweep.sweep_left(lambda work: store.run_steadily(_rt().engine, work), job_id, run, left,
+                     _rt().storage.blocking.delete)
     _finished(pipeline, job_id, run, error, ended)
 
 

@@ -154,8 +154,8 @@ def _unstore(ctx: StepContext, written: set[str]) -> None:
         from darkroom.pipelines import sweep  # (which computes keys with this module)
 
         runtime = ctx.runtime
-        store.run_plain(runtime.engine, lambda db: sweep.discard(
-            db, ctx.job_id, ctx.run, written, runtime.storage.blocking.delete))
+        sweep.sweep_left(lambda work: store.run_plain(runtime.engine, work), ctx.job_id,
+                         ctx.run, written, runtime.storage.blocking.delete)
 
 
 def rendition_format(plan: EditPlan, shape: Shape) -> str:

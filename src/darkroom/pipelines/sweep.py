@@ -28,6 +28,7 @@ from types import SimpleNamespace
 
 import structlog
 from sqlalchemy import Connection, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from darkroom.catalog import repository
@@ -66,17 +67,38 @@ def held(db: Session | Connection, job_id: str, run: int, image_id: str, keys: s
     return made | store.catalogued(db, keys - made)
 
 
+def sweep_left(transact: Callable[[Callable[[Session | Connection], set[str]]], set[str]],
+               job_id: str, run: int, keys: set[str], delete: Callable[[str], None]
+               ) -> set[str]:
+    """`discard` in a transaction that `transact` runs and commits; the keys deleted. Best
+    effort: a failure is logged (`leftovers_not_swept`) and leaves the keys to the image's
+    next replace or delete, which sweep its whole rendition folder."""
+    if not keys:
+        return set()
+    try:
+        return transact(lambda db: discard(db, job_id, run, keys, delete))
+    except (DarkroomError, SQLAlchemyError) as error:
+        log.warning("leftovers_not_swept", job=job_id, keys=len(keys),
+                    error=str(error).splitlines()[0])
+        return set()
+
+
 def discard(db: Session | Connection, job_id: str, run: int, keys: set[str],
             delete: Callable[[str], None]) -> set[str]:
     """Delete, in `db`'s transaction, those of `keys` (what run `run` of job `job_id` left:
     its `leftovers`, or what an attempt that does not stand wrote) that nothing `held`
     once the image's row is locked; the keys deleted. Commit only after it returns (see
-    the module). With the job gone (its image deleted), every key goes."""
+    the module). None while that run is itself still live (another execution of it, or
+    a later step, may catalogue them; its own end sweeps what it leaves); every key with
+    the job gone (its image deleted)."""
     if not keys:
         return set()
     image_id = db.execute(select(Job.image_id).where(Job.id == job_id)).scalar()
     if image_id is not None:
         repository.lock_image(db, image_id)
+        if db.execute(select(Job.id).where(Job.id == job_id, Job.run == run,
+                                           Job.status.in_(LIVE))).first() is not None:
+            return set()
         keys = keys - held(db, job_id, run, image_id, keys)
     return remove(keys, delete, job_id)
 

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 
 from darkroom.catalog.service import Catalog
 from darkroom.errors import BadRequest, TooLarge
-from darkroom.pipelines import admin, registry, sweep
+from darkroom.pipelines import admin, registry, store, sweep
 from darkroom.pipelines.definition import parse, read_yaml
 from darkroom.pipelines.queue import JobQueue
 
@@ -105,8 +105,8 @@ def pipelines_router(catalog: Catalog, queue: JobQueue, authorize: Callable[[Req
         and the renditions it left uncatalogued are deleted."""
         authorize(request)
         body, workflow, left = await catalog.transact(lambda s: admin.cancel_job(s, job_id))
-        await catalog.transact(lambda s: sweep.discard(s, job_id, body["run"], left,
-                                                        catalog.storage.blocking.delete))
+        await asyncio.to_thread(sweep.sweep_left, lambda work: store.run(catalog.engine, work),
+                                job_id, body["run"], left, catalog.storage.blocking.delete)
         await asyncio.to_thread(queue.cancel, workflow)
         return body
 
