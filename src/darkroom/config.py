@@ -145,6 +145,10 @@ class Retention(BaseModel):
                                   "run are deleted this long after it ended, once its job "
                                   "has (the job, its steps and attempts stay until the "
                                   "image goes)")
+    multipart_hours: float = Field(24.0, ge=0, le=876000, description="S3 multipart "
+                                   "uploads under the storage prefix begun this long ago "
+                                   "and never completed (a process killed mid-upload) are "
+                                   "aborted")
     interval_s: float = Field(3600.0, gt=0, description="how often each server process "
                               "and worker looks for what is due")
 

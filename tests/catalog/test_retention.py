@@ -87,6 +87,41 @@ async def test_the_loop_purges_until_stopped(engine, monkeypatch):  # noqa: F811
     await asyncio.wait_for(task, 10)
 
 
+@pytest.mark.anyio
+async def test_stale_multipart_uploads_are_aborted_at_each_turn(engine, s3_settings,  # noqa: F811
+                                                                monkeypatch):
+    """The loop aborts the S3 multipart uploads begun `multipart_hours` ago; 0 hours keeps
+    them; a store that fails is logged and the loop goes on."""
+    from contracts.test_storage import MOTO_BEGAN, _begin_upload, _uploads
+
+    from darkroom.errors import StorageError
+    from darkroom.storage import ObjectStorage
+
+    storage = ObjectStorage(s3_settings)
+    _begin_upload(s3_settings, "photos/big.jpg")
+    assert await retention.abort_uploads(storage, Retention(multipart_hours=0)) == 0
+    soon = MOTO_BEGAN + timedelta(minutes=30)  # begun half an hour before
+    assert await retention.abort_uploads(storage, Retention(multipart_hours=1), soon) == 0
+    assert _uploads(s3_settings) == {"photos/big.jpg"}
+    monkeypatch.setattr(retention, "FIRST_AFTER_S", 0.01)
+    stop = asyncio.Event()
+    task = asyncio.create_task(retention.keep_purging(
+        engine, None, Retention(multipart_hours=1, interval_s=0.05), stop, storage))
+    for _ in range(200):
+        if not _uploads(s3_settings):
+            break
+        await asyncio.sleep(0.05)
+    assert _uploads(s3_settings) == set()
+    stop.set()
+    await asyncio.wait_for(task, 10)
+
+    async def down(_before):
+        raise StorageError("bucket unreachable")
+
+    monkeypatch.setattr(storage, "abort_stale_uploads", down)
+    assert await retention.abort_uploads(storage, Retention(multipart_hours=1)) == 0
+
+
 def test_a_stop_ends_a_purge_between_batches(engine):  # noqa: F811
     for i in range(5):
         _event(engine, f"gone{i}", OLD, delivered=OLD)

@@ -7,12 +7,14 @@ import os
 import shutil
 import subprocess
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import boto3
 import pytest
 from obstore.exceptions import GenericError
 
+from darkroom.catalog.models import utcnow
 from darkroom.config import S3, Settings
 from darkroom.errors import BadRequest, DarkroomError, NotFound, StorageError
 from darkroom.storage import LocalStorage, ObjectStorage, Storage, open_storage
@@ -491,10 +493,59 @@ async def test_local_ping_fails_without_root(tmp_path: Path) -> None:
         await LocalStorage(tmp_path / "missing").ping()
 
 
+MOTO_BEGAN = datetime(2010, 11, 10, 20, 48, 33, tzinfo=timezone.utc)  # every upload's, in moto
+
+
+def _begin_upload(settings: S3, key: str) -> str:
+    """A multipart upload of `key` (bucket-wide: no prefix added) with one part, never
+    completed, as a process killed mid-put leaves it; its id."""
+    client = boto3.client("s3", endpoint_url=settings.endpoint, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    upload = client.create_multipart_upload(Bucket=settings.bucket, Key=key)["UploadId"]
+    client.upload_part(Bucket=settings.bucket, Key=key, UploadId=upload, PartNumber=1,
+                       Body=b"x" * 1024)
+    return upload
+
+
+def _uploads(settings: S3) -> set[str]:
+    client = boto3.client("s3", endpoint_url=settings.endpoint, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    return {u["Key"] for u in client.list_multipart_uploads(Bucket=settings.bucket)
+            .get("Uploads", [])}
+
+
+async def test_stale_multipart_uploads_are_aborted_under_the_prefix_only(s3_settings: S3
+                                                                         ) -> None:
+    """Uploads a killed process left under darkroom's prefix go once begun before the
+    cutoff; a recent one, and another application's beside the prefix, stay."""
+    storage = ObjectStorage(s3_settings.model_copy(update={"prefix": "dr"}),
+                            retry_config=SHORT_RETRY)
+    for key in ("dr/photos/big.jpg", "dr/_renditions/x/y.webp", "other/big.jpg"):
+        _begin_upload(s3_settings, key)
+    assert await storage.abort_stale_uploads(MOTO_BEGAN - timedelta(hours=1)) == 0  # recent
+    assert len(_uploads(s3_settings)) == 3
+    assert await storage.abort_stale_uploads(MOTO_BEGAN + timedelta(minutes=1)) == 2
+    assert _uploads(s3_settings) == {"other/big.jpg"}
+    assert await storage.abort_stale_uploads(utcnow()) == 0
+
+
+async def test_no_upload_is_aborted_over_plain_http_unless_allowed(s3_settings: S3) -> None:
+    _begin_upload(s3_settings, "big.jpg")
+    storage = ObjectStorage(s3_settings.model_copy(update={"allow_http": False}))
+    with pytest.raises(StorageError, match="allow_http"):
+        await storage.abort_stale_uploads(utcnow())
+    assert _uploads(s3_settings) == {"big.jpg"}
+
+
+async def test_local_storage_keeps_no_uploads_apart(tmp_path: Path) -> None:
+    assert await LocalStorage(tmp_path).abort_stale_uploads(utcnow()) == 0
+
+
 async def test_s3_unreachable_is_storage_error(s3_settings: S3) -> None:
     settings = s3_settings.model_copy(update={"endpoint": "http://127.0.0.1:1"})
     storage = ObjectStorage(settings, retry_config=SHORT_RETRY)
-    for call in [storage.get("k"), storage.head("k"), storage.put("k", b"1"), storage.ping()]:
+    for call in [storage.get("k"), storage.head("k"), storage.put("k", b"1"), storage.ping(),
+                 storage.abort_stale_uploads(utcnow())]:
         with pytest.raises(StorageError) as err:
             await call
         assert err.value.code == "storage_unavailable"

@@ -1,8 +1,9 @@
 """What the catalog forgets once only history needs it, so that its tables do not grow
 for ever: outbox events delivered, given up on (dead letters) or taken by no sink, after
-`retention.events_days`; and DBOS's records of a run (the workflow, its inputs and
-outputs), `retention.workflows_days` after it ended, once its job has too (a job a run
-left `running` keeps them: they tell why). The jobs, their steps and attempts stay in the
+`retention.events_days`; DBOS's records of a run (the workflow, its inputs and outputs),
+`retention.workflows_days` after it ended, once its job has too (a job a run left
+`running` keeps them: they tell why); and, on S3, multipart uploads that a process killed
+mid-put left, `retention.multipart_hours` after they began (`abort_uploads`). The jobs, their steps and attempts stay in the
 catalog until their image goes. An event a sink is still trying is never deleted; one
 whose delivery nobody has tried since before the cutoff (its sink removed) is no longer
 being tried.
@@ -33,10 +34,12 @@ from darkroom.catalog.models import Job
 from darkroom.catalog.models import OutboxDelivery as D
 from darkroom.catalog.models import OutboxEvent as E
 from darkroom.catalog.models import utcnow
+from darkroom.errors import DarkroomError
 
 if TYPE_CHECKING:
     from darkroom.config import Retention
     from darkroom.pipelines.queue import JobQueue
+    from darkroom.storage import Storage
 
 log = structlog.get_logger("darkroom.retention")
 BATCH = 500
@@ -113,11 +116,29 @@ def purge(engine: Engine, queue: JobQueue | None, settings: Retention,
     return done
 
 
+async def abort_uploads(storage: Storage, settings: Retention, now: datetime | None = None
+                        ) -> int:
+    """Abort the multipart uploads in `storage` begun `multipart_hours` before `now` (the
+    clock) and never completed; how many. Best effort: a failure is logged
+    (`multipart_not_aborted`) and the next turn tries again."""
+    if not settings.multipart_hours:
+        return 0
+    before = (now or utcnow()) - timedelta(hours=settings.multipart_hours)
+    try:
+        aborted = await storage.abort_stale_uploads(before)
+    except DarkroomError as error:
+        log.warning("multipart_not_aborted", error=error.message)
+        return 0
+    if aborted:
+        log.info("multipart_uploads_aborted", count=aborted)
+    return aborted
+
+
 async def keep_purging(engine: Engine, queue: JobQueue | None, settings: Retention,
-                       stop: asyncio.Event) -> None:
-    """`purge` in a thread, `FIRST_AFTER_S` from now and then every `interval_s`, until
-    `stop` is set (a purge under way ends after its batch); a failed purge is logged and
-    tried again at the next turn."""
+                       stop: asyncio.Event, storage: Storage | None = None) -> None:
+    """`purge` in a thread (and `abort_uploads` in `storage`), `FIRST_AFTER_S` from now and
+    then every `interval_s`, until `stop` is set (a purge under way ends after its batch);
+    a failed purge is logged and tried again at the next turn."""
     wait = min(FIRST_AFTER_S, settings.interval_s)
     while True:
         with contextlib.suppress(asyncio.TimeoutError):
@@ -129,16 +150,18 @@ async def keep_purging(engine: Engine, queue: JobQueue | None, settings: Retenti
                                     lambda: not stop.is_set())
         except Exception as error:  # the database may be away for a while
             log.error("retention_failed", error=f"{type(error).__name__}: {error}")
+        if storage is not None and not stop.is_set():
+            await abort_uploads(storage, settings)
         wait = settings.interval_s
 
 
 @contextlib.asynccontextmanager
-async def purging(engine: Engine, queue: JobQueue | None, settings: Retention
-                  ) -> AsyncIterator[None]:
+async def purging(engine: Engine, queue: JobQueue | None, settings: Retention,
+                  storage: Storage | None = None) -> AsyncIterator[None]:
     """`keep_purging` in the background for the block; leaving it ends a purge under way
     after its batch."""
     stop = asyncio.Event()
-    task = asyncio.create_task(keep_purging(engine, queue, settings, stop))
+    task = asyncio.create_task(keep_purging(engine, queue, settings, stop, storage))
     try:
         yield
     finally:

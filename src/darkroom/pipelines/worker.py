@@ -111,7 +111,8 @@ class Worker:
         """Deliver the outbox and purge what is due (`catalog.retention`) until stopped."""
         queue = JobQueue(self.settings.database_url)
         try:
-            async with retention.purging(self.engine, queue, self.settings.retention), \
+            async with retention.purging(self.engine, queue, self.settings.retention,
+                                         self.runtime.storage), \
                     dispatching(self.engine, self.settings.events):
                 while not self._stop.is_set():
                     await asyncio.sleep(0.2)

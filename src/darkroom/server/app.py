@@ -105,7 +105,7 @@ def create_app(settings: Settings | None = None, index: int = 0) -> ASGIApp:
     async def lifespan(_app):
         watcher = asyncio.create_task(watch_for_pipelines())
         try:
-            async with retention.purging(engine, jobs, settings.retention), \
+            async with retention.purging(engine, jobs, settings.retention, storage), \
                     dispatching(engine, settings.events):
                 yield
         finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -85,6 +86,12 @@ class Storage(Protocol):
         disk, temp files of writes cut short and the folders then empty (a delete does
         this for its own key's folder; this reaches those that never held an object).
         An object store has nothing of the kind (a cut-short put leaves no object)."""
+
+    async def abort_stale_uploads(self, before: datetime) -> int:
+        """Abort the multipart uploads begun before `before` and never completed (a process
+        killed mid-put leaves them: unseen, yet stored and billed); how many. Local disk
+        keeps no parts apart (a write cut short leaves a temp file that `sweep` and the
+        key's next write or delete remove): 0."""
 
     async def ping(self) -> None:
         """Raise StorageError when the backend cannot be reached (for /readyz)."""

@@ -3,9 +3,11 @@ blocking one for worker threads)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,7 +48,7 @@ class ObjectStorage:
         if settings.secret_access_key:
             config["secret_access_key"] = settings.secret_access_key.get_secret_value()
         options: ClientConfig = {"allow_http": settings.allow_http, **(client_options or {})}
-        self.bucket = settings.bucket
+        self.bucket, self._settings = settings.bucket, settings
         try:
             self._store = S3Store(
                 settings.bucket,
@@ -77,8 +79,8 @@ class ObjectStorage:
     async def put(self, key: str, data: bytes, content_type: str | None = None,
                   sweep: bool = False) -> ObjectInfo:
         """`sweep` changes nothing: a put is one request (or a multipart upload the store
-        never shows), so a crash leaves nothing to clean up here; abandoned parts are the
-        bucket's lifecycle rules' job."""
+        never shows), so a crash leaves nothing to clean up here; abandoned parts go with
+        `abort_stale_uploads`."""
         check_new_key(key)
         try:
             result = await obstore.put_async(self._store, key, data,
@@ -121,6 +123,45 @@ class ObjectStorage:
 
     async def sweep(self, folder: str) -> None:
         check_key(folder)  # a put cut short leaves no object, and folders are not objects
+
+    async def abort_stale_uploads(self, before: datetime) -> int:
+        return await asyncio.to_thread(self._abort_stale_uploads, before)
+
+    def _abort_stale_uploads(self, before: datetime) -> int:
+        """Through boto3 (obstore lists no multipart uploads), under the prefix only: an
+        upload another process aborted or completed meanwhile is passed over."""
+        import boto3
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        s3 = self._settings
+        if (s3.endpoint or "").startswith("http://") and not s3.allow_http:
+            raise StorageError(f"endpoint {s3.endpoint!r} is plain HTTP: set s3.allow_http")
+        secret = s3.secret_access_key.get_secret_value() if s3.secret_access_key else None
+        client = boto3.client(
+            "s3", region_name=s3.region, endpoint_url=s3.endpoint or None,
+            aws_access_key_id=s3.access_key_id or None, aws_secret_access_key=secret,
+            config=Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3}))
+        prefix, aborted = f"{s3.prefix.strip('/')}/" if s3.prefix.strip("/") else "", 0
+        try:
+            for page in client.get_paginator("list_multipart_uploads").paginate(
+                    Bucket=self.bucket, Prefix=prefix):
+                for upload in page.get("Uploads", []):
+                    if upload["Initiated"] >= before:
+                        continue
+                    try:
+                        client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"],
+                                                      UploadId=upload["UploadId"])
+                        aborted += 1
+                    except ClientError as error:
+                        if error.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                            raise
+        except (BotoCoreError, ClientError) as error:
+            raise StorageError(f"cannot abort stale multipart uploads in {self.bucket!r}: "
+                               f"{_first_line(error)}") from error
+        finally:
+            client.close()
+        return aborted
 
     async def ping(self) -> None:
         try:
