@@ -148,9 +148,17 @@ class Retention(BaseModel):
     multipart_hours: float = Field(24.0, ge=0, le=876000, description="S3 multipart "
                                    "uploads under the storage prefix begun this long ago "
                                    "and never completed (a process killed mid-upload) are "
-                                   "aborted")
+                                   "aborted; 0, or at least 1 (younger ones may still be "
+                                   "under way)")
     interval_s: float = Field(3600.0, gt=0, description="how often each server process "
                               "and worker looks for what is due")
+
+    @field_validator("multipart_hours")
+    @classmethod
+    def _not_under_way(cls, value: float) -> float:
+        if 0 < value < 1:
+            raise ValueError("0 (keep them) or at least 1: a younger upload may be under way")
+        return value
 
 
 class Settings(BaseSettings):

@@ -115,11 +115,28 @@ async def test_stale_multipart_uploads_are_aborted_at_each_turn(engine, s3_setti
     stop.set()
     await asyncio.wait_for(task, 10)
 
-    async def down(_before):
+    async def down(_before, _going_on):
         raise StorageError("bucket unreachable")
 
-    monkeypatch.setattr(storage, "abort_stale_uploads", down)
-    assert await retention.abort_uploads(storage, Retention(multipart_hours=1)) == 0
+    calls = []
+
+    async def unset(_before, _going_on):  # e.g. botocore's ProfileNotFound: no DarkroomError
+        calls.append(1)
+        raise RuntimeError("The config profile (missing) could not be found")
+
+    for failing in (down, unset):
+        monkeypatch.setattr(storage, "abort_stale_uploads", failing)
+        assert await retention.abort_uploads(storage, Retention(multipart_hours=1)) == 0
+    stop = asyncio.Event()  # logged, and the loop goes on to its next turns
+    task = asyncio.create_task(retention.keep_purging(
+        engine, None, Retention(multipart_hours=1, interval_s=0.05), stop, storage))
+    for _ in range(200):
+        if len(calls) >= 3:
+            break
+        await asyncio.sleep(0.05)
+    assert len(calls) >= 3 and not task.done()
+    stop.set()
+    await asyncio.wait_for(task, 10)
 
 
 def test_a_stop_ends_a_purge_between_batches(engine):  # noqa: F811

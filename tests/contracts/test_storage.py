@@ -514,19 +514,31 @@ def _uploads(settings: S3) -> set[str]:
             .get("Uploads", [])}
 
 
-async def test_stale_multipart_uploads_are_aborted_under_the_prefix_only(s3_settings: S3
-                                                                         ) -> None:
+@pytest.mark.parametrize("prefix", ["dr", "/dr/"])
+async def test_stale_multipart_uploads_are_aborted_under_the_prefix_only(s3_settings: S3,
+                                                                         prefix: str) -> None:
     """Uploads a killed process left under darkroom's prefix go once begun before the
-    cutoff; a recent one, and another application's beside the prefix, stay."""
-    storage = ObjectStorage(s3_settings.model_copy(update={"prefix": "dr"}),
+    cutoff; one begun at the cutoff, and other applications' beside the prefix (a key
+    that merely starts with its letters among them), stay."""
+    storage = ObjectStorage(s3_settings.model_copy(update={"prefix": prefix}),
                             retry_config=SHORT_RETRY)
-    for key in ("dr/photos/big.jpg", "dr/_renditions/x/y.webp", "other/big.jpg"):
+    for key in ("dr/photos/big.jpg", "dr/_renditions/x/y.webp", "drafts/big.jpg",
+                "other/big.jpg"):
         _begin_upload(s3_settings, key)
-    assert await storage.abort_stale_uploads(MOTO_BEGAN - timedelta(hours=1)) == 0  # recent
-    assert len(_uploads(s3_settings)) == 3
-    assert await storage.abort_stale_uploads(MOTO_BEGAN + timedelta(minutes=1)) == 2
-    assert _uploads(s3_settings) == {"other/big.jpg"}
+    assert await storage.abort_stale_uploads(MOTO_BEGAN) == 0  # none begun before
+    assert len(_uploads(s3_settings)) == 4
+    assert await storage.abort_stale_uploads(MOTO_BEGAN + timedelta(seconds=1)) == 2
+    assert _uploads(s3_settings) == {"drafts/big.jpg", "other/big.jpg"}
     assert await storage.abort_stale_uploads(utcnow()) == 0
+
+
+async def test_an_abort_stops_between_uploads_when_asked(s3_settings: S3) -> None:
+    for key in ("a.jpg", "b.jpg", "c.jpg"):
+        _begin_upload(s3_settings, key)
+    asked = iter([True, False])
+    storage = ObjectStorage(s3_settings)
+    assert await storage.abort_stale_uploads(utcnow(), lambda: next(asked, False)) == 1
+    assert len(_uploads(s3_settings)) == 2
 
 
 async def test_no_upload_is_aborted_over_plain_http_unless_allowed(s3_settings: S3) -> None:

@@ -116,18 +116,19 @@ def purge(engine: Engine, queue: JobQueue | None, settings: Retention,
     return done
 
 
-async def abort_uploads(storage: Storage, settings: Retention, now: datetime | None = None
-                        ) -> int:
+async def abort_uploads(storage: Storage, settings: Retention, now: datetime | None = None,
+                        going_on: Callable[[], bool] = _always) -> int:
     """Abort the multipart uploads in `storage` begun `multipart_hours` before `now` (the
-    clock) and never completed; how many. Best effort: a failure is logged
-    (`multipart_not_aborted`) and the next turn tries again."""
+    clock) and never completed, while `going_on()`; how many. Best effort: a failure is
+    logged (`multipart_not_aborted`) and the next turn tries again."""
     if not settings.multipart_hours:
         return 0
     before = (now or utcnow()) - timedelta(hours=settings.multipart_hours)
     try:
-        aborted = await storage.abort_stale_uploads(before)
-    except DarkroomError as error:
-        log.warning("multipart_not_aborted", error=error.message)
+        aborted = await storage.abort_stale_uploads(before, going_on)
+    except Exception as error:  # noqa: BLE001  (never the end of the retention loop)
+        message = error.message if isinstance(error, DarkroomError) else repr(error)
+        log.warning("multipart_not_aborted", error=message)
         return 0
     if aborted:
         log.info("multipart_uploads_aborted", count=aborted)
@@ -151,7 +152,7 @@ async def keep_purging(engine: Engine, queue: JobQueue | None, settings: Retenti
         except Exception as error:  # the database may be away for a while
             log.error("retention_failed", error=f"{type(error).__name__}: {error}")
         if storage is not None and not stop.is_set():
-            await abort_uploads(storage, settings)
+            await abort_uploads(storage, settings, going_on=lambda: not stop.is_set())
         wait = settings.interval_s
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -87,11 +87,12 @@ class Storage(Protocol):
         this for its own key's folder; this reaches those that never held an object).
         An object store has nothing of the kind (a cut-short put leaves no object)."""
 
-    async def abort_stale_uploads(self, before: datetime) -> int:
+    async def abort_stale_uploads(self, before: datetime,
+                                  going_on: Callable[[], bool] = lambda: True) -> int:
         """Abort the multipart uploads begun before `before` and never completed (a process
-        killed mid-put leaves them: unseen, yet stored and billed); how many. Local disk
-        keeps no parts apart (a write cut short leaves a temp file that `sweep` and the
-        key's next write or delete remove): 0."""
+        killed mid-put leaves them: unseen, yet stored and billed), while `going_on()`; how
+        many. Local disk keeps no parts apart (a write cut short leaves a temp file that
+        `sweep` and the key's next write or delete remove): 0."""
 
     async def ping(self) -> None:
         """Raise StorageError when the backend cannot be reached (for /readyz)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +17,7 @@ from obstore.store import S3Store
 
 from darkroom.config import S3
 from darkroom.errors import DarkroomError, NotFound, StorageError
+from darkroom.storage import multipart
 from darkroom.storage.base import ObjectInfo, check_key, check_new_key
 from darkroom.storage.local import check_prefix
 
@@ -124,44 +125,10 @@ class ObjectStorage:
     async def sweep(self, folder: str) -> None:
         check_key(folder)  # a put cut short leaves no object, and folders are not objects
 
-    async def abort_stale_uploads(self, before: datetime) -> int:
-        return await asyncio.to_thread(self._abort_stale_uploads, before)
-
-    def _abort_stale_uploads(self, before: datetime) -> int:
-        """Through boto3 (obstore lists no multipart uploads), under the prefix only: an
-        upload another process aborted or completed meanwhile is passed over."""
-        import boto3
-        from botocore.config import Config
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        s3 = self._settings
-        if (s3.endpoint or "").startswith("http://") and not s3.allow_http:
-            raise StorageError(f"endpoint {s3.endpoint!r} is plain HTTP: set s3.allow_http")
-        secret = s3.secret_access_key.get_secret_value() if s3.secret_access_key else None
-        client = boto3.client(
-            "s3", region_name=s3.region, endpoint_url=s3.endpoint or None,
-            aws_access_key_id=s3.access_key_id or None, aws_secret_access_key=secret,
-            config=Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3}))
-        prefix, aborted = f"{s3.prefix.strip('/')}/" if s3.prefix.strip("/") else "", 0
-        try:
-            for page in client.get_paginator("list_multipart_uploads").paginate(
-                    Bucket=self.bucket, Prefix=prefix):
-                for upload in page.get("Uploads", []):
-                    if upload["Initiated"] >= before:
-                        continue
-                    try:
-                        client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"],
-                                                      UploadId=upload["UploadId"])
-                        aborted += 1
-                    except ClientError as error:
-                        if error.response.get("Error", {}).get("Code") != "NoSuchUpload":
-                            raise
-        except (BotoCoreError, ClientError) as error:
-            raise StorageError(f"cannot abort stale multipart uploads in {self.bucket!r}: "
-                               f"{_first_line(error)}") from error
-        finally:
-            client.close()
-        return aborted
+    async def abort_stale_uploads(self, before: datetime,
+                                  going_on: Callable[[], bool] = lambda: True) -> int:
+        return await asyncio.to_thread(multipart.abort_stale, self._settings, before,
+                                       going_on)
 
     async def ping(self) -> None:
         try:
