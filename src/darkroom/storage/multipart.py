@@ -1,9 +1,10 @@
 """Multipart uploads that a process killed mid-put left in an S3 bucket: unseen, yet stored
 and billed until aborted. obstore lists none, so this goes through boto3, set up to reach
-what obstore reaches: the same endpoint (`s3.endpoint`, else `AWS_ENDPOINT`), keys given
-or from the environment, never the profiles of `~/.aws`, and plain HTTP only with
-`s3.allow_http`. Each request gets one try with short timeouts: a bucket that does not
-answer fails this turn (the next tries again) and holds up no shutdown for long.
+what obstore reaches: the same endpoint (`s3.endpoint`, else `AWS_ENDPOINT` or
+`AWS_ENDPOINT_URL`), keys given or from the environment, never the profiles of `~/.aws`,
+and plain HTTP only with `s3.allow_http`. Each request gets one try with short timeouts:
+a bucket that does not answer fails this turn (the next tries again) and holds up no
+shutdown for long.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ def _client(s3: S3):
     import botocore.session
     from botocore.config import Config
 
-    endpoint = s3.endpoint or os.environ.get("AWS_ENDPOINT") or None
+    endpoint = (s3.endpoint or os.environ.get("AWS_ENDPOINT")
+                or os.environ.get("AWS_ENDPOINT_URL") or None)
     if endpoint and endpoint.lower().startswith("http://") and not s3.allow_http:
         raise ValueError(f"endpoint {endpoint!r} is plain HTTP: set s3.allow_http")
     session = botocore.session.Session()
