@@ -3,10 +3,10 @@ for ever: outbox events delivered, given up on (dead letters) or taken by no sin
 `retention.events_days`; DBOS's records of a run (the workflow, its inputs and outputs),
 `retention.workflows_days` after it ended, once its job has too (a job a run left
 `running` keeps them: they tell why); and, on S3, multipart uploads that a process killed
-mid-put left, `retention.multipart_hours` after they began (`abort_uploads`). The jobs, their steps and attempts stay in the
-catalog until their image goes. An event a sink is still trying is never deleted; one
-whose delivery nobody has tried since before the cutoff (its sink removed) is no longer
-being tried.
+mid-put left, `retention.multipart_hours` after they began (`abort_uploads`). The jobs,
+their steps and attempts stay in the catalog until their image goes. An event a sink is
+still trying is never deleted; one whose delivery nobody has tried since before the
+cutoff (its sink removed) is no longer being tried.
 
 Every server process and standalone worker purges `FIRST_AFTER_S` after it starts, then
 every `retention.interval_s` (a tenth of it at random either way, so that processes
