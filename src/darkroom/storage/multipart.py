@@ -46,8 +46,6 @@ def abort_stale(s3: S3, before: datetime, going_on: Callable[[], bool]) -> int:
                 except ClientError as error:
                     if error.response.get("Error", {}).get("Code") != "NoSuchUpload":
                         raise
-            if not going_on():
-                return aborted
     except (BotoCoreError, ClientError) as error:
         raise StorageError(f"cannot abort stale multipart uploads in {s3.bucket!r}: "
                            f"{str(error).splitlines()[0]}") from error
