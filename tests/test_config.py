@@ -99,6 +99,8 @@ def test_missing_darkroom_toml_is_fine_but_a_named_missing_file_is_an_error(monk
     ("DARKROOM_LIMITS__MAX_MEGAPIXELS", "0", "max_megapixels"),
     ("DARKROOM_LIMITS__TIME_BUDGET_S", "-1", "time_budget_s"),
     ("DARKROOM_ALLOW_UNSIGNED", "perhaps", "allow_unsigned"),
+    ("DARKROOM_RETENTION__MULTIPART_HOURS", "0.5", "multipart_hours"),  # may be under way
+    ("DARKROOM_RETENTION__EVENTS_DAYS", "-1", "events_days"),
 ])
 def test_bad_environment_value_is_an_error_naming_the_field(monkeypatch, name, value, field):
     monkeypatch.setenv(name, value)
