@@ -197,4 +197,5 @@ def _open_catalog(settings: Settings):
     engine = make_engine(settings.database_url)
     queue.migrate(engine)
     return Catalog(engine, open_storage(settings), RenderPool(settings.threads, 0),
-                   settings.limits, queue=queue.JobQueue(settings.database_url))
+                   settings.limits, queue=queue.JobQueue(settings.database_url),
+                   journal=settings.data_dir / "tmp")

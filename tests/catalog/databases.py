@@ -7,10 +7,12 @@ every test and dropped at the end.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -75,6 +77,33 @@ def database_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     with engine.begin() as connection:
         connection.execute(text(f"TRUNCATE {TABLES} CASCADE"))
     engine.dispose()
+
+
+@pytest.fixture
+def catalog(database_url, tmp_path):
+    """A catalog service on each backend, over local storage in `tmp_path / "storage"`,
+    writing its uploads' intents in `tmp_path / "tmp"`."""
+    from darkroom.catalog import Catalog
+    from darkroom.config import Limits
+    from darkroom.server.pool import RenderPool
+    from darkroom.storage import LocalStorage
+
+    engine = make_engine(database_url)
+    migrate(engine)
+    (tmp_path / "storage").mkdir()
+    service = Catalog(engine, LocalStorage(tmp_path / "storage"), RenderPool(2, 8), Limits(),
+                      journal=tmp_path / "tmp")
+    yield service
+    service.pool.close()
+    service.close()
+
+
+def staged(path: Path):
+    """`path` as a received upload that the caller keeps (not moved into storage)."""
+    from darkroom.catalog import Staged
+
+    data = path.read_bytes()
+    return Staged(path, hashlib.sha256(data).hexdigest(), len(data))
 
 
 @pytest.fixture

@@ -10,15 +10,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from darkroom.catalog import Catalog, Staged, make_engine, migrate, repository
-from darkroom.config import Limits
+from darkroom.catalog import Catalog, Staged, repository
 from darkroom.errors import CatalogError, Conflict, StorageError
 from darkroom.pipelines.context import stored_version
-from darkroom.server.pool import RenderPool
-from darkroom.storage import LocalStorage
 
 from corpus_files import CORPUS, OK_FILES
-from .databases import count_rows, database_url, pg_url  # noqa: F401
+from .databases import catalog, count_rows, database_url, pg_url  # noqa: F401
+from .databases import staged as staged_path
 
 pytestmark = pytest.mark.anyio
 SMALL = sorted((f for f in OK_FILES if f["container"] in ("jpeg", "png")),
@@ -26,20 +24,7 @@ SMALL = sorted((f for f in OK_FILES if f["container"] in ("jpeg", "png")),
 
 
 def staged(entry: dict) -> Staged:
-    path = CORPUS / entry["path"]
-    data = path.read_bytes()
-    return Staged(path, hashlib.sha256(data).hexdigest(), len(data))
-
-
-@pytest.fixture
-def catalog(database_url, tmp_path: Path):  # noqa: F811
-    engine = make_engine(database_url)
-    migrate(engine)
-    (tmp_path / "storage").mkdir()
-    service = Catalog(engine, LocalStorage(tmp_path / "storage"), RenderPool(2, 8), Limits())
-    yield service
-    service.pool.close()
-    service.close()
+    return staged_path(CORPUS / entry["path"])
 
 
 async def test_one_key_raced_by_two_uploads(catalog: Catalog, database_url: str):  # noqa: F811

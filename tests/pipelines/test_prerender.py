@@ -9,7 +9,6 @@ import hashlib
 import threading
 import time
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from prometheus_client import REGISTRY
 
 from darkroom.config import Settings
 from darkroom.engine import probe
-from darkroom.errors import Conflict, StorageError, Unprocessable
+from darkroom.errors import Conflict, Unprocessable
 from darkroom.pipelines import context, prerender, steps
 from darkroom.pipelines.context import Runtime, StepContext
 from darkroom.pipelines.definition import Pipeline
@@ -169,33 +168,26 @@ def test_a_step_reads_the_source_only_when_its_alpha_is_unknown(tmp_path: Path, 
         runtime.close()
 
 
-@pytest.mark.parametrize("kept", [True, False])
-def test_a_step_waits_for_the_head_start_promised_and_renders_it_if_broken(
-        tmp_path: Path, kept, monkeypatch):
-    """An upload hands its head start over before storing it: a step that comes first
-    waits for the promise; a broken one (the store failed) leaves the step to make it."""
+@pytest.mark.parametrize("stored", [True, False])
+def test_a_step_takes_the_head_start_handed_over_unless_it_is_gone(
+        tmp_path: Path, stored, monkeypatch):
+    """An upload hands over the head start its transaction stored: the step takes it
+    without rendering it, and stores it again if it is gone (a stopped job's sweep
+    deleted it before a retry)."""
     runtime = Runtime(Settings(data_dir=tmp_path), engine=None)
     try:
         data, sha, source = stored_photo(runtime, alpha=False)
         params = steps.RenditionsParams(renditions={"t": "w=40&fm=webp"})
         key = steps.rendition_key("img", sha, params.plans["t"], "webp")
-        promise: Future = Future()
-        assert runtime.prerender({}, {key: promise}) == 0
         made = steps.render(params.plans["t"], data, runtime.limits)  # the upload's
+        if stored:
+            runtime.storage.blocking.put(key, made.data)
+        assert runtime.prerender({}, {key: made}) == 0
         late = _counting(monkeypatch, steps)
-        with ThreadPoolExecutor(1) as pool:
-            step = pool.submit(steps.renditions,
-                               StepContext(runtime, "job", 1, "p", "s", source), params)
-            time.sleep(0.3)
-            assert not step.done()  # waiting for the promise
-            if kept:
-                runtime.storage.blocking.put(key, made.data)
-                promise.set_result(made)
-            else:
-                promise.set_exception(StorageError("injected storage failure"))
-            output = step.result(timeout=30)
-        assert output["t"]["written"] is not kept and output["t"]["width"] == 40
-        assert late == (Counter() if kept else Counter({40: 1}))
+        output = steps.renditions(StepContext(runtime, "job", 1, "p", "s", source), params)
+        assert output["t"]["written"] is not stored and output["t"]["width"] == 40
+        assert late == Counter()  # not rendered again
+        assert runtime.storage.blocking.get(key) == made.data
     finally:
         runtime.close()
 

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from darkroom.catalog.metadata import describe
-from darkroom.catalog.models import Job, OutboxEvent, utcnow
+from darkroom.catalog.models import Job, OutboxEvent, new_id, utcnow
 from darkroom.catalog.pipeline_models import JobStep
 from darkroom.catalog import Catalog, Staged, repository
 from darkroom.config import Limits
@@ -42,7 +42,7 @@ def _job(engine, key: str = "a.jpg") -> str:
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
 
     def make(session):
-        image = repository.claim_new(session, key, [])
+        image = repository.claim_new(session, key, [], new_id())
         version = repository.add_version(session, image, facts, digest, 1, "etag",
                                            first=True)
         return store.new_job(session, PIPELINE, image, version, "uploaded").id
@@ -110,7 +110,7 @@ def _image_with_jobs(engine, key: str, pipelines) -> tuple:
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
 
     def make(session):
-        image = repository.claim_new(session, key, [])
+        image = repository.claim_new(session, key, [], new_id())
         version = repository.add_version(session, image, facts, digest, 1, "etag",
                                          first=True)
         jobs = [store.new_job(session, p, image, version, "uploaded").id for p in pipelines]
@@ -291,7 +291,7 @@ def test_a_copy_and_an_upload_of_its_key_never_interleave(engine, first):
         done.append(("copy", allowed))
 
     def upload(session) -> None:
-        repository.claim_new(session.connection(), "cdn/a.jpg", [])
+        repository.claim_new(session.connection(), "cdn/a.jpg", [], new_id())
         inside.set()
         assert first == "copy" or release.wait(30)
         done.append(("upload", True))

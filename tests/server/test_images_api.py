@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from darkroom.catalog import repository
+from darkroom.catalog import intents, repository
 from darkroom.errors import CatalogError
 from darkroom.server.renderer import cache_folder
 from darkroom.server.staging import StagedFile, sweep_parts
@@ -22,6 +22,7 @@ from darkroom.storage.temps import STALE_S
 from catalog.databases import count_rows, database_url, pg_url, rows  # noqa: F401
 from .helpers import (
     ALPHA_PNG, CORPUS, OK_FILES, PHOTO, REJECT_FILES, assert_error, files_under, image_size,
+    settings_for,
 )
 
 SMALL_JPEG = min((f for f in OK_FILES if f["container"] == "jpeg"), key=lambda f: f["bytes"])
@@ -284,6 +285,25 @@ def test_staged_uploads_nobody_holds_are_swept(tmp_path, capsys):
     receiving.discard()
     assert not receiving.path.exists()
     assert sweep_parts(tmp_path / "missing") == 0
+
+
+def test_a_server_that_starts_settles_uploads_killed_before_their_commit(make_client, tmp_path):
+    """An intent no process holds, of an upload that stored its object and its head start
+    and was killed before its commit: the next server undoes both before it serves."""
+    settings = settings_for(tmp_path / "data")
+    data = (CORPUS / SMALL_JPEG["path"]).read_bytes()
+    entry = intents.Entry("orphan.jpg", "f" * 32, hashlib.sha256(data).hexdigest())
+    head_start = settings.storage_dir / "_renditions" / entry.image_id / "x-0.webp"
+    head_start.parent.mkdir(parents=True)
+    head_start.write_bytes(b"its head start")
+    (settings.storage_dir / entry.key).write_bytes(data)
+    intents.intend(settings.data_dir / "tmp", entry).file.close()  # its process is gone
+
+    client = make_client(settings=settings)
+    assert not (settings.storage_dir / entry.key).exists()
+    assert not (settings.storage_dir / "_renditions").exists()
+    assert files_under(settings.data_dir / "tmp") == []
+    assert raw(client, SMALL_JPEG, entry.key).status_code == 201  # the key is free
 
 
 def test_an_upload_that_cannot_be_staged_leaves_nothing(client, monkeypatch):

@@ -87,8 +87,9 @@ def lock_image(db: Session | Connection, image_id: str) -> None:
     db.execute(_LOCK_IMAGE, {"_id": image_id})
 
 
-def claim_new(db: Session | Connection, key: str, tags: list[str]) -> Image:
-    """Insert the image row for `key`; Conflict(image_exists) if the key is catalogued.
+def claim_new(db: Session | Connection, key: str, tags: list[str], image_id: str) -> Image:
+    """Insert the row of image `image_id` for `key`; Conflict(image_exists) if the key is
+    catalogued.
 
     The key's lock (`lock_key`) and the insert are the transaction's first statements, so
     a concurrent upload of the same key waits for this one to end and then fails on the
@@ -98,7 +99,7 @@ def claim_new(db: Session | Connection, key: str, tags: list[str]) -> Image:
     The row names version 1 current already: the upload adds it (`add_version(first=True)`)
     in the same transaction, so no reader sees the one without the other."""
     now = utcnow()
-    values = {"id": new_id(), "key": key, "status": "ready", "version": 1,
+    values = {"id": image_id, "key": key, "status": "ready", "version": 1,
               "created_at": now, "updated_at": now}
     lock_key(db, key)
     try:

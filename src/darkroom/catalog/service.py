@@ -2,10 +2,12 @@
 
 Each write runs in one database transaction that first claims the image's row, then
 writes the object, then adds the version and its outbox event. If anything fails after
-the object was written, the object is deleted again, so a failed upload leaves nothing.
-A head start (the rendition an upload makes for its pipelines from the decode that gives
-its descriptors, see `steps.head_start`) is stored after the commit, best effort. Storage
-calls made inside a transaction go through `storage.blocking`, on the transaction's thread.
+the object was written, the object is deleted again, so a failed upload leaves nothing;
+an upload first writes down its intent, so that one killed before its commit leaves
+nothing either once `intents.settle` has run. A head start (the rendition an upload makes
+for its pipelines from the decode that gives its descriptors, see `steps.head_start`) is
+stored in the same transaction, best effort. Storage calls made inside a transaction go
+through `storage.blocking`, on the transaction's thread.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, TypeVar
@@ -25,9 +27,9 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from darkroom.catalog import idempotency, repository
+from darkroom.catalog import idempotency, intents, repository
 from darkroom.catalog.metadata import Facts, describe
-from darkroom.catalog.models import Image, ImageVersion, Job, Rendition
+from darkroom.catalog.models import Image, ImageVersion, Job, Rendition, new_id
 from darkroom.config import Limits
 from darkroom.engine.formats import EXTENSION, MIME
 from darkroom.engine.load import Header
@@ -49,8 +51,8 @@ T = TypeVar("T")
 DB_THREADS = 8
 Undo = list[Callable[[], None]]
 # Starts what it can of some renditions' works (key -> work), in memory, and takes the
-# rendition an upload stores itself (key -> a future of it); how many started.
-Prerender = Callable[[dict[str, Callable[[], Rendered]], dict[str, Future]], int]
+# rendition an upload stored itself (key -> it); how many started.
+Prerender = Callable[[dict[str, Callable[[], Rendered]], dict[str, Rendered]], int]
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,8 @@ class Catalog:
 
     def __init__(self, engine: Engine, storage: Storage, pool: RenderPool, limits: Limits,
                  invalidate: Callable[[str], Awaitable[None]] | None = None,
-                 queue: JobQueue | None = None, prerender: Prerender | None = None) -> None:
+                 queue: JobQueue | None = None, prerender: Prerender | None = None,
+                 journal: Path | None = None) -> None:
         self.engine = engine
         self.queue = queue
         self.storage = storage
@@ -81,6 +84,7 @@ class Catalog:
         self.limits = limits
         self.invalidate = invalidate
         self.prerender = prerender  # an in-process worker's `Runtime.prerender`, if any
+        self.journal = journal  # where uploads write their intents (see `intents`)
         # Database work (with the storage calls inside its transactions) has its own
         # threads, so that it never fills the loop's default executor.
         self._threads = ThreadPoolExecutor(DB_THREADS, thread_name_prefix="catalog")
@@ -110,25 +114,27 @@ class Catalog:
             return key or f"{stem}.{EXTENSION.get(fmt, fmt)}"
 
         facts = await self._describe(staged, await self._head_start(key_for))
-        key = key_for(facts.header.format)
+        key, image_id = key_for(facts.header.format), new_id()
+        held: list[intents.Intent] = []
 
         def write(session: Session, undo: Undo) -> _Written:
-            image = repository.claim_new(session.connection(), key, tags)
+            if self.journal is not None:  # before anything is stored (see `intents`)
+                held.append(intents.intend(self.journal, intents.Entry(
+                    key, image_id, staged.sha256)))
+            image = repository.claim_new(session.connection(), key, tags, image_id)
             body, fired, version = self._record(session, image, staged, facts,
                                                 "image.uploaded", undo)
             if idempotency_key:
                 idempotency.remember(session, idempotency_key, request, body)
-            return _Written(body, _made_key(image, staged.sha256, facts.made, fired),
-                            [pipeline for _, pipeline in fired], version)
+            made_key = _made_key(image, staged.sha256, facts.made, fired)
+            if made_key is not None and not self._store_made(made_key, facts.made[1], undo):
+                made_key = None
+            return _Written(body, made_key, [pipeline for _, pipeline in fired], version)
 
         def then(written: _Written) -> None:
-            # pre-renders first: started within a millisecond of the commit, long before
-            # a job dequeued meanwhile could look for them; the head start goes with them
-            # as a promise, kept once it is stored
-            made_key = written.made_key
-            stored = {} if made_key is None else {made_key: Future()}
+            _close(held)
+            stored = {} if written.made_key is None else {written.made_key: facts.made[1]}
             self._prerender(written.pipelines, written.version, facts, stored)
-            self._store_made(made_key, facts.made, stored.get(made_key))
 
         try:
             body = (await self._run(write, then=then)).body
@@ -139,6 +145,8 @@ class Catalog:
             if replay is None:  # not a race with the same request: the error stands
                 raise
             return replay, True
+        finally:
+            _close(held)  # the transaction failed: what it stored is undone already
         return body, False
 
     async def replace(self, image_id: str, staged: Staged) -> dict:
@@ -184,6 +192,15 @@ class Catalog:
 
         await self._forget(await self._run(write), image_id, stopped)
 
+    async def settle(self) -> int:
+        """Undo what uploads of killed processes stored and never committed (see
+        `intents`); how many such uploads were settled."""
+        settled = 0 if self.journal is None else await intents.settle(
+            self.journal, self.storage, self.transact)
+        if settled:
+            log.info("upload_intents_settled", count=settled, folder=str(self.journal))
+        return settled
+
     async def transact(self, work: Callable[[Session], T]) -> T:
         """`work` in one catalog transaction, on the database threads."""
         return await self._run(lambda session, _undo: work(session))
@@ -222,30 +239,23 @@ class Catalog:
         return repository.detail(session, image, version, new_version=True, jobs=[
             j for j, _ in fired] if kind == "image.uploaded" else None), fired, version
 
-    def _store_made(self, key: str | None, made: tuple[EditPlan, Rendered] | None,
-                    promise: Future | None) -> None:
-        """Store the rendition the upload made at `key` (None: no job fired wants it), after
-        the commit (a job fired waits for the next poll of the queue); best effort: a step
-        that does not find it makes it. `promise`, handed to an in-process worker, is kept
-        with the rendition once stored, or broken."""
-        if key is None or made is None:
-            return
+    def _store_made(self, key: str, made: Rendered, undo: Undo) -> bool:
+        """Store the rendition the upload made at `key`, in its transaction (`undo` deletes
+        it again); best effort: a step that does not find it makes it. False if it could
+        not be stored."""
         try:
-            self.storage.blocking.put(key, made[1].data, MIME[made[1].format])
-        except Exception as error:  # noqa: BLE001  (the upload is committed: it stands)
+            self.storage.blocking.put(key, made.data, MIME[made.format])
+        except Exception as error:  # noqa: BLE001  (the upload stands without it)
             log.warning("head_start_not_stored", key=key, error=str(error))
-            if promise is not None:
-                promise.set_exception(error)
-            return
-        if promise is not None:
-            promise.set_result(made[1])
+            return False
+        undo.append(lambda: self.storage.blocking.delete(key))
+        return True
 
     def _prerender(self, pipelines: list[Pipeline], version: ImageVersion, facts: Facts,
-                   stored: dict[str, Future]) -> None:
+                   stored: dict[str, Rendered]) -> None:
         """Have an idle in-process worker start rendering what the first steps of the
         `pipelines` just fired will make of the `version` committed, and hand it the head
-        start `stored` will hold (`pipelines.prerender`); best effort, like the head
-        start."""
+        start `stored` (`pipelines.prerender`); best effort, like the head start."""
         if not pipelines or self.prerender is None:
             return
         try:
@@ -346,6 +356,11 @@ def _made_key(image: Image, sha256: str, made: tuple[EditPlan, Rendered] | None,
                                for plan in steps.first_renditions(pipeline)):
         return None
     return steps.rendition_key(image.id, sha256, made[0], made[1].format)
+
+
+def _close(held: list[intents.Intent]) -> None:
+    while held:
+        held.pop().close()
 
 
 def _undo(undo: Undo) -> None:

@@ -81,12 +81,11 @@ class Runtime:
             return self._submit(work, *args)
 
     def prerender(self, works: dict[str, Callable[[], Rendered]],
-                  stored: dict[str, Future] | None = None) -> int:
+                  stored: dict[str, Rendered] | None = None) -> int:
         """Start as many of `works` (key -> a work rendering it in memory) as render
-        threads are free; how many started. `stored` are the renditions an upload stores
-        itself (its head start; a future of each, kept once stored), handed over so that
-        their step need not read them back. The step that needs a key takes it with
-        `prerendered`."""
+        threads are free; how many started. `stored` are the renditions an upload stored
+        itself (its head start), handed over so that their step need not read them back.
+        The step that needs a key takes it with `prerendered`."""
         now = _clock()
         with self._lock:
             self._expire(now)
@@ -95,8 +94,8 @@ class Runtime:
             started = list(works.items())[:max(0, room)]
             for key, work in started:
                 self._prerenders[key] = (now, self._submit(work), False)
-            for key, promise in list((stored or {}).items())[:cap - len(self._prerenders)]:
-                self._prerenders[key] = (now, promise, True)
+            for key, rendered in list((stored or {}).items())[:cap - len(self._prerenders)]:
+                self._prerenders[key] = (now, _kept(rendered), True)
             arm = bool(self._prerenders) and not self._expiring
             self._expiring |= arm
         PRERENDERS.labels("started").inc(len(started))
@@ -291,3 +290,10 @@ def stored_version(storage: Storage, key: str, etag: str | None, sha256: str
         return data
     data = storage.blocking.get(key)
     return data if hashlib.sha256(data).hexdigest() == sha256 else None
+
+
+def _kept(value: T) -> Future:
+    """A future that holds `value` already."""
+    future: Future = Future()
+    future.set_result(value)
+    return future

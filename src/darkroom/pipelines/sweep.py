@@ -15,10 +15,10 @@ it wrote by the same rule (`steps._unstore`). The lock is held while storage del
 SQLite, the one write lock): slow storage then slows the image's writers (every writer,
 on SQLite), only when a job stops with renditions left behind.
 
-What is left open: an upload's head start is stored just after the upload's commit, so a
-job cancelled in that instant (its id read from the jobs list, before the upload
-answered) leaves it. A step that takes a head start from the worker's memory checks that
-it is still stored (`steps.renditions`).
+An upload stores its head start in its own transaction, so a job is never seen (and
+stopped) before its head start is stored. A step that takes a head start from the
+worker's memory still checks that it is stored (`steps.renditions`): a stop's sweep may
+have deleted it before a retry.
 """
 
 from __future__ import annotations

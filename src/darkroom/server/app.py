@@ -91,7 +91,7 @@ def create_app(settings: Settings | None = None, index: int = 0) -> ASGIApp:
         await asyncio.to_thread(workers.start_if_needed)
 
     catalog = Catalog(engine, storage, pool, settings.limits, invalidate, jobs,
-                      workers.prerender)
+                      workers.prerender, settings.data_dir / "tmp")
     api = build_api(settings, renderer, catalog, on_pipeline)
 
     async def watch_for_pipelines() -> None:
@@ -103,6 +103,7 @@ def create_app(settings: Settings | None = None, index: int = 0) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(_app):
+        await catalog.settle()  # before any upload of this process
         watcher = asyncio.create_task(watch_for_pipelines())
         try:
             async with retention.purging(engine, jobs, settings.retention, storage), \
