@@ -19,46 +19,65 @@ from darkroom.catalog import Catalog, Staged, intents
 from darkroom.errors import Conflict, StorageError
 
 from corpus_files import CORPUS, OK_FILES
-from .databases import catalog, count_rows, database_url, pg_url  # noqa: F401
+from .databases import catalog, count_rows, database_url, pg_url, rows  # noqa: F401
 from .databases import staged as staged_path
 
 pytestmark = pytest.mark.anyio
 PHOTO = next(f for f in OK_FILES if f["container"] == "jpeg")
 OTHER = next(f for f in OK_FILES if f["container"] == "png")
 
-# An upload in a process of its own, killed by SIGKILL right after the object's put,
-# inside its transaction.
-KILLED_UPLOAD = textwrap.dedent("""
+# A write in a process of its own (an upload, a replace of image argv[5] or its delete),
+# killed by SIGKILL right after it changed the object, inside its transaction.
+KILLED = textwrap.dedent("""
     import asyncio, hashlib, os, shutil, sys
     from pathlib import Path
     from darkroom.catalog import Catalog, Staged, make_engine
     from darkroom.config import Limits
     from darkroom.server.pool import RenderPool
     from darkroom.storage import LocalStorage
-    url, root, photo = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    url, root, photo, op = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
     storage = LocalStorage(root / "storage")
-    put_file = storage.blocking.put_file
-    def put_then_die(*args, **kwargs):
-        put_file(*args, **kwargs)
-        os.kill(os.getpid(), 9)
-    storage.blocking.put_file = put_then_die
+    def then_die(write):
+        def written(*args, **kwargs):
+            write(*args, **kwargs)
+            os.kill(os.getpid(), 9)
+        return written
+    storage.blocking.put_file = then_die(storage.blocking.put_file)
+    storage.blocking.delete = then_die(storage.blocking.delete)
     catalog = Catalog(make_engine(url), storage, RenderPool(1, 4), Limits(),
                       journal=root / "tmp")
-    staged = root / "staged.jpg"
+    staged = root / "staged"
     shutil.copyfile(photo, staged)
     data = staged.read_bytes()
-    asyncio.run(catalog.upload(Staged(staged, hashlib.sha256(data).hexdigest(), len(data),
-                                      owned=True), "killed.jpg", []))
+    upload = Staged(staged, hashlib.sha256(data).hexdigest(), len(data), owned=True)
+    if op == "upload":
+        asyncio.run(catalog.upload(upload, "killed.jpg", []))
+    elif op == "replace":
+        asyncio.run(catalog.replace(sys.argv[5], upload))
+    else:
+        asyncio.run(catalog.delete(sys.argv[5]))
 """)
+
+
+def killed(catalog: Catalog, url: str, root: Path, op: str, photo: dict = PHOTO,
+           image_id: str = "") -> intents.Entry:
+    """Run `op` in a process killed mid-write; the entry of the intent it left."""
+    died = subprocess.run([sys.executable, "-c", KILLED, url, str(root),
+                           str(CORPUS / photo["path"]), op, image_id],
+                          capture_output=True, timeout=120)
+    assert died.returncode == -9, died.stderr.decode()[-2000:]
+    [path] = catalog.journal.glob("intent-*.json")
+    return intents.Entry(**json.loads(path.read_text()))
 
 
 def staged(entry: dict) -> Staged:
     return staged_path(CORPUS / entry["path"])
 
 
-def left_behind(catalog: Catalog, entry: intents.Entry) -> Path:
-    """An intent as a process killed mid-upload leaves it: written, then unlocked."""
-    intent = intents.intend(catalog.journal, entry)
+def left_behind(catalog: Catalog, entry: intents.Entry, previous: bytes | None = None
+                ) -> Path:
+    """An intent as a process killed mid-write leaves it: written, then unlocked."""
+    intent = intents.intend(catalog.journal, entry, previous)
     intent.file.close()
     return intent.path
 
@@ -70,11 +89,7 @@ def stored(catalog: Catalog) -> set[str]:
 
 async def test_an_upload_killed_before_its_commit_leaves_nothing(
         catalog: Catalog, database_url, tmp_path):  # noqa: F811
-    killed = subprocess.run([sys.executable, "-c", KILLED_UPLOAD, database_url, str(tmp_path),
-                             str(CORPUS / PHOTO["path"])], capture_output=True, timeout=120)
-    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
-    [path] = catalog.journal.glob("intent-*.json")
-    entry = intents.Entry(**json.loads(path.read_text()))
+    entry = killed(catalog, database_url, tmp_path, "upload")
     assert entry.key == "killed.jpg" and count_rows(database_url, "images") == 0
     head_start = f"_renditions/{entry.image_id}/{entry.sha256[:16]}-0.webp"
     catalog.storage.blocking.put(head_start, b"a head start")  # as one stored before the kill
@@ -86,6 +101,37 @@ async def test_an_upload_killed_before_its_commit_leaves_nothing(
     assert count_rows(database_url, "images") == 0
     body, _ = await catalog.upload(staged(PHOTO), "killed.jpg", [])  # the key is free
     assert body["key"] == "killed.jpg"
+
+
+async def test_a_replace_killed_before_its_commit_puts_the_old_bytes_back(
+        catalog: Catalog, database_url, tmp_path):  # noqa: F811
+    body, _ = await catalog.upload(staged(PHOTO), "r.jpg", [])
+    old = (catalog.storage.root / "r.jpg").read_bytes()
+    entry = killed(catalog, database_url, tmp_path, "replace", OTHER, body["id"])
+    assert hashlib.sha256((catalog.storage.root / "r.jpg").read_bytes()).hexdigest() == (
+        entry.sha256)  # the new bytes, never catalogued
+    assert len(list(catalog.journal.glob("intent-*.previous"))) == 1
+
+    assert await catalog.settle() == 1
+    assert (catalog.storage.root / "r.jpg").read_bytes() == old
+    assert not list(catalog.journal.glob("intent-*"))
+    detail = await catalog.get(body["id"])
+    assert (detail["version"], detail["sha256"]) == (1, body["sha256"])
+    replaced = await catalog.replace(body["id"], staged(OTHER))  # the image works on
+    assert replaced["version"] == 2
+
+
+async def test_a_delete_killed_after_deleting_the_object_is_finished(
+        catalog: Catalog, database_url, tmp_path):  # noqa: F811
+    body, _ = await catalog.upload(staged(PHOTO), "d.jpg", [])
+    killed(catalog, database_url, tmp_path, "delete", image_id=body["id"])
+    assert count_rows(database_url, "images") == 1 and "d.jpg" not in stored(catalog)
+
+    assert await catalog.settle() == 1
+    assert count_rows(database_url, "images") == 0 and stored(catalog) == set()
+    assert not list(catalog.journal.glob("intent-*"))
+    assert [r[0] for r in rows(database_url, "SELECT type FROM outbox ORDER BY created_at")
+            ] == ["image.uploaded", "image.deleted"]
 
 
 async def test_what_committed_or_is_anothers_is_kept(catalog: Catalog):
@@ -100,18 +146,26 @@ async def test_what_committed_or_is_anothers_is_kept(catalog: Catalog):
     catalog.storage.blocking.put("loose.jpg", b"bytes written since")
     left_behind(catalog, intents.Entry("loose.jpg", "c" * 32, sha))  # other bytes there now
     left_behind(catalog, intents.Entry("never.jpg", "d" * 32, sha))  # killed before its put
+    # a replace that committed; one of an image deleted since; a delete killed before it
+    # deleted the object; one of an image gone (it committed)
+    left_behind(catalog, intents.Entry("kept.jpg", body["id"], sha, "replace"), b"old")
+    left_behind(catalog, intents.Entry("gone.jpg", "e" * 32, sha, "replace"), b"old")
+    left_behind(catalog, intents.Entry("kept.jpg", body["id"], "", "delete"))
+    left_behind(catalog, intents.Entry("gone.jpg", "e" * 32, "", "delete"))
 
-    assert await catalog.settle() == 4
+    assert await catalog.settle() == 8
     assert stored(catalog) == {"kept.jpg", "loose.jpg"}
     assert not list(catalog.journal.glob("intent-*"))
     assert (await catalog.get(body["id"]))["sha256"] == sha
 
 
 async def test_intents_held_or_being_written_are_left_alone(catalog: Catalog):
-    held = intents.intend(catalog.journal, intents.Entry("a.jpg", "a" * 32, "0" * 64))
+    held = intents.intend(catalog.journal, intents.Entry("a.jpg", "a" * 32, "0" * 64,
+                                                         "replace"), b"the bytes before")
+    lone = catalog.journal / "intent-lone.previous"  # its intent closed, killed before it
     fresh = catalog.journal / "intent-fresh.new"
     stale = catalog.journal / "intent-stale.new"
-    for path in (fresh, stale):
+    for path in (fresh, stale, lone):
         path.write_text("{")
     os.utime(stale, (time.time() - 2 * 3600,) * 2)
     unreadable = catalog.journal / "intent-garbled.json"
@@ -119,10 +173,11 @@ async def test_intents_held_or_being_written_are_left_alone(catalog: Catalog):
     catalog.storage.blocking.put("a.jpg", b"an upload under way")
 
     assert await catalog.settle() == 1  # the unreadable one only
-    assert held.path.exists() and fresh.exists() and not stale.exists()
+    assert held.path.exists() and held.previous() == b"the bytes before"
+    assert fresh.exists() and not stale.exists() and not lone.exists()
     assert not unreadable.exists() and stored(catalog) == {"a.jpg"}
     held.close()
-    assert not held.path.exists()
+    assert list(catalog.journal.iterdir()) == [fresh]
 
 
 async def test_an_intent_whose_storage_fails_stays_for_the_next_start(

@@ -1,17 +1,22 @@
-"""An upload's intent, written down before its transaction stores anything, so that a
-process killed between its storage writes and its commit leaves nothing behind.
+"""A write's intent, written down before its transaction changes storage, so that a
+process killed between its storage writes and its commit leaves nothing half done.
 
-An upload stores the new image's object (and its head start, under the image's rendition
-folder) inside the transaction that catalogues it; a failure rolls both back, but a
-process killed after a put and before the commit could not. So, first, the upload writes
-an intent file in the data dir's `tmp` folder (the key, the image's id, the checksum),
-locks it (`flock`) for as long as the upload lasts and removes it once the transaction
-ended either way. An intent file that nobody holds was left by a process killed
-mid-upload: `settle` (at every server start) looks the key up, holding it as an upload
-does: catalogued under that image, the upload committed and stands; otherwise its object
-(if it still holds the upload's bytes) and the image's rendition folder are deleted. The
-lock is the kernel's, so the data dir must be on a local filesystem, as for staged files;
-a host that never starts again leaves its intents unsettled.
+Uploads, replacements and deletions change storage inside the transaction that records
+them; a failure rolls both back, but a process killed after the storage write and before
+the commit could not. So, first, each writes an intent file in the data dir's `tmp`
+folder (what it does, the key, the image's id, the checksum of the bytes it stores; a
+replacement also the bytes it overwrites), locks it (`flock`) for as long as it lasts and
+removes it once the transaction ended either way. An intent file that nobody holds was
+left by a process killed mid-write; `settle` (at every server start) holds the key or the
+image as the write did and looks at the catalog: a write that committed stands. One that
+did not is undone or finished:
+- an upload: its object is deleted (if it still holds the upload's bytes), and its image's
+  rendition folder (its head start);
+- a replacement: the bytes it overwrote are put back (if the object still holds its own);
+- a deletion that deleted the object: it is finished, rows, event and renditions, as the
+  client asked (one killed before that changed nothing).
+The lock is the kernel's, so the data dir must be on a local filesystem, as for staged
+files; a host that never starts again leaves its intents unsettled.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from darkroom.catalog import repository
-from darkroom.catalog.models import Image
+from darkroom.catalog.models import Image, ImageVersion
 from darkroom.errors import DarkroomError, NotFound, StorageError
 from darkroom.pipelines.steps import RENDITIONS_PREFIX
 from darkroom.storage import Storage
@@ -44,70 +49,90 @@ _HOLD = update(Image).where(Image.key == "").values(updated_at=Image.updated_at)
 
 @dataclass(frozen=True)
 class Entry:
-    """What an upload is about to store: `key`'s object with checksum `sha256`, for the
-    new image `image_id`."""
+    """What a write is about to do (`op`: upload, replace or delete) to image `image_id`'s
+    object at `key`: store bytes with checksum `sha256` (none for a delete)."""
 
     key: str
     image_id: str
     sha256: str
+    op: str = "upload"
 
 
 class Intent:
-    """An intent file, locked by this process until `close` removes it."""
+    """An intent file, locked by this process until `close` removes it (and the bytes a
+    replacement overwrites, kept beside it)."""
 
     def __init__(self, path: Path, file) -> None:
         self.path, self.file = path, file
+        self.kept = path.with_suffix(".previous")
+
+    def previous(self) -> bytes | None:
+        """The bytes its replacement overwrote; None if there were none."""
+        try:
+            return self.kept.read_bytes()
+        except FileNotFoundError:
+            return None
 
     def close(self) -> None:
         try:
             self.path.unlink(missing_ok=True)
+            self.kept.unlink(missing_ok=True)
         finally:
             self.file.close()
 
 
-def intend(folder: Path, entry: Entry) -> Intent:
-    """Write `entry` down, durably, in `folder` and lock it (see the module)."""
+def intend(folder: Path, entry: Entry, previous: bytes | None = None) -> Intent:
+    """Write `entry` down, durably, in `folder` and lock it (see the module); `previous`,
+    the bytes a replacement overwrites, are kept beside it first."""
     name = f"intent-{uuid.uuid4().hex}"
     fresh, path = folder / f"{name}.new", folder / f"{name}.json"
     try:
         folder.mkdir(parents=True, exist_ok=True)
         file = os.fdopen(os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600), "r+b")
     except OSError as error:
-        raise StorageError(f"cannot write the upload's intent: {error}") from error
+        raise StorageError(f"cannot write the intent of an {entry.op}: {error}") from error
+    intent = Intent(path, file)
     try:
         fcntl.flock(file.fileno(), fcntl.LOCK_EX)
+        if previous is not None:
+            _write_synced(intent.kept, previous)
         file.write(json.dumps(entry.__dict__).encode())
         file.flush()
         os.fsync(file.fileno())
-        os.rename(fresh, path)  # only ever seen locked under its final name
+        os.rename(fresh, path)  # only ever seen locked under its final name, complete
         _sync_folder(folder)
     except OSError as error:
-        file.close()
         fresh.unlink(missing_ok=True)
-        path.unlink(missing_ok=True)
-        raise StorageError(f"cannot write the upload's intent: {error}") from error
-    return Intent(path, file)
+        intent.close()
+        raise StorageError(f"cannot write the intent of an {entry.op}: {error}") from error
+    return intent
 
 
 def left(folder: Path) -> Iterator[tuple[Intent, Entry | None]]:
     """The intents in `folder` that no process holds, each locked by this one now, with
-    its entry (None if unreadable). Files of a writer killed before it locked them go."""
+    its entry (None if unreadable). Files of a writer killed before its intent was
+    complete go (once an hour old), and kept bytes whose intent is gone."""
     for path in sorted(folder.glob("intent-*.new")):
         try:
             if time.time() - path.lstat().st_mtime > STALE_S:
                 path.unlink()  # never renamed: nothing was stored after it
+                path.with_suffix(".previous").unlink(missing_ok=True)
         except FileNotFoundError:
             continue
+    for path in sorted(folder.glob("intent-*.previous")):  # its intent closed, or never was
+        # `.new` first: a live intent is renamed from `.new` to `.json`, never back
+        if not (path.with_suffix(".new").exists() or path.with_suffix(".json").exists()):
+            path.unlink(missing_ok=True)
     for path in sorted(folder.glob("intent-*.json")):
         try:
             file = open(path, "r+b")
         except FileNotFoundError:
-            continue  # its upload ended meanwhile
+            continue  # its write ended meanwhile
         try:
             fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             file.close()
-            continue  # an upload under way
+            continue  # a write under way
         try:
             entry = Entry(**json.loads(file.read()))
         except (ValueError, TypeError):
@@ -116,26 +141,41 @@ def left(folder: Path) -> Iterator[tuple[Intent, Entry | None]]:
 
 
 async def settle(folder: Path, storage: Storage,
-                 transact: Callable[[Callable[[Session], bool]], Awaitable[bool]]) -> int:
-    """Undo what the uploads of killed processes stored without committing (see the
-    module); how many intents were settled. `transact` runs its work in one catalog
-    transaction. An intent whose storage or catalog fails stays for the next start."""
+                 transact: Callable[[Callable[[Session], object]], Awaitable[object]],
+                 finish_delete: Callable[[str], Awaitable[bool]]) -> int:
+    """Undo or finish the writes of killed processes that did not commit (see the module);
+    how many intents were settled. `transact` runs its work in one catalog transaction;
+    `finish_delete(image_id)` deletes an image whose object is gone already. An intent
+    whose storage or catalog fails stays for the next start."""
     settled = 0
     for intent, entry in left(folder):
         try:
-            if entry is not None and not await transact(lambda s, e=entry: _keep(s, storage, e)):
-                await _drop_folder(storage, f"{RENDITIONS_PREFIX}{entry.image_id}/")
-                log.info("upload_undone", key=entry.key, image_id=entry.image_id)
+            if entry is not None:
+                await _settle(entry, intent, storage, transact, finish_delete)
             intent.close()
             settled += 1
-        except DarkroomError as error:
+        except (DarkroomError, OSError) as error:
             intent.file.close()
-            log.warning("upload_intent_not_settled", path=str(intent.path),
-                        error=error.message)
+            log.warning("write_intent_not_settled", path=str(intent.path),
+                        error=getattr(error, "message", str(error)))
     return settled
 
 
-def _keep(session: Session, storage: Storage, entry: Entry) -> bool:
+async def _settle(entry: Entry, intent: Intent, storage: Storage, transact,
+                  finish_delete) -> None:
+    if entry.op == "upload":
+        if not await transact(lambda session: _upload_stands(session, storage, entry)):
+            await _drop_folder(storage, f"{RENDITIONS_PREFIX}{entry.image_id}/")
+            log.info("upload_undone", key=entry.key, image_id=entry.image_id)
+    elif entry.op == "replace":
+        previous = intent.previous()
+        if await transact(lambda session: _put_back(session, storage, entry, previous)):
+            log.info("replace_undone", key=entry.key, image_id=entry.image_id)
+    elif entry.op == "delete" and await finish_delete(entry.image_id):
+        log.info("delete_finished", key=entry.key, image_id=entry.image_id)
+
+
+def _upload_stands(session: Session, storage: Storage, entry: Entry) -> bool:
     """Whether `entry`'s upload committed; if not, delete its object unless another's
     bytes replaced it. Holds the key as an upload does, so no upload of it interleaves."""
     repository.lock_key(session, entry.key)
@@ -143,14 +183,38 @@ def _keep(session: Session, storage: Storage, entry: Entry) -> bool:
     holder = session.scalar(select(Image.id).where(Image.key == entry.key))
     if holder == entry.image_id:
         return True
-    if holder is None:
-        try:
-            data = storage.blocking.get(entry.key)
-        except NotFound:
-            return False
-        if hashlib.sha256(data).hexdigest() == entry.sha256:
-            storage.blocking.delete(entry.key)
+    if holder is None and _holds(storage, entry):
+        storage.blocking.delete(entry.key)
     return False
+
+
+def _put_back(session: Session, storage: Storage, entry: Entry, previous: bytes | None
+              ) -> bool:
+    """If `entry`'s replacement did not commit and its bytes are stored, put `previous`
+    back (delete them, if the image had no object); whether it did. Holds the image as
+    a replacement does."""
+    try:
+        image = repository.claim_existing(session, entry.image_id)
+    except NotFound:
+        return False  # deleted since: nothing to put back
+    current = session.scalar(select(ImageVersion.sha256).where(
+        ImageVersion.image_id == image.id, ImageVersion.number == image.version))
+    if current == entry.sha256 or not _holds(storage, entry):
+        return False
+    if previous is None:
+        storage.blocking.delete(entry.key)
+    else:
+        storage.blocking.put(entry.key, previous)
+    return True
+
+
+def _holds(storage: Storage, entry: Entry) -> bool:
+    """Whether the object at `entry.key` holds the bytes `entry` stored."""
+    try:
+        data = storage.blocking.get(entry.key)
+    except NotFound:
+        return False
+    return hashlib.sha256(data).hexdigest() == entry.sha256
 
 
 async def _drop_folder(storage: Storage, folder: str) -> None:
@@ -158,6 +222,13 @@ async def _drop_folder(storage: Storage, folder: str) -> None:
     async for info in storage.list(folder):
         await storage.delete(info.key)
     await storage.sweep(folder.rstrip("/"))
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
 
 
 def _sync_folder(folder: Path) -> None:

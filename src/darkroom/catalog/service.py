@@ -27,16 +27,15 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from darkroom.catalog import idempotency, intents, repository
+from darkroom.catalog import head_starts, idempotency, intents, repository
+from darkroom.catalog.head_starts import Prerender
 from darkroom.catalog.metadata import Facts, describe
 from darkroom.catalog.models import Image, ImageVersion, Job, Rendition, new_id
 from darkroom.config import Limits
 from darkroom.engine.formats import EXTENSION, MIME
 from darkroom.engine.load import Header
-from darkroom.engine.render import Rendered
 from darkroom.errors import BadRequest, CatalogError, Conflict, DarkroomError, NotFound
-from darkroom.pipelines import queue, steps
-from darkroom.pipelines.prerender import upcoming, works
+from darkroom.pipelines import queue
 from darkroom.pipelines.definition import Pipeline
 from darkroom.pipelines.queue import JobQueue
 from darkroom.pipelines.steps import RENDITIONS_PREFIX
@@ -50,10 +49,6 @@ log = structlog.get_logger("darkroom.catalog")
 T = TypeVar("T")
 DB_THREADS = 8
 Undo = list[Callable[[], None]]
-# Starts what it can of some renditions' works (key -> work), in memory, and takes the
-# rendition an upload stored itself (key -> it); how many started.
-Prerender = Callable[[dict[str, Callable[[], Rendered]], dict[str, Rendered]], int]
-
 
 @dataclass(frozen=True)
 class Staged:
@@ -84,7 +79,7 @@ class Catalog:
         self.limits = limits
         self.invalidate = invalidate
         self.prerender = prerender  # an in-process worker's `Runtime.prerender`, if any
-        self.journal = journal  # where uploads write their intents (see `intents`)
+        self.journal = journal  # where writes put their intents (see `intents`)
         # Database work (with the storage calls inside its transactions) has its own
         # threads, so that it never fills the loop's default executor.
         self._threads = ThreadPoolExecutor(DB_THREADS, thread_name_prefix="catalog")
@@ -118,23 +113,24 @@ class Catalog:
         held: list[intents.Intent] = []
 
         def write(session: Session, undo: Undo) -> _Written:
-            if self.journal is not None:  # before anything is stored (see `intents`)
-                held.append(intents.intend(self.journal, intents.Entry(
-                    key, image_id, staged.sha256)))
+            self._intend(held, intents.Entry(key, image_id, staged.sha256))
             image = repository.claim_new(session.connection(), key, tags, image_id)
             body, fired, version = self._record(session, image, staged, facts,
                                                 "image.uploaded", undo)
             if idempotency_key:
                 idempotency.remember(session, idempotency_key, request, body)
-            made_key = _made_key(image, staged.sha256, facts.made, fired)
-            if made_key is not None and not self._store_made(made_key, facts.made[1], undo):
+            made_key = head_starts.key(image, staged.sha256, facts.made, fired)
+            if made_key is not None and not head_starts.store(self.storage, made_key,
+                                                              facts.made[1], undo):
                 made_key = None
             return _Written(body, made_key, [pipeline for _, pipeline in fired], version)
 
         def then(written: _Written) -> None:
             _close(held)
             stored = {} if written.made_key is None else {written.made_key: facts.made[1]}
-            self._prerender(written.pipelines, written.version, facts, stored)
+            if self.prerender is not None:
+                head_starts.prerender(self.prerender, self.storage, self.limits,
+                                      written.pipelines, written.version, facts, stored)
 
         try:
             body = (await self._run(write, then=then)).body
@@ -156,6 +152,7 @@ class Catalog:
         facts = await self._describe(staged)
         superseded: list[str] = []
         blocking = self.storage.blocking
+        held: list[intents.Intent] = []
 
         def write(session: Session, undo: Undo) -> dict:
             image = repository.claim_existing(session, image_id)
@@ -164,6 +161,8 @@ class Catalog:
                 previous: bytes | None = blocking.get(key)
             except NotFound:
                 previous = None
+            self._intend(held, intents.Entry(key, image_id, staged.sha256, "replace"),
+                         previous)
             undo.append(lambda: blocking.put(key, previous) if previous is not None
                         else blocking.delete(key))
             _drop_renditions(session, image)
@@ -171,32 +170,53 @@ class Catalog:
                                                    f"new version ({image.version + 1})"))
             return self._record(session, image, staged, facts, "image.replaced")[0]
 
-        body = await self._run(write)
+        try:
+            body = await self._run(write, then=lambda _: _close(held))
+        finally:
+            _close(held)
         await self._forget(body["key"], image_id, superseded, keep=staged.sha256[:16])
         return body
 
-    async def delete(self, image_id: str) -> None:
-        """Delete the image's object, rows and derivatives, with an `image.deleted` event."""
+    async def delete(self, image_id: str, interrupted: bool = False) -> bool:
+        """Delete the image's object, rows and derivatives, with an `image.deleted` event.
+        `interrupted`: finish a deletion killed before its commit (see `intents`), only
+        if the image is still catalogued and its object gone; whether it was deleted."""
         stopped: list[str] = []
+        held: list[intents.Intent] = []
 
-        def write(session: Session, _undo: Undo) -> str:
-            image = repository.claim_existing(session, image_id)
+        def write(session: Session, _undo: Undo) -> str | None:
+            try:
+                image = repository.claim_existing(session, image_id)
+            except NotFound:
+                if interrupted:
+                    return None
+                raise
+            key, version = image.key, image.version
+            if interrupted and self.storage.blocking.exists(key):
+                return None
             _drop_renditions(session, image)
             stopped.extend(repository.stop_jobs(session, image.id, "image deleted"))
-            key, version = image.key, image.version
             repository.delete_image(session, image)
             repository.add_event(session, "image.deleted", image_id,
                                  {"image_id": image_id, "key": key, "version": version})
+            self._intend(held, intents.Entry(key, image_id, "", "delete"))
             self.storage.blocking.delete(key)  # a storage failure rolls back
             return key
 
-        await self._forget(await self._run(write), image_id, stopped)
+        try:
+            key = await self._run(write, then=lambda _: _close(held))
+        finally:
+            _close(held)
+        if key is not None:
+            await self._forget(key, image_id, stopped)
+        return key is not None
 
     async def settle(self) -> int:
-        """Undo what uploads of killed processes stored and never committed (see
-        `intents`); how many such uploads were settled."""
+        """Undo or finish the writes of killed processes that changed storage and never
+        committed (see `intents`); how many were settled."""
         settled = 0 if self.journal is None else await intents.settle(
-            self.journal, self.storage, self.transact)
+            self.journal, self.storage, self.transact,
+            lambda image_id: self.delete(image_id, interrupted=True))
         if settled:
             log.info("upload_intents_settled", count=settled, folder=str(self.journal))
         return settled
@@ -239,33 +259,11 @@ class Catalog:
         return repository.detail(session, image, version, new_version=True, jobs=[
             j for j, _ in fired] if kind == "image.uploaded" else None), fired, version
 
-    def _store_made(self, key: str, made: Rendered, undo: Undo) -> bool:
-        """Store the rendition the upload made at `key`, in its transaction (`undo` deletes
-        it again); best effort: a step that does not find it makes it. False if it could
-        not be stored."""
-        try:
-            self.storage.blocking.put(key, made.data, MIME[made.format])
-        except Exception as error:  # noqa: BLE001  (the upload stands without it)
-            log.warning("head_start_not_stored", key=key, error=str(error))
-            return False
-        undo.append(lambda: self.storage.blocking.delete(key))
-        return True
-
-    def _prerender(self, pipelines: list[Pipeline], version: ImageVersion, facts: Facts,
-                   stored: dict[str, Rendered]) -> None:
-        """Have an idle in-process worker start rendering what the first steps of the
-        `pipelines` just fired will make of the `version` committed, and hand it the head
-        start `stored` (`pipelines.prerender`); best effort, like the head start."""
-        if not pipelines or self.prerender is None:
-            return
-        try:
-            plans = upcoming(pipelines, version.image_id, version.sha256, facts.header,
-                             facts.made and facts.made[0])
-            if plans or stored:
-                self.prerender(works(self.storage, version.storage_key, (
-                    version.etag, version.sha256), facts.header, self.limits, plans), stored)
-        except Exception as error:  # noqa: BLE001  (the upload is committed: it stands)
-            log.warning("prerender_not_started", key=version.storage_key, error=str(error))
+    def _intend(self, held: list[intents.Intent], entry: intents.Entry,
+                previous: bytes | None = None) -> None:
+        """Write `entry` down before storage is changed (see `intents`), into `held`."""
+        if self.journal is not None:
+            held.append(intents.intend(self.journal, entry, previous))
 
     async def _head_start(self, key_for: Callable[[str], str]
                           ) -> Callable[[Header], EditPlan | None] | None:
@@ -346,16 +344,6 @@ class _Written(NamedTuple):
     made_key: str | None
     pipelines: list[Pipeline]
     version: ImageVersion
-
-
-def _made_key(image: Image, sha256: str, made: tuple[EditPlan, Rendered] | None,
-              fired: list[tuple[Job, Pipeline]]) -> str | None:
-    """Where the rendition an upload made goes (`steps.head_start`): the key the first step
-    of a job just fired looks at; None if no such step makes it (any more)."""
-    if made is None or not any(made[0].recipe_hash == plan.recipe_hash for _, pipeline in fired
-                               for plan in steps.first_renditions(pipeline)):
-        return None
-    return steps.rendition_key(image.id, sha256, made[0], made[1].format)
 
 
 def _close(held: list[intents.Intent]) -> None:
