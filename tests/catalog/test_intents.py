@@ -3,6 +3,7 @@ intent each writes first, and `settle`, which undoes what such an upload stored.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -10,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -146,6 +148,10 @@ async def test_what_committed_or_is_anothers_is_kept(catalog: Catalog):
     catalog.storage.blocking.put("loose.jpg", b"bytes written since")
     left_behind(catalog, intents.Entry("loose.jpg", "c" * 32, sha))  # other bytes there now
     left_behind(catalog, intents.Entry("never.jpg", "d" * 32, sha))  # killed before its put
+    # killed before its put, the same bytes found there uncatalogued (to be adopted)
+    shutil.copyfile(CORPUS / PHOTO["path"], catalog.storage.root / "adopted.jpg")
+    time.sleep(1.0)  # written a second before the intent (S3 dates to the second)
+    left_behind(catalog, intents.Entry("adopted.jpg", "f" * 32, sha))
     # a replace that committed; one of an image deleted since; a delete killed before it
     # deleted the object; one of an image gone (it committed)
     left_behind(catalog, intents.Entry("kept.jpg", body["id"], sha, "replace"), b"old")
@@ -153,8 +159,8 @@ async def test_what_committed_or_is_anothers_is_kept(catalog: Catalog):
     left_behind(catalog, intents.Entry("kept.jpg", body["id"], "", "delete"))
     left_behind(catalog, intents.Entry("gone.jpg", "e" * 32, "", "delete"))
 
-    assert await catalog.settle() == 8
-    assert stored(catalog) == {"kept.jpg", "loose.jpg"}
+    assert await catalog.settle() == 9
+    assert stored(catalog) == {"kept.jpg", "loose.jpg", "adopted.jpg"}
     assert not list(catalog.journal.glob("intent-*"))
     assert (await catalog.get(body["id"]))["sha256"] == sha
 
@@ -182,9 +188,9 @@ async def test_intents_held_or_being_written_are_left_alone(catalog: Catalog):
 
 async def test_an_intent_whose_storage_fails_stays_for_the_next_start(
         catalog: Catalog, monkeypatch):
-    shutil.copyfile(CORPUS / PHOTO["path"], catalog.storage.root / "p.jpg")
     sha = hashlib.sha256((CORPUS / PHOTO["path"]).read_bytes()).hexdigest()
     path = left_behind(catalog, intents.Entry("p.jpg", "e" * 32, sha))
+    shutil.copyfile(CORPUS / PHOTO["path"], catalog.storage.root / "p.jpg")  # its put
 
     def fail(key: str) -> bytes:
         raise StorageError("injected")
@@ -195,3 +201,84 @@ async def test_an_intent_whose_storage_fails_stays_for_the_next_start(
     assert path.exists() and stored(catalog) == {"p.jpg"}
     assert await catalog.settle() == 1
     assert stored(catalog) == set() and not path.exists()
+
+
+async def test_writes_left_undone_are_undone_newest_first(
+        catalog: Catalog, database_url):  # noqa: F811
+    """Writes of one image killed one after another (another process went on serving):
+    each undone in the reverse order of their puts leaves what the catalog says."""
+    first, _ = await catalog.upload(staged(PHOTO), "o.jpg", [])
+    committed = (catalog.storage.root / "o.jpg").read_bytes()
+    other = (CORPUS / OTHER["path"]).read_bytes()
+    # a replace killed after its put, then another that overwrote those bytes
+    for previous, new in ((committed, other), (other, b"third bytes")):
+        left_behind(catalog, intents.Entry("o.jpg", first["id"], hashlib.sha256(
+            new).hexdigest(), "replace"), previous)
+        catalog.storage.blocking.put("o.jpg", new)
+    # a delete killed after deleting the object, then a replace of the image (no object)
+    second, _ = await catalog.upload(staged(OTHER), "q.jpg", [])
+    left_behind(catalog, intents.Entry("q.jpg", second["id"], "", "delete"))
+    catalog.storage.blocking.delete("q.jpg")
+    left_behind(catalog, intents.Entry("q.jpg", second["id"], hashlib.sha256(
+        b"new bytes").hexdigest(), "replace"))
+    catalog.storage.blocking.put("q.jpg", b"new bytes")
+
+    assert await catalog.settle() == 4
+    assert (catalog.storage.root / "o.jpg").read_bytes() == committed
+    assert stored(catalog) == {"o.jpg"} and count_rows(database_url, "images") == 1
+
+
+async def test_an_intent_outlives_a_cancelled_caller_until_its_transaction_ends(
+        catalog: Catalog, database_url, monkeypatch):  # noqa: F811
+    """A caller cancelled mid-upload (a server shutting down) does not stop its
+    transaction: the intent stays until that ends, so a kill meanwhile is still settled."""
+    entered, release = threading.Event(), threading.Event()
+    put_file = catalog.storage.blocking.put_file
+
+    def slow(*args, **kwargs):
+        entered.set()
+        release.wait(30)
+        return put_file(*args, **kwargs)
+
+    monkeypatch.setattr(catalog.storage.blocking, "put_file", slow)
+    task = asyncio.create_task(catalog.upload(staged(PHOTO), "c.jpg", []))
+    assert await asyncio.to_thread(entered.wait, 30)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(list(catalog.journal.glob("intent-*.json"))) == 1  # it goes on
+    release.set()
+    for _ in range(600):
+        if not list(catalog.journal.glob("intent-*")):
+            break
+        await asyncio.sleep(0.05)
+    assert not list(catalog.journal.glob("intent-*")) and "c.jpg" in stored(catalog)
+    assert count_rows(database_url, "images") == 1  # committed, though nobody waited
+
+
+async def test_settle_waits_for_a_live_upload_of_the_key(
+        catalog: Catalog, database_url, monkeypatch):  # noqa: F811
+    """A dead intent of a key that a live upload (another process's) is writing, with the
+    same bytes: settle holds the key as uploads do, so it sees that upload's commit and
+    keeps its object."""
+    sha = hashlib.sha256((CORPUS / PHOTO["path"]).read_bytes()).hexdigest()
+    left_behind(catalog, intents.Entry("l.jpg", "a" * 32, sha))
+    stored_it, release = threading.Event(), threading.Event()
+    put_file = catalog.storage.blocking.put_file
+
+    def then_wait(*args, **kwargs):
+        info = put_file(*args, **kwargs)
+        stored_it.set()
+        release.wait(30)
+        return info
+
+    monkeypatch.setattr(catalog.storage.blocking, "put_file", then_wait)
+    upload = asyncio.create_task(catalog.upload(staged(PHOTO), "l.jpg", []))
+    assert await asyncio.to_thread(stored_it.wait, 30)
+    settling = asyncio.create_task(catalog.settle())
+    await asyncio.sleep(1.0)
+    assert not settling.done()  # waiting for the key
+    release.set()
+    body, _ = await upload
+    assert await settling == 1
+    assert "l.jpg" in stored(catalog) and (await catalog.get(body["id"]))["key"] == "l.jpg"

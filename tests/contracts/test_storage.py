@@ -17,7 +17,7 @@ from obstore.exceptions import GenericError
 from darkroom.catalog.models import utcnow
 from darkroom.config import S3, Settings
 from darkroom.errors import BadRequest, DarkroomError, NotFound, StorageError
-from darkroom.storage import LocalStorage, ObjectStorage, Storage, open_storage
+from darkroom.storage import LocalStorage, ObjectStorage, Storage, exists, open_storage
 from darkroom.storage import local, temps
 from darkroom.storage import object as object_module
 
@@ -127,15 +127,20 @@ async def test_delete(storage: Storage) -> None:
     assert await keys(storage) == set()
 
 
-async def test_exists_asks_without_reading(storage: Storage) -> None:
-    assert storage.blocking.exists("e/k") is False
-    await storage.put("e/k", b"1")
-    assert storage.blocking.exists("e/k") is True
-    assert storage.blocking.exists("e") is False  # a prefix (a folder, locally) is no object
+async def test_exists_and_head_ask_without_reading(storage: Storage) -> None:
+    assert exists(storage.blocking, "e/k") is False
+    info = await storage.put("e/k", b"1")
+    assert exists(storage.blocking, "e/k") is True
+    assert storage.blocking.head("e/k") == await storage.head("e/k")
+    assert storage.blocking.head("e/k").etag == info.etag
+    assert exists(storage.blocking, "e") is False  # a prefix (a folder, locally) is no object
     await storage.delete("e/k")
-    assert storage.blocking.exists("e/k") is False
+    assert exists(storage.blocking, "e/k") is False
+    for missing in ("e/k", "e"):
+        with pytest.raises(NotFound):
+            storage.blocking.head(missing)
     with pytest.raises(BadRequest):
-        storage.blocking.exists("../escape")
+        exists(storage.blocking, "../escape")
 
 
 async def test_list_and_prefix(storage: Storage) -> None:

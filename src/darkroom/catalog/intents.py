@@ -10,8 +10,9 @@ removes it once the transaction ended either way. An intent file that nobody hol
 left by a process killed mid-write; `settle` (at every server start) holds the key or the
 image as the write did and looks at the catalog: a write that committed stands. One that
 did not is undone or finished:
-- an upload: its object is deleted (if it still holds the upload's bytes), and its image's
-  rendition folder (its head start);
+- an upload: its object is deleted (if it holds the upload's bytes, written since the
+  intent: not an uncatalogued object it found there), and its image's rendition folder
+  (its head start);
 - a replacement: the bytes it overwrote are put back (if the object still holds its own);
 - a deletion that deleted the object: it is finished, rows, event and renditions, as the
   client asked (one killed before that changed nothing).
@@ -28,7 +29,7 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import structlog
@@ -37,6 +38,7 @@ from sqlalchemy.orm import Session
 
 from darkroom.catalog import repository
 from darkroom.catalog.models import Image, ImageVersion
+from darkroom.engine.formats import MIME
 from darkroom.errors import DarkroomError, NotFound, StorageError
 from darkroom.pipelines.steps import RENDITIONS_PREFIX
 from darkroom.storage import Storage
@@ -50,12 +52,16 @@ _HOLD = update(Image).where(Image.key == "").values(updated_at=Image.updated_at)
 @dataclass(frozen=True)
 class Entry:
     """What a write is about to do (`op`: upload, replace or delete) to image `image_id`'s
-    object at `key`: store bytes with checksum `sha256` (none for a delete)."""
+    object at `key`: store bytes with checksum `sha256` (none for a delete); a replace
+    keeps the bytes it overwrites, if there were any (`previous`). `at`: when, in
+    nanoseconds since the epoch (`time.time_ns`)."""
 
     key: str
     image_id: str
     sha256: str
     op: str = "upload"
+    previous: bool = False
+    at: int = field(default_factory=time.time_ns)
 
 
 class Intent:
@@ -92,6 +98,7 @@ def intend(folder: Path, entry: Entry, previous: bytes | None = None) -> Intent:
     except OSError as error:
         raise StorageError(f"cannot write the intent of an {entry.op}: {error}") from error
     intent = Intent(path, file)
+    entry = replace(entry, previous=previous is not None)
     try:
         fcntl.flock(file.fileno(), fcntl.LOCK_EX)
         if previous is not None:
@@ -110,8 +117,8 @@ def intend(folder: Path, entry: Entry, previous: bytes | None = None) -> Intent:
 
 def left(folder: Path) -> Iterator[tuple[Intent, Entry | None]]:
     """The intents in `folder` that no process holds, each locked by this one now, with
-    its entry (None if unreadable). Files of a writer killed before its intent was
-    complete go (once an hour old), and kept bytes whose intent is gone."""
+    its entry (None if unreadable), newest first. Files of a writer killed before its
+    intent was complete go (once an hour old), and kept bytes whose intent is gone."""
     for path in sorted(folder.glob("intent-*.new")):
         try:
             if time.time() - path.lstat().st_mtime > STALE_S:
@@ -123,21 +130,27 @@ def left(folder: Path) -> Iterator[tuple[Intent, Entry | None]]:
         # `.new` first: a live intent is renamed from `.new` to `.json`, never back
         if not (path.with_suffix(".new").exists() or path.with_suffix(".json").exists()):
             path.unlink(missing_ok=True)
-    for path in sorted(folder.glob("intent-*.json")):
+    found = []
+    for path in folder.glob("intent-*.json"):
         try:
             file = open(path, "r+b")
         except FileNotFoundError:
             continue  # its write ended meanwhile
         try:
             fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            if os.fstat(file.fileno()).st_ino != os.stat(path).st_ino:
+                raise FileNotFoundError(path)  # settled by another process meanwhile
+        except (BlockingIOError, FileNotFoundError):
             file.close()
-            continue  # a write under way
+            continue  # a write under way, or settled
         try:
             entry = Entry(**json.loads(file.read()))
         except (ValueError, TypeError):
             entry = None
-        yield Intent(path, file), entry
+        found.append((Intent(path, file), entry))
+    # newest first: an intent left by a write that came after another's left one, on the
+    # same image, is settled before it (what the later one overwrote, the earlier stored)
+    yield from sorted(found, key=lambda pair: -(pair[1].at if pair[1] else 0))
 
 
 async def settle(folder: Path, storage: Storage,
@@ -183,29 +196,42 @@ def _upload_stands(session: Session, storage: Storage, entry: Entry) -> bool:
     holder = session.scalar(select(Image.id).where(Image.key == entry.key))
     if holder == entry.image_id:
         return True
-    if holder is None and _holds(storage, entry):
+    if holder is None and _written_since(storage, entry) and _holds(storage, entry):
         storage.blocking.delete(entry.key)
     return False
 
 
 def _put_back(session: Session, storage: Storage, entry: Entry, previous: bytes | None
               ) -> bool:
-    """If `entry`'s replacement did not commit and its bytes are stored, put `previous`
-    back (delete them, if the image had no object); whether it did. Holds the image as
-    a replacement does."""
+    """If `entry`'s replacement did not commit and its bytes are stored, put back what it
+    overwrote (no object, if there was none); whether it did. Intents are settled newest
+    first, so writes that did not commit are undone in the reverse order of their puts.
+    Holds the image as a replacement does."""
     try:
         image = repository.claim_existing(session, entry.image_id)
     except NotFound:
         return False  # deleted since: nothing to put back
-    current = session.scalar(select(ImageVersion.sha256).where(
-        ImageVersion.image_id == image.id, ImageVersion.number == image.version))
-    if current == entry.sha256 or not _holds(storage, entry):
+    current = session.execute(select(ImageVersion.sha256, ImageVersion.format).where(
+        ImageVersion.image_id == image.id, ImageVersion.number == image.version)).first()
+    if current is None or current.sha256 == entry.sha256 or not _holds(storage, entry):
         return False
-    if previous is None:
+    if not entry.previous:
         storage.blocking.delete(entry.key)
-    else:
-        storage.blocking.put(entry.key, previous)
+    elif previous is not None:
+        storage.blocking.put(entry.key, previous, MIME.get(current.format))
+    else:  # the file kept beside the intent is gone (removed by hand?): nothing to put
+        log.warning("replace_not_undone", key=entry.key, image_id=entry.image_id)
+        return False
     return True
+
+
+def _written_since(storage: Storage, entry: Entry) -> bool:
+    """Whether the object at `entry.key` was written after the intent (to the second, as
+    S3 tells it): not one the upload found there, uncatalogued, and would have adopted."""
+    try:
+        return storage.blocking.head(entry.key).modified >= entry.at // 1_000_000_000
+    except NotFound:
+        return False
 
 
 def _holds(storage: Storage, entry: Entry) -> bool:

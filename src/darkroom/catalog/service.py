@@ -40,7 +40,7 @@ from darkroom.pipelines.definition import Pipeline
 from darkroom.pipelines.queue import JobQueue
 from darkroom.pipelines.steps import RENDITIONS_PREFIX
 from darkroom.plan.model import EditPlan
-from darkroom.storage import Storage
+from darkroom.storage import Storage, exists
 
 if TYPE_CHECKING:
     from darkroom.server.pool import RenderPool
@@ -126,14 +126,13 @@ class Catalog:
             return _Written(body, made_key, [pipeline for _, pipeline in fired], version)
 
         def then(written: _Written) -> None:
-            _close(held)
             stored = {} if written.made_key is None else {written.made_key: facts.made[1]}
             if self.prerender is not None:
                 head_starts.prerender(self.prerender, self.storage, self.limits,
                                       written.pipelines, written.version, facts, stored)
 
         try:
-            body = (await self._run(write, then=then)).body
+            body = (await self._run(write, then=then, held=held)).body
         except (Conflict, CatalogError):
             if not idempotency_key:
                 raise
@@ -141,8 +140,6 @@ class Catalog:
             if replay is None:  # not a race with the same request: the error stands
                 raise
             return replay, True
-        finally:
-            _close(held)  # the transaction failed: what it stored is undone already
         return body, False
 
     async def replace(self, image_id: str, staged: Staged) -> dict:
@@ -170,10 +167,7 @@ class Catalog:
                                                    f"new version ({image.version + 1})"))
             return self._record(session, image, staged, facts, "image.replaced")[0]
 
-        try:
-            body = await self._run(write, then=lambda _: _close(held))
-        finally:
-            _close(held)
+        body = await self._run(write, held=held)
         await self._forget(body["key"], image_id, superseded, keep=staged.sha256[:16])
         return body
 
@@ -192,7 +186,7 @@ class Catalog:
                     return None
                 raise
             key, version = image.key, image.version
-            if interrupted and self.storage.blocking.exists(key):
+            if interrupted and exists(self.storage.blocking, key):
                 return None
             _drop_renditions(session, image)
             stopped.extend(repository.stop_jobs(session, image.id, "image deleted"))
@@ -203,10 +197,7 @@ class Catalog:
             self.storage.blocking.delete(key)  # a storage failure rolls back
             return key
 
-        try:
-            key = await self._run(write, then=lambda _: _close(held))
-        finally:
-            _close(held)
+        key = await self._run(write, held=held)
         if key is not None:
             await self._forget(key, image_id, stopped)
         return key is not None
@@ -218,7 +209,7 @@ class Catalog:
             self.journal, self.storage, self.transact,
             lambda image_id: self.delete(image_id, interrupted=True))
         if settled:
-            log.info("upload_intents_settled", count=settled, folder=str(self.journal))
+            log.info("write_intents_settled", count=settled, folder=str(self.journal))
         return settled
 
     async def transact(self, work: Callable[[Session], T]) -> T:
@@ -306,14 +297,17 @@ class Catalog:
             log.warning("derivative_cleanup_failed", key=key, error=error.message)
 
     async def _run(self, work: Callable[[Session, Undo], T],
-                   then: Callable[[T], None] | None = None) -> T:
+                   then: Callable[[T], None] | None = None,
+                   held: list[intents.Intent] | None = None) -> T:
         """`work` in one transaction on the database threads; `then(result)` after the
-        commit, on the same thread."""
+        commit, on the same thread. `held`, the intents `work` writes, are closed there
+        once the transaction has ended, even if the caller was cancelled meanwhile."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._threads, self._transaction, work, then)
+        return await loop.run_in_executor(self._threads, self._transaction, work, then, held)
 
     def _transaction(self, work: Callable[[Session, Undo], T],
-                     then: Callable[[T], None] | None = None) -> T:
+                     then: Callable[[T], None] | None = None,
+                     held: list[intents.Intent] | None = None) -> T:
         """`work`; when it fails, its `undo` actions run before the rollback, while the
         transaction still holds its locks (a key's, `repository.lock_key`), so that no
         writer waiting for them sees the half-done change or has its own write undone."""
@@ -327,10 +321,12 @@ class Catalog:
                     raise
         except BaseException as error:
             _undo(undo)  # the commit failed (a failure of `work` left nothing to undo)
+            _close(held)
             if isinstance(error, SQLAlchemyError):
                 raise CatalogError(f"catalog write failed: {str(error).splitlines()[0]}"
                                    ) from error
             raise
+        _close(held)  # committed: what the intents name stands
         if then is not None:
             then(result)
         return result
@@ -346,9 +342,15 @@ class _Written(NamedTuple):
     version: ImageVersion
 
 
-def _close(held: list[intents.Intent]) -> None:
+def _close(held: list[intents.Intent] | None) -> None:
+    """Close the intents of a transaction that has ended; one that cannot be removed is
+    logged, and settled (found to stand, or undone) by the next start."""
     while held:
-        held.pop().close()
+        intent = held.pop()
+        try:
+            intent.close()
+        except OSError as error:
+            log.warning("write_intent_not_removed", path=str(intent.path), error=str(error))
 
 
 def _undo(undo: Undo) -> None:

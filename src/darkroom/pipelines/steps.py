@@ -34,7 +34,7 @@ from darkroom.pipelines.definition import Pipeline, cached
 from darkroom.pipelines.egress import check_public
 from darkroom.pipelines.context import StepContext
 from darkroom.pipelines.registry import register
-from darkroom.storage import check_new_key
+from darkroom.storage import check_new_key, exists
 
 log = structlog.get_logger("darkroom.pipelines")
 RENDITIONS_PREFIX = "_renditions/"
@@ -114,7 +114,7 @@ def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
             key = rendition_key(source.image_id, source.sha256, plan, fmt)
             made[name] = {"key": key, "format": fmt, "plan_hash": plan.recipe_hash}
             out, stored = _prerendered(runtime, key)
-            if stored and not runtime.storage.blocking.exists(key):
+            if stored and not exists(runtime.storage.blocking, key):
                 stored = False  # deleted since its upload stored it (its job stopped): again
             if stored:
                 made[name].update(_facts(out), written=False)

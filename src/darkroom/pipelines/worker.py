@@ -207,7 +207,7 @@ class InProcess:
                 self.worker = None
 
     def prerender(self, works: dict[str, Callable[[], Rendered]],
-                  stored: dict[str, Future]) -> int:
+                  stored: dict[str, Rendered]) -> int:
         """`Runtime.prerender` on the worker's runtime, if it runs and the server is one
         process (with several, another's worker would likely run the job); how many
         started."""

@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from darkroom.errors import BadRequest
+from darkroom.errors import BadRequest, NotFound
 
 _BAD_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
 TEMP_NAME = re.compile(r"^\..*\.[0-9a-f]{32}\.tmp$")  # a write under way (local storage)
@@ -46,8 +46,8 @@ class BlockingStorage(Protocol):
 
     def delete(self, key: str) -> None: ...
 
-    def exists(self, key: str) -> bool:
-        """Whether an object is stored at `key` (a metadata request, no read)."""
+    def head(self, key: str) -> ObjectInfo:
+        """What `Storage.head` tells (NotFound if no object is stored at `key`)."""
 
 
 class Storage(Protocol):
@@ -128,3 +128,12 @@ def check_new_key(key: str) -> str:
         raise BadRequest(f"bad key {key!r}: named as local storage names a write under way",
                          "bad_key")
     return key
+
+
+def exists(blocking: BlockingStorage, key: str) -> bool:
+    """Whether an object is stored at `key` (a metadata request, no read)."""
+    try:
+        blocking.head(key)
+    except NotFound:
+        return False
+    return True

@@ -211,14 +211,17 @@ class LocalFiles:
                  move: bool = False) -> ObjectInfo:
         return self._write(key, _move_atomic if move else _write_atomic, Path(source))
 
-    def exists(self, key: str) -> bool:
+    def head(self, key: str) -> ObjectInfo:
         path = self._storage.path_for(key)
         try:
-            return stat.S_ISREG(os.stat(path).st_mode)
+            st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
-            return False
+            raise NotFound(f"no object {key!r}", "not_found") from None
         except OSError as e:
             raise StorageError(f"cannot check {key!r}: {e.strerror or e}") from e
+        if not stat.S_ISREG(st.st_mode):
+            raise NotFound(f"no object {key!r}", "not_found")
+        return _info(key, st)
 
     def delete(self, key: str) -> None:
         """Delete `key`, and the temp files of it that writers now gone left (a worker

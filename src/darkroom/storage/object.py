@@ -190,15 +190,12 @@ class ObjectCalls:
         except _FOREIGN as e:
             raise StorageError(f"cannot delete {key!r}: {_first_line(e)}") from e
 
-    def exists(self, key: str) -> bool:
+    def head(self, key: str) -> ObjectInfo:
         check_key(key)
         try:
-            obstore.head(self._store, key)
-        except FileNotFoundError:
-            return False
+            return _info(obstore.head(self._store, key))
         except _FOREIGN as e:
             raise _translate(e, key, "check") from e
-        return True
 
 
 def _attributes(content_type: str | None) -> dict | None:
