@@ -4,6 +4,7 @@ intent each writes first, and `settle`, which undoes what such an upload stored.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import json
 import os
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from darkroom.catalog import Catalog, Staged, intents
+from darkroom.catalog import Catalog, Staged, intents, repository
 from darkroom.errors import Conflict, StorageError
 
 from corpus_files import CORPUS, OK_FILES
@@ -150,8 +151,8 @@ async def test_what_committed_or_is_anothers_is_kept(catalog: Catalog):
     left_behind(catalog, intents.Entry("never.jpg", "d" * 32, sha))  # killed before its put
     # killed before its put, the same bytes found there uncatalogued (to be adopted)
     shutil.copyfile(CORPUS / PHOTO["path"], catalog.storage.root / "adopted.jpg")
-    time.sleep(1.0)  # written a second before the intent (S3 dates to the second)
-    left_behind(catalog, intents.Entry("adopted.jpg", "f" * 32, sha))
+    left_behind(catalog, intents.Entry("adopted.jpg", "f" * 32, sha, found=(
+        catalog.storage.blocking.head("adopted.jpg").etag)))
     # a replace that committed; one of an image deleted since; a delete killed before it
     # deleted the object; one of an image gone (it committed)
     left_behind(catalog, intents.Entry("kept.jpg", body["id"], sha, "replace"), b"old")
@@ -282,3 +283,52 @@ async def test_settle_waits_for_a_live_upload_of_the_key(
     body, _ = await upload
     assert await settling == 1
     assert "l.jpg" in stored(catalog) and (await catalog.get(body["id"]))["key"] == "l.jpg"
+
+
+async def test_a_write_whose_undo_fails_leaves_its_intent_to_the_next_start(
+        catalog: Catalog, database_url, monkeypatch):  # noqa: F811
+    """An upload whose transaction fails after its put, and whose undo (the object's
+    delete) fails too: the intent stays, unlocked, and the next start deletes the object.
+    A delete whose storage answered an error after deleting the object: its intent stays,
+    and the next start finishes it."""
+    body, _ = await catalog.upload(staged(OTHER), "d.jpg", [])
+    real_delete = catalog.storage.blocking.delete
+
+    def fail(key: str) -> None:
+        raise StorageError("injected")
+
+    def delete_then_fail(key: str) -> None:
+        real_delete(key)
+        raise StorageError("injected after the delete")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(repository, "add_event", lambda *a, **k: fail(""))  # after the put
+        patched.setattr(catalog.storage.blocking, "delete", fail)  # and the undo fails
+        with pytest.raises(StorageError):
+            await catalog.upload(staged(PHOTO), "u.jpg", [])
+    with monkeypatch.context() as patched:
+        patched.setattr(catalog.storage.blocking, "delete", delete_then_fail)
+        with pytest.raises(StorageError):
+            await catalog.delete(body["id"])
+    assert len(list(catalog.journal.glob("intent-*.json"))) == 2
+    assert stored(catalog) == {"u.jpg"} and count_rows(database_url, "images") == 1
+
+    assert await catalog.settle() == 2
+    assert stored(catalog) == set() and count_rows(database_url, "images") == 0
+    assert not list(catalog.journal.glob("intent-*"))
+
+
+async def test_one_process_settles_at_a_time(catalog: Catalog):
+    """Processes that start together take turns (each settles newest first what it
+    finds): a settle waits for the folder's settle lock."""
+    catalog.journal.mkdir(parents=True, exist_ok=True)
+    other = os.open(catalog.journal, os.O_RDONLY)  # as another process settling
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        settling = asyncio.create_task(catalog.settle())
+        await asyncio.sleep(0.5)
+        assert not settling.done()
+        fcntl.flock(other, fcntl.LOCK_UN)
+        assert await asyncio.wait_for(settling, 30) == 0
+    finally:
+        os.close(other)

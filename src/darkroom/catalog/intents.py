@@ -10,9 +10,9 @@ removes it once the transaction ended either way. An intent file that nobody hol
 left by a process killed mid-write; `settle` (at every server start) holds the key or the
 image as the write did and looks at the catalog: a write that committed stands. One that
 did not is undone or finished:
-- an upload: its object is deleted (if it holds the upload's bytes, written since the
-  intent: not an uncatalogued object it found there), and its image's rendition folder
-  (its head start);
+- an upload: its object is deleted (if it holds the upload's bytes and is not the
+  uncatalogued object the upload found there), and its image's rendition folder (its
+  head start);
 - a replacement: the bytes it overwrote are put back (if the object still holds its own);
 - a deletion that deleted the object: it is finished, rows, event and renditions, as the
   client asked (one killed before that changed nothing).
@@ -22,6 +22,7 @@ files; a host that never starts again leaves its intents unsettled.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import hashlib
 import json
@@ -53,24 +54,32 @@ _HOLD = update(Image).where(Image.key == "").values(updated_at=Image.updated_at)
 class Entry:
     """What a write is about to do (`op`: upload, replace or delete) to image `image_id`'s
     object at `key`: store bytes with checksum `sha256` (none for a delete); a replace
-    keeps the bytes it overwrites, if there were any (`previous`). `at`: when, in
-    nanoseconds since the epoch (`time.time_ns`)."""
+    keeps the bytes it overwrites, if there were any (`previous`); an upload notes the
+    object it found at the key, uncatalogued (`found`, its etag). `at`: when, in
+    nanoseconds since the epoch (`time.time_ns`), to settle the newest first."""
 
     key: str
     image_id: str
     sha256: str
     op: str = "upload"
     previous: bool = False
+    found: str | None = None  # an upload: the etag of the object it found at the key
     at: int = field(default_factory=time.time_ns)
 
 
 class Intent:
     """An intent file, locked by this process until `close` removes it (and the bytes a
-    replacement overwrites, kept beside it)."""
+    replacement overwrites, kept beside it), or `release` leaves it to the next start.
+    `final`: the change it names is made and cannot be undone (a delete's)."""
 
     def __init__(self, path: Path, file) -> None:
         self.path, self.file = path, file
         self.kept = path.with_suffix(".previous")
+        self.final = False
+
+    def release(self) -> None:
+        """Let go of it without removing it: `settle` decides at the next start."""
+        self.file.close()
 
     def previous(self) -> bytes | None:
         """The bytes its replacement overwrote; None if there were none."""
@@ -160,6 +169,14 @@ async def settle(folder: Path, storage: Storage,
     how many intents were settled. `transact` runs its work in one catalog transaction;
     `finish_delete(image_id)` deletes an image whose object is gone already. An intent
     whose storage or catalog fails stays for the next start."""
+    guard = await asyncio.to_thread(_settling, folder)  # one process settles at a time
+    try:
+        return await _settle_all(folder, storage, transact, finish_delete)
+    finally:
+        os.close(guard)
+
+
+async def _settle_all(folder: Path, storage: Storage, transact, finish_delete) -> int:
     settled = 0
     for intent, entry in left(folder):
         try:
@@ -168,7 +185,7 @@ async def settle(folder: Path, storage: Storage,
             intent.close()
             settled += 1
         except (DarkroomError, OSError) as error:
-            intent.file.close()
+            intent.release()
             log.warning("write_intent_not_settled", path=str(intent.path),
                         error=getattr(error, "message", str(error)))
     return settled
@@ -197,7 +214,7 @@ def _upload_stands(session: Session, storage: Storage, entry: Entry) -> bool:
     if holder == entry.image_id:
         return True
     if holder is None and _written_since(storage, entry) and _holds(storage, entry):
-        storage.blocking.delete(entry.key)
+        storage.blocking.delete(entry.key)  # (an object it overwrote is not restored)
     return False
 
 
@@ -226,10 +243,9 @@ def _put_back(session: Session, storage: Storage, entry: Entry, previous: bytes 
 
 
 def _written_since(storage: Storage, entry: Entry) -> bool:
-    """Whether the object at `entry.key` was written after the intent (to the second, as
-    S3 tells it): not one the upload found there, uncatalogued, and would have adopted."""
+    """Whether the object at `entry.key` is not the one the upload found there."""
     try:
-        return storage.blocking.head(entry.key).modified >= entry.at // 1_000_000_000
+        return storage.blocking.head(entry.key).etag != entry.found
     except NotFound:
         return False
 
@@ -248,6 +264,19 @@ async def _drop_folder(storage: Storage, folder: str) -> None:
     async for info in storage.list(folder):
         await storage.delete(info.key)
     await storage.sweep(folder.rstrip("/"))
+
+
+def _settling(folder: Path) -> int:
+    """A descriptor of `folder`, locked (waited for): processes that start together
+    settle one after the other, each in the newest-first order of the intents it finds."""
+    folder.mkdir(parents=True, exist_ok=True)
+    guard = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+    except BaseException:
+        os.close(guard)
+        raise
+    return guard
 
 
 def _write_synced(path: Path, data: bytes) -> None:

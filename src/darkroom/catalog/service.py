@@ -113,8 +113,10 @@ class Catalog:
         held: list[intents.Intent] = []
 
         def write(session: Session, undo: Undo) -> _Written:
-            self._intend(held, intents.Entry(key, image_id, staged.sha256))
             image = repository.claim_new(session.connection(), key, tags, image_id)
+            if self.journal is not None:  # the key is held: nothing else writes it now
+                self._intend(held, intents.Entry(key, image_id, staged.sha256,
+                                                 found=_etag(self.storage, key)))
             body, fired, version = self._record(session, image, staged, facts,
                                                 "image.uploaded", undo)
             if idempotency_key:
@@ -194,6 +196,8 @@ class Catalog:
             repository.add_event(session, "image.deleted", image_id,
                                  {"image_id": image_id, "key": key, "version": version})
             self._intend(held, intents.Entry(key, image_id, "", "delete"))
+            for intent in held:  # a delete cannot be undone: if the object went, the next
+                intent.final = True  # start finishes it even if this rolls back
             self.storage.blocking.delete(key)  # a storage failure rolls back
             return key
 
@@ -312,16 +316,18 @@ class Catalog:
         transaction still holds its locks (a key's, `repository.lock_key`), so that no
         writer waiting for them sees the half-done change or has its own write undone."""
         undo: Undo = []
+        undone = True
         try:
             with Session(self.engine, expire_on_commit=False) as session, session.begin():
                 try:
                     result = work(session, undo)
                 except BaseException:
-                    _undo(undo)
+                    undone = _undo(undo)
                     raise
         except BaseException as error:
-            _undo(undo)  # the commit failed (a failure of `work` left nothing to undo)
-            _close(held)
+            # the commit failed (a failure of `work` left nothing to undo)
+            undone = _undo(undo) and undone
+            _close(held, stands=False, undone=undone)
             if isinstance(error, SQLAlchemyError):
                 raise CatalogError(f"catalog write failed: {str(error).splitlines()[0]}"
                                    ) from error
@@ -342,24 +348,34 @@ class _Written(NamedTuple):
     version: ImageVersion
 
 
-def _close(held: list[intents.Intent] | None) -> None:
-    """Close the intents of a transaction that has ended; one that cannot be removed is
-    logged, and settled (found to stand, or undone) by the next start."""
+def _close(held: list[intents.Intent] | None, stands: bool = True, undone: bool = True
+           ) -> None:
+    """Close the intents of a transaction that has ended: removed if it `stands`
+    (committed) or was `undone`; left to the next start otherwise, and those whose change
+    cannot be undone (`final`) if it did not stand. One that cannot be removed is logged,
+    and settled by the next start."""
     while held:
         intent = held.pop()
         try:
-            intent.close()
+            if stands or (undone and not intent.final):
+                intent.close()
+            else:
+                intent.release()
         except OSError as error:
             log.warning("write_intent_not_removed", path=str(intent.path), error=str(error))
 
 
-def _undo(undo: Undo) -> None:
-    """Run and forget `undo`'s actions, last first; a failed one is logged."""
+def _undo(undo: Undo) -> bool:
+    """Run and forget `undo`'s actions, last first; a failed one is logged. Whether all
+    succeeded."""
+    done = True
     while undo:
         try:
             undo.pop()()
         except DarkroomError as failed:
             log.error("undo_failed", error=failed.message)
+            done = False
+    return done
 
 
 def _drop_renditions(session: Session, image: Image) -> None:
@@ -367,6 +383,14 @@ def _drop_renditions(session: Session, image: Image) -> None:
     for rendition in session.scalars(select(Rendition).join(ImageVersion).where(
             ImageVersion.image_id == image.id)):
         session.delete(rendition)
+
+
+def _etag(storage: Storage, key: str) -> str | None:
+    """The etag of the object stored at `key`, None if there is none."""
+    try:
+        return storage.blocking.head(key).etag
+    except NotFound:
+        return None
 
 
 def _payload(image: Image, version: ImageVersion) -> dict:
