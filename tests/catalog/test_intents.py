@@ -18,11 +18,18 @@ from pathlib import Path
 
 import pytest
 
-from darkroom.catalog import Catalog, Staged, intents, repository
-from darkroom.errors import Conflict, StorageError
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import SessionTransaction
+
+from darkroom.catalog import Catalog, Staged, intents, make_engine, repository
+from darkroom.config import Limits
+from darkroom.errors import CatalogError, Conflict, StorageError
+from darkroom.server.pool import RenderPool
+from darkroom.storage import LocalStorage
 
 from corpus_files import CORPUS, OK_FILES
-from .databases import catalog, count_rows, database_url, pg_url, rows  # noqa: F401
+from .databases import TABLES, catalog, count_rows, database_url, pg_url, rows  # noqa: F401
 from .databases import staged as staged_path
 
 pytestmark = pytest.mark.anyio
@@ -332,3 +339,50 @@ async def test_one_process_settles_at_a_time(catalog: Catalog):
         assert await asyncio.wait_for(settling, 30) == 0
     finally:
         os.close(other)
+
+
+async def test_an_intent_another_user_left_is_skipped_not_fatal(catalog: Catalog, monkeypatch):
+    """An intent this process may not open (another user's) is logged and left; the
+    others are settled and the server still starts."""
+    left_behind(catalog, intents.Entry("x.jpg", "a" * 32, "0" * 64))
+    unreadable = left_behind(catalog, intents.Entry("y.jpg", "b" * 32, "0" * 64))
+
+    def refuse(path, *args, **kwargs):
+        if Path(path) == unreadable:
+            raise PermissionError(13, "Permission denied", str(path))
+        return open(path, *args, **kwargs)
+
+    monkeypatch.setattr(intents, "open", refuse, raising=False)
+    assert await catalog.settle() == 1
+    assert [p.name for p in catalog.journal.glob("intent-*")] == [unreadable.name]
+
+
+async def test_a_commit_whose_outcome_is_unknown_is_left_to_settle(
+        pg_url, tmp_path, monkeypatch):  # noqa: F811
+    """PostgreSQL: a commit that raised may have committed (the connection dropped after
+    the server did): the upload's object is not deleted, its intent is left, and the
+    next start finds the upload catalogued and lets it stand."""
+    engine = make_engine(pg_url)
+    (tmp_path / "storage").mkdir()
+    service = Catalog(engine, LocalStorage(tmp_path / "storage"), RenderPool(1, 4), Limits(),
+                      journal=tmp_path / "tmp")
+    commit = SessionTransaction.commit
+
+    def committed_then_lost(self, *args, **kwargs):
+        commit(self, *args, **kwargs)
+        raise OperationalError("COMMIT", {}, Exception("server closed the connection"))
+
+    try:
+        with monkeypatch.context() as patched:
+            patched.setattr(SessionTransaction, "commit", committed_then_lost)
+            with pytest.raises(CatalogError):
+                await service.upload(staged(PHOTO), "lost.jpg", [])
+        assert "lost.jpg" in stored(service) and count_rows(pg_url, "images") == 1
+        assert len(list(service.journal.glob("intent-*.json"))) == 1
+        assert await service.settle() == 1
+        assert "lost.jpg" in stored(service) and not list(service.journal.glob("intent-*"))
+    finally:
+        service.pool.close()
+        with engine.begin() as connection:  # this worker's database, for the next test
+            connection.execute(text(f"TRUNCATE {TABLES} CASCADE"))
+        service.close()

@@ -103,7 +103,9 @@ def intend(folder: Path, entry: Entry, previous: bytes | None = None) -> Intent:
     fresh, path = folder / f"{name}.new", folder / f"{name}.json"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        file = os.fdopen(os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600), "r+b")
+        # any new file's mode (0666 less the umask), as staged uploads: whoever settles
+        # it may be another user (the CLI's intents, a server's)
+        file = os.fdopen(os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666), "r+b")
     except OSError as error:
         raise StorageError(f"cannot write the intent of an {entry.op}: {error}") from error
     intent = Intent(path, file)
@@ -133,18 +135,22 @@ def left(folder: Path) -> Iterator[tuple[Intent, Entry | None]]:
             if time.time() - path.lstat().st_mtime > STALE_S:
                 path.unlink()  # never renamed: nothing was stored after it
                 path.with_suffix(".previous").unlink(missing_ok=True)
-        except FileNotFoundError:
-            continue
+        except OSError as error:
+            _unusable(path, error)
     for path in sorted(folder.glob("intent-*.previous")):  # its intent closed, or never was
         # `.new` first: a live intent is renamed from `.new` to `.json`, never back
         if not (path.with_suffix(".new").exists() or path.with_suffix(".json").exists()):
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as error:
+                _unusable(path, error)
     found = []
     for path in folder.glob("intent-*.json"):
         try:
-            file = open(path, "r+b")
-        except FileNotFoundError:
-            continue  # its write ended meanwhile
+            file = open(path, "rb")  # a lock needs no write access
+        except OSError as error:
+            _unusable(path, error)
+            continue  # its write ended meanwhile, or another user's file
         try:
             fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             if os.fstat(file.fileno()).st_ino != os.stat(path).st_ino:
@@ -264,6 +270,11 @@ async def _drop_folder(storage: Storage, folder: str) -> None:
     async for info in storage.list(folder):
         await storage.delete(info.key)
     await storage.sweep(folder.rstrip("/"))
+
+
+def _unusable(path: Path, error: OSError) -> None:
+    if not isinstance(error, FileNotFoundError):  # gone meanwhile: nothing to say
+        log.warning("write_intent_not_settled", path=str(path), error=str(error))
 
 
 def _settling(folder: Path) -> int:

@@ -209,9 +209,14 @@ class Catalog:
     async def settle(self) -> int:
         """Undo or finish the writes of killed processes that changed storage and never
         committed (see `intents`); how many were settled."""
-        settled = 0 if self.journal is None else await intents.settle(
-            self.journal, self.storage, self.transact,
-            lambda image_id: self.delete(image_id, interrupted=True))
+        try:
+            settled = 0 if self.journal is None else await intents.settle(
+                self.journal, self.storage, self.transact,
+                lambda image_id: self.delete(image_id, interrupted=True))
+        except OSError as error:  # the folder itself: a server still starts
+            log.warning("write_intents_not_settled", folder=str(self.journal),
+                        error=str(error))
+            return 0
         if settled:
             log.info("write_intents_settled", count=settled, folder=str(self.journal))
         return settled
@@ -314,9 +319,10 @@ class Catalog:
                      held: list[intents.Intent] | None = None) -> T:
         """`work`; when it fails, its `undo` actions run before the rollback, while the
         transaction still holds its locks (a key's, `repository.lock_key`), so that no
-        writer waiting for them sees the half-done change or has its own write undone."""
+        writer waiting for them sees the half-done change or has its own write undone.
+        On PostgreSQL a failed commit of a write with intents undoes nothing."""
         undo: Undo = []
-        undone = True
+        undone, committing = True, False
         try:
             with Session(self.engine, expire_on_commit=False) as session, session.begin():
                 try:
@@ -324,9 +330,14 @@ class Catalog:
                 except BaseException:
                     undone = _undo(undo)
                     raise
+                committing = True
         except BaseException as error:
-            # the commit failed (a failure of `work` left nothing to undo)
-            undone = _undo(undo) and undone
+            if committing and held and self.engine.dialect.name == "postgresql":
+                # the commit's outcome is unknown (the connection may have dropped after
+                # the server committed): nothing is undone, `settle` decides by the catalog
+                undo.clear()
+                undone = False
+            undone = _undo(undo) and undone  # a failed commit (a failed `work`: undone)
             _close(held, stands=False, undone=undone)
             if isinstance(error, SQLAlchemyError):
                 raise CatalogError(f"catalog write failed: {str(error).splitlines()[0]}"
@@ -372,8 +383,8 @@ def _undo(undo: Undo) -> bool:
     while undo:
         try:
             undo.pop()()
-        except DarkroomError as failed:
-            log.error("undo_failed", error=failed.message)
+        except Exception as failed:  # noqa: BLE001  (the rest must still run)
+            log.error("undo_failed", error=getattr(failed, "message", str(failed)))
             done = False
     return done
 
