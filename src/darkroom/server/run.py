@@ -16,6 +16,7 @@ import socket
 import tempfile
 import time
 from importlib import resources
+from pathlib import Path
 
 import uvicorn
 from prometheus_client import multiprocess
@@ -24,6 +25,9 @@ from darkroom.config import Settings
 from darkroom.server.app import create_app
 from darkroom.server.balance import Balancer
 from darkroom.server.observability import configure_logging, log
+from darkroom.storage import temps
+
+METRICS_PREFIX = "darkroom-metrics-"
 
 
 def serve(settings: Settings) -> None:
@@ -37,12 +41,24 @@ def serve(settings: Settings) -> None:
         raise SystemExit("--port 0 needs --workers 1 (workers share a fixed port)")
     own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
     if own_metrics_dir:
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="darkroom-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir(Path(tempfile.gettempdir()))
     try:
         _supervise(settings)
     finally:
         if own_metrics_dir:
             shutil.rmtree(os.environ.pop("PROMETHEUS_MULTIPROC_DIR"), ignore_errors=True)
+
+
+def metrics_dir(parent: Path) -> str:
+    """A new folder in `parent` for the workers' metrics, named after this host, pid
+    namespace and process; first, those of servers here killed before they could remove
+    theirs (their process gone) are removed."""
+    prefix = f"{METRICS_PREFIX}{temps.place()}-"
+    for old in parent.glob(f"{prefix}*-*"):
+        pid = old.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and not temps.process_alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent)
 
 
 def ensure_sample(settings: Settings) -> str | None:
