@@ -11,6 +11,7 @@ import structlog
 
 from darkroom.catalog.metadata import Facts
 from darkroom.catalog.models import Image, ImageVersion, Job
+from darkroom.catalog.transactions import Undo
 from darkroom.config import Limits
 from darkroom.engine.formats import MIME
 from darkroom.engine.render import Rendered
@@ -36,8 +37,7 @@ def key(image: Image, sha256: str, made: tuple[EditPlan, Rendered] | None,
     return steps.rendition_key(image.id, sha256, made[0], made[1].format)
 
 
-def store(storage: Storage, key: str, made: Rendered, undo: list[Callable[[], None]]
-          ) -> bool:
+def store(storage: Storage, key: str, made: Rendered, undo: Undo) -> bool:
     """Store the rendition an upload made at `key`, in its transaction (`undo` deletes it
     again); best effort: a step that does not find it makes it. False if it could not be
     stored."""

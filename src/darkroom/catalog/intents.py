@@ -42,7 +42,7 @@ from darkroom.catalog.models import Image, ImageVersion
 from darkroom.engine.formats import MIME
 from darkroom.errors import DarkroomError, NotFound, StorageError
 from darkroom.pipelines.steps import RENDITIONS_PREFIX
-from darkroom.storage import Storage
+from darkroom.storage import Storage, drop_folder
 from darkroom.storage.temps import STALE_S
 
 log = structlog.get_logger("darkroom.catalog")
@@ -201,7 +201,7 @@ async def _settle(entry: Entry, intent: Intent, storage: Storage, transact,
                   finish_delete) -> None:
     if entry.op == "upload":
         if not await transact(lambda session: _upload_stands(session, storage, entry)):
-            await _drop_folder(storage, f"{RENDITIONS_PREFIX}{entry.image_id}/")
+            await drop_folder(storage, f"{RENDITIONS_PREFIX}{entry.image_id}/")
             log.info("upload_undone", key=entry.key, image_id=entry.image_id)
     elif entry.op == "replace":
         previous = intent.previous()
@@ -249,11 +249,32 @@ def _put_back(session: Session, storage: Storage, entry: Entry, previous: bytes 
 
 
 def _written_since(storage: Storage, entry: Entry) -> bool:
-    """Whether the object at `entry.key` is not the one the upload found there."""
+    """Whether an object is at `entry.key` and is not the one the upload found there."""
+    return stored_etag(storage, entry.key) not in (None, entry.found)
+
+
+def stored_etag(storage: Storage, key: str) -> str | None:
+    """The etag of the object stored at `key`, None if there is none."""
     try:
-        return storage.blocking.head(entry.key).etag != entry.found
+        return storage.blocking.head(key).etag
     except NotFound:
-        return False
+        return None
+
+
+def end(held: list[Intent] | None, stands: bool = True, undone: bool = True) -> None:
+    """End the intents of a transaction that has ended: removed if it `stands`
+    (committed) or was `undone`; left to the next start otherwise, and those whose change
+    cannot be undone (`final`) if it did not stand. One that cannot be removed is logged,
+    and settled by the next start."""
+    while held:
+        intent = held.pop()
+        try:
+            if stands or (undone and not intent.final):
+                intent.close()
+            else:
+                intent.release()
+        except OSError as error:
+            log.warning("write_intent_not_removed", path=str(intent.path), error=str(error))
 
 
 def _holds(storage: Storage, entry: Entry) -> bool:
@@ -263,13 +284,6 @@ def _holds(storage: Storage, entry: Entry) -> bool:
     except NotFound:
         return False
     return hashlib.sha256(data).hexdigest() == entry.sha256
-
-
-async def _drop_folder(storage: Storage, folder: str) -> None:
-    """Delete every object under `folder` and sweep what no object held."""
-    async for info in storage.list(folder):
-        await storage.delete(info.key)
-    await storage.sweep(folder.rstrip("/"))
 
 
 def _unusable(path: Path, error: OSError) -> None:

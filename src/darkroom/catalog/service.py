@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 import structlog
 from sqlalchemy import Engine, select, text
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from darkroom.catalog import head_starts, idempotency, intents, repository
 from darkroom.catalog.head_starts import Prerender
 from darkroom.catalog.metadata import Facts, describe
+from darkroom.catalog.transactions import Undo, transaction
 from darkroom.catalog.models import Image, ImageVersion, Job, Rendition, new_id
 from darkroom.config import Limits
 from darkroom.engine.formats import EXTENSION, MIME
@@ -40,7 +40,7 @@ from darkroom.pipelines.definition import Pipeline
 from darkroom.pipelines.queue import JobQueue
 from darkroom.pipelines.steps import RENDITIONS_PREFIX
 from darkroom.plan.model import EditPlan
-from darkroom.storage import Storage, exists
+from darkroom.storage import Storage, drop_folder, exists
 
 if TYPE_CHECKING:
     from darkroom.server.pool import RenderPool
@@ -48,7 +48,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("darkroom.catalog")
 T = TypeVar("T")
 DB_THREADS = 8
-Undo = list[Callable[[], None]]
 
 @dataclass(frozen=True)
 class Staged:
@@ -116,7 +115,7 @@ class Catalog:
             image = repository.claim_new(session.connection(), key, tags, image_id)
             if self.journal is not None:  # the key is held: nothing else writes it now
                 self._intend(held, intents.Entry(key, image_id, staged.sha256,
-                                                 found=_etag(self.storage, key)))
+                                                 found=intents.stored_etag(self.storage, key)))
             body, fired, version = self._record(session, image, staged, facts,
                                                 "image.uploaded", undo)
             if idempotency_key:
@@ -295,11 +294,7 @@ class Catalog:
             except Exception as error:  # the job row says cancelled: its run stops anyway
                 log.warning("workflow_cancel_failed", workflow=workflow, error=str(error))
         try:
-            folder = f"{RENDITIONS_PREFIX}{image_id}/"
-            async for info in self.storage.list(folder):
-                if keep is None or not info.key[len(folder):].startswith(keep):
-                    await self.storage.delete(info.key)
-            await self.storage.sweep(folder.rstrip("/"))  # what no object held
+            await drop_folder(self.storage, f"{RENDITIONS_PREFIX}{image_id}/", keep)
             if self.invalidate is not None:
                 await self.invalidate(key)
         except DarkroomError as error:
@@ -312,41 +307,8 @@ class Catalog:
         commit, on the same thread. `held`, the intents `work` writes, are closed there
         once the transaction has ended, even if the caller was cancelled meanwhile."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._threads, self._transaction, work, then, held)
-
-    def _transaction(self, work: Callable[[Session, Undo], T],
-                     then: Callable[[T], None] | None = None,
-                     held: list[intents.Intent] | None = None) -> T:
-        """`work`; when it fails, its `undo` actions run before the rollback, while the
-        transaction still holds its locks (a key's, `repository.lock_key`), so that no
-        writer waiting for them sees the half-done change or has its own write undone.
-        On PostgreSQL a failed commit of a write with intents undoes nothing."""
-        undo: Undo = []
-        undone, committing = True, False
-        try:
-            with Session(self.engine, expire_on_commit=False) as session, session.begin():
-                try:
-                    result = work(session, undo)
-                except BaseException:
-                    undone = _undo(undo)
-                    raise
-                committing = True
-        except BaseException as error:
-            if committing and held and self.engine.dialect.name == "postgresql":
-                # the commit's outcome is unknown (the connection may have dropped after
-                # the server committed): nothing is undone, `settle` decides by the catalog
-                undo.clear()
-                undone = False
-            undone = _undo(undo) and undone  # a failed commit (a failed `work`: undone)
-            _close(held, stands=False, undone=undone)
-            if isinstance(error, SQLAlchemyError):
-                raise CatalogError(f"catalog write failed: {str(error).splitlines()[0]}"
-                                   ) from error
-            raise
-        _close(held)  # committed: what the intents name stands
-        if then is not None:
-            then(result)
-        return result
+        return await loop.run_in_executor(self._threads, transaction, self.engine, work,
+                                          then, held)
 
 
 class _Written(NamedTuple):
@@ -359,49 +321,11 @@ class _Written(NamedTuple):
     version: ImageVersion
 
 
-def _close(held: list[intents.Intent] | None, stands: bool = True, undone: bool = True
-           ) -> None:
-    """Close the intents of a transaction that has ended: removed if it `stands`
-    (committed) or was `undone`; left to the next start otherwise, and those whose change
-    cannot be undone (`final`) if it did not stand. One that cannot be removed is logged,
-    and settled by the next start."""
-    while held:
-        intent = held.pop()
-        try:
-            if stands or (undone and not intent.final):
-                intent.close()
-            else:
-                intent.release()
-        except OSError as error:
-            log.warning("write_intent_not_removed", path=str(intent.path), error=str(error))
-
-
-def _undo(undo: Undo) -> bool:
-    """Run and forget `undo`'s actions, last first; a failed one is logged. Whether all
-    succeeded."""
-    done = True
-    while undo:
-        try:
-            undo.pop()()
-        except Exception as failed:  # noqa: BLE001  (the rest must still run)
-            log.error("undo_failed", error=getattr(failed, "message", str(failed)))
-            done = False
-    return done
-
-
 def _drop_renditions(session: Session, image: Image) -> None:
     """Delete the rendition rows of every version of `image` (objects go after commit)."""
     for rendition in session.scalars(select(Rendition).join(ImageVersion).where(
             ImageVersion.image_id == image.id)):
         session.delete(rendition)
-
-
-def _etag(storage: Storage, key: str) -> str | None:
-    """The etag of the object stored at `key`, None if there is none."""
-    try:
-        return storage.blocking.head(key).etag
-    except NotFound:
-        return None
 
 
 def _payload(image: Image, version: ImageVersion) -> dict:

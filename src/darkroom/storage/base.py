@@ -137,3 +137,12 @@ def exists(blocking: BlockingStorage, key: str) -> bool:
     except NotFound:
         return False
     return True
+
+
+async def drop_folder(storage: Storage, folder: str, keep: str | None = None) -> None:
+    """Delete every object under `folder` (but those whose name there starts with
+    `keep`), then sweep what no object held."""
+    async for info in storage.list(folder):
+        if keep is None or not info.key[len(folder):].startswith(keep):
+            await storage.delete(info.key)
+    await storage.sweep(folder.rstrip("/"))
