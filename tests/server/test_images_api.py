@@ -306,6 +306,17 @@ def test_a_server_that_starts_settles_uploads_killed_before_their_commit(make_cl
     assert raw(client, SMALL_JPEG, entry.key).status_code == 201  # the key is free
 
 
+def test_an_upload_whose_intent_cannot_be_written_leaves_nothing(client, monkeypatch):
+    """Without its intent on disk (the folder full, read-only), an upload is refused with
+    a 502 before it stores anything."""
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(intents, "_sync_folder", full)
+    assert_error(raw(client, SMALL_JPEG, "refused.jpg"), 502, "storage_unavailable")
+    nothing_left(client, "refused.jpg")
+
+
 def test_an_upload_that_cannot_be_staged_leaves_nothing(client, monkeypatch):
     """Without a working flock (not a local filesystem), an upload is refused, 502."""
     import fcntl
