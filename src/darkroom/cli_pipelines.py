@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Optional, TypeVar
@@ -19,12 +20,15 @@ from darkroom.cli_catalog import print_page
 from darkroom.errors import DarkroomError
 
 T = TypeVar("T")
+POLL_S = 0.25  # how often `jobs show --wait` reads the job again
 pipelines_app = typer.Typer(help="Declare and inspect pipelines.", no_args_is_help=True)
 jobs_app = typer.Typer(help="List, show, retry and cancel pipeline runs.", no_args_is_help=True)
 
 
-def _catalog(work: Callable, queue: bool = False) -> T:
-    """Run `work(session[, queue])` in one transaction on the migrated catalog."""
+def _catalog(work: Callable, queue: bool = False, until: Callable[[T], bool] | None = None,
+             wait_s: float = 0.0) -> T:
+    """Run `work(session[, queue])` in one transaction on the migrated catalog; with
+    `until`, again every `POLL_S` while `until(result)` is false, for up to `wait_s`."""
     from darkroom.catalog import make_engine
     from darkroom.cli import _settings, console
     from darkroom.pipelines import queue as queues
@@ -36,7 +40,12 @@ def _catalog(work: Callable, queue: bool = False) -> T:
         queues.migrate(engine)
         jobs = queues.JobQueue(settings.database_url) if queue else None
         try:
-            return run(engine, (lambda s: work(s, jobs)) if queue else work)
+            deadline = time.monotonic() + wait_s
+            result = run(engine, (lambda s: work(s, jobs)) if queue else work)
+            while until is not None and not until(result) and time.monotonic() < deadline:
+                time.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
+                result = run(engine, (lambda s: work(s, jobs)) if queue else work)
+            return result
         finally:
             if jobs is not None:
                 jobs.close()
@@ -160,12 +169,18 @@ def jobs_list(
 
 
 @jobs_app.command("show")
-def jobs_show(job_id: str) -> None:
+def jobs_show(
+    job_id: str,
+    wait: Annotated[float, typer.Option(min=0, max=86400, help=(
+        "First wait up to this many seconds for the job to end (succeeded, failed or "
+        "cancelled); it is shown as it stands then."))] = 0.0,
+) -> None:
     """A job with each step's state, attempts, duration, error and output, and the
     history of its attempts, as JSON."""
     from darkroom.pipelines import admin
 
-    _echo(_catalog(lambda s: admin.job_detail(s, job_id)))
+    _echo(_catalog(lambda s: admin.job_detail(s, job_id),
+                   until=lambda job: job["status"] in admin.ENDED, wait_s=wait))
 
 
 @jobs_app.command("retry")

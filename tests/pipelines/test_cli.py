@@ -41,13 +41,15 @@ def test_pipelines_and_jobs_from_the_command_line(tmp_path: Path, monkeypatch):
     (job,) = [json.loads(line) for line in runner.invoke(
         app, ["jobs", "list", "--json"]).output.splitlines()]
     assert (job["status"], job["pipeline"]) == ("queued", "thumbs")
+    waited = runner.invoke(app, ["jobs", "show", job["id"], "--wait", "0.3"])
+    assert json.loads(waited.output)["status"] == "queued"  # no worker: as it stands
 
     deployment = Deployment(tmp_path / "data", f"sqlite:///{tmp_path / 'data' / 'catalog.sqlite'}",
                             {"DARKROOM_PIPELINES__POLL_S": "0.05"})
     deployment.start_worker("cli", tmp_path / "worker.log")
-    try:
-        deployment.wait_jobs_finished(1)
-        detail = json.loads(runner.invoke(app, ["jobs", "show", job["id"]]).output)
+    try:  # shown once it has ended
+        detail = json.loads(runner.invoke(app, ["jobs", "show", job["id"], "--wait", "60"])
+                            .output)
         assert detail["status"] == "failed" and detail["error"].startswith("planned_stop")
         assert detail["steps"][0]["state"] == "succeeded"
         retried = runner.invoke(app, ["jobs", "retry", job["id"]])

@@ -351,3 +351,25 @@ def test_health_endpoints_answer_head(server):
     for path in ("/healthz", "/readyz"):
         response = httpx.head(server.base + path)
         assert response.status_code == 200
+
+
+def test_an_upload_waits_for_a_pipeline_run_by_either_worker(server):
+    """`?wait=` over a real socket, with two processes: the job runs in whichever worker's
+    queue took it, and the answer waits for it through the database."""
+    from .helpers import CORPUS, PHOTO
+
+    definition = {"steps": [{"name": "sizes", "type": "renditions", "params": {
+        "renditions": {"thumb": "w=120&fm=webp"}}}]}
+    assert httpx.put(f"{server.base}/v1/pipelines/p", json=definition).status_code == 201
+    body = (CORPUS / PHOTO["path"]).read_bytes()
+    for n in range(4):  # new connections: each worker answers some of them
+        response = httpx.post(f"{server.base}/v1/images", params={"key": f"e2e/{n}.jpg"},
+                              headers={"content-type": "image/jpeg", "prefer": "wait=60",
+                                       "connection": "close"}, content=body, timeout=WAIT_S)
+        assert response.status_code == 201, response.text
+        assert response.headers["preference-applied"] == "wait=60"
+        answer = response.json()
+        assert [job["status"] for job in answer["jobs"]] == ["succeeded"]
+        assert [r["name"] for r in answer["renditions"]] == ["thumb"]
+        thumb = httpx.get(f"{server.base}/img/{answer['renditions'][0]['key']}")
+        assert thumb.status_code == 200 and image_size(thumb.content)[0] == 120

@@ -19,6 +19,7 @@ from darkroom.pipelines.queue import JobQueue
 
 MAX_LIMIT = 100
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+ENDED = STATUSES[2:]  # a job in one of these runs no more (unless retried)
 HISTORY = 200  # attempts a job shows, the latest (a catch loop may make many)
 _SECRET_PARAMS = {"signing_keys", "password", "secret", "token"}
 MASK = "**********"

@@ -27,7 +27,9 @@ from darkroom.server.errors import error_response, internal_error
 from darkroom.server.images import accepted_formats
 from darkroom.server.images_api import images_router
 from darkroom.server.pipelines_api import pipelines_router
+from darkroom.server import waiting
 from darkroom.server.renderer import Renderer
+from darkroom.server.waiting import JobWatch
 from darkroom.storage import check_key
 
 TRANSFORM_DOC = """Render a plan. Send either `application/json` (an EditPlan whose `source.key`
@@ -126,11 +128,12 @@ def build_api(settings: Settings, renderer: Renderer, catalog: Catalog | None = 
         def authorize(request: Request) -> None:
             _authorize(request, keys, settings.allow_unsigned)
 
+        watch = JobWatch(lambda ids: catalog.transact(lambda s: waiting.ended(s, ids)))
         api.include_router(images_router(catalog, settings.data_dir / "tmp",
-                                         limits.max_source_bytes, authorize))
+                                         limits.max_source_bytes, authorize, watch))
         if catalog.queue is not None and on_pipeline is not None:
             api.include_router(pipelines_router(catalog, catalog.queue, authorize,
-                                                on_pipeline))
+                                                on_pipeline, watch))
     return api
 
 

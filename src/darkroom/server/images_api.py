@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -19,13 +20,16 @@ from darkroom.engine.formats import MIME
 from darkroom.errors import BadRequest
 from darkroom.server.staging import sweep_parts
 from darkroom.server.uploads import receive_upload
+from darkroom.server.waiting import MAX_WAIT_S, JobWatch, asked
 from darkroom.storage import check_new_key
 
 UPLOAD_DOC = """Upload an image. Send the bytes as the body (`Content-Type: image/*` or
 `application/octet-stream`, with `?key=` and `?tags=a,b`), or `multipart/form-data` with a
 `file` part and optional `key` and `tags` fields. The type is sniffed from the bytes. With
 `Idempotency-Key`, a retry of the same request answers the first result (200,
-`Idempotent-Replayed: true`); the same key with another body is 409."""
+`Idempotent-Replayed: true`); the same key with another body is 409. With `?wait=<s>` (or
+`Prefer: wait=<s>`), the answer waits up to that many seconds for the pipelines the upload
+started, and then lists their renditions."""
 _BODY = {"requestBody": {"required": True, "content": {
     "image/*": {"schema": {"type": "string", "format": "binary"}},
     "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
@@ -33,25 +37,30 @@ _BODY = {"requestBody": {"required": True, "content": {
         "tags": {"type": "string"}}}}}}}
 log = structlog.get_logger("darkroom.images")
 _ID = PathParam(pattern=r"^[0-9a-f]{32}$", description="the image's id")
+_Wait = Annotated[float | None, Query(ge=0, le=MAX_WAIT_S, description=(
+    "seconds to wait for the jobs to end before answering (or `Prefer: wait=<s>`)"))]
 
 
 def images_router(catalog: Catalog, tmp_dir: Path, max_bytes: int,
-                  authorize: Callable[[Request], None]) -> APIRouter:
-    """The catalog's routes; `authorize` is the same check as every other `/v1/` route.
-    The uploads a process killed left in `tmp_dir` are removed first."""
+                  authorize: Callable[[Request], None], watch: JobWatch) -> APIRouter:
+    """The catalog's routes; `authorize` is the same check as every other `/v1/` route;
+    `watch` serves the answers that wait for jobs (`waiting`). The uploads a process
+    killed left in `tmp_dir` are removed first."""
     if swept := sweep_parts(tmp_dir):
         log.info("staged_uploads_swept", count=swept, folder=str(tmp_dir))
     router = APIRouter(prefix="/v1/images", tags=["catalog"])
 
     @router.post("", status_code=201, description=UPLOAD_DOC, openapi_extra=_BODY)
-    async def upload(request: Request) -> JSONResponse:
+    async def upload(request: Request, wait: _Wait = None) -> JSONResponse:
         authorize(request)
+        waits = asked(wait, request)
         given = request.headers.get("idempotency-key")
         token = idempotency.check_key(given) if given is not None else None
         async with receive_upload(request, tmp_dir, max_bytes) as received:
             key = check_new_key(received.key) if received.key else None
             body, replayed = await catalog.upload(received.staged, key, received.tags, token)
-        headers = {"Location": f"/v1/images/{body['id']}"}
+        body = await watch.settled(waits, body, lambda: catalog.get(body["id"]), True)
+        headers = {"Location": f"/v1/images/{body['id']}", **waits.headers()}
         if replayed:
             headers["Idempotent-Replayed"] = "true"
         return JSONResponse(body, 200 if replayed else 201, headers)
@@ -74,20 +83,32 @@ def images_router(catalog: Catalog, tmp_dir: Path, max_bytes: int,
                                              created_before, limit, cursor))
 
     @router.get("/{image_id}")
-    async def get_image(image_id: Annotated[str, _ID], request: Request) -> dict:
-        """Size, format, pages, EXIF subset, colours, BlurHash, pHash, renditions, jobs."""
+    async def get_image(image_id: Annotated[str, _ID], request: Request,
+                        wait: _Wait = None) -> JSONResponse:
+        """Size, format, pages, EXIF subset, colours, BlurHash, pHash, renditions, jobs.
+        With `?wait=<s>` (or `Prefer: wait=<s>`), up to that many seconds once the jobs
+        of its current version have ended."""
         authorize(request)
-        return await catalog.get(image_id)
+        waits = asked(wait, request)
+        read = functools.partial(catalog.get, image_id)
+        return JSONResponse(await watch.settled(waits, await read(), read), 200,
+                            waits.headers())
 
     @router.put("/{image_id}", openapi_extra=_BODY)
-    async def replace(image_id: Annotated[str, _ID], request: Request) -> dict:
-        """Upload new bytes for the image (its next version); derivatives start afresh."""
+    async def replace(image_id: Annotated[str, _ID], request: Request,
+                      wait: _Wait = None) -> JSONResponse:
+        """Upload new bytes for the image (its next version); derivatives start afresh.
+        `?wait=<s>` as for an upload."""
         authorize(request)
-        await catalog.get(image_id)  # an unknown id is a 404 before the body is read
+        waits = asked(wait, request)
+        read = functools.partial(catalog.get, image_id)
+        await read()  # an unknown id is a 404 before the body is read
         async with receive_upload(request, tmp_dir, max_bytes) as received:
             if received.key or received.tags:
                 raise BadRequest("a replacement keeps the key and tags", "bad_param")
-            return await catalog.replace(image_id, received.staged)
+            body = await catalog.replace(image_id, received.staged)
+        return JSONResponse(await watch.settled(waits, body, read, True), 200,
+                            waits.headers())
 
     @router.delete("/{image_id}", status_code=204)
     async def delete(image_id: Annotated[str, _ID], request: Request) -> Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import Awaitable, Callable
 from typing import Annotated
@@ -16,6 +17,7 @@ from darkroom.errors import BadRequest, TooLarge
 from darkroom.pipelines import admin, registry, store, sweep
 from darkroom.pipelines.definition import parse, read_yaml
 from darkroom.pipelines.queue import JobQueue
+from darkroom.server.waiting import MAX_WAIT_S, JobWatch, asked
 
 MAX_DEFINITION_BYTES = 256 * 1024
 _NAME = PathParam(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -26,8 +28,9 @@ _DEFINITION = {"requestBody": {"required": True, "content": {
 
 
 def pipelines_router(catalog: Catalog, queue: JobQueue, authorize: Callable[[Request], None],
-                     on_pipeline: Callable[[], Awaitable[None]]) -> APIRouter:
-    """The routes; `on_pipeline` is awaited after a pipeline is saved (starts a worker)."""
+                     on_pipeline: Callable[[], Awaitable[None]], watch: JobWatch) -> APIRouter:
+    """The routes; `on_pipeline` is awaited after a pipeline is saved (starts a worker);
+    `watch` serves the answers that wait for jobs (`waiting`)."""
     router = APIRouter(prefix="/v1", tags=["pipelines"])
 
     @router.get("/step-types")
@@ -88,10 +91,17 @@ def pipelines_router(catalog: Catalog, queue: JobQueue, authorize: Callable[[Req
         return await catalog.transact(lambda s: admin.list_jobs(s, query))
 
     @router.get("/jobs/{job_id}")
-    async def get_job(job_id: Annotated[str, _JOB], request: Request) -> dict:
-        """The run and each step's state, attempts, duration, error and output."""
+    async def get_job(job_id: Annotated[str, _JOB], request: Request,
+                      wait: Annotated[float | None, Query(ge=0, le=MAX_WAIT_S, description=(
+                          "seconds to wait for the job to end before answering (or "
+                          "`Prefer: wait=<s>`)"))] = None) -> JSONResponse:
+        """The run and each step's state, attempts, duration, error and output. With
+        `?wait=<s>` (or `Prefer: wait=<s>`), up to that many seconds once it has ended."""
         authorize(request)
-        return await catalog.transact(lambda s: admin.job_detail(s, job_id))
+        waits = asked(wait, request)
+        read = functools.partial(catalog.transact, lambda s: admin.job_detail(s, job_id))
+        return JSONResponse(await watch.settled(waits, await read(), read), 200,
+                            waits.headers())
 
     @router.post("/jobs/{job_id}/retry", status_code=202)
     async def retry_job(job_id: Annotated[str, _JOB], request: Request) -> dict:
