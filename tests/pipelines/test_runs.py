@@ -192,9 +192,14 @@ def test_the_last_step_ends_a_good_run_itself_and_a_failed_run_has_a_finish_step
     bad = _finished(client, _upload(client, "shop/b.jpg")["jobs"][0]["id"])
     assert (good["status"], bad["status"]) == ("succeeded", "failed")
     queue = JobQueue(client.settings.database_url)
-    try:
-        names = {job["status"]: [s["function_name"] for s in queue.steps(f"{job['id']}.1")]
-                 for job in (good, bad)}
+    try:  # DBOS records a step once its function has returned, after the job's row ended
+        deadline = time.monotonic() + 30
+        while True:
+            names = {job["status"]: [s["function_name"] for s in queue.steps(f"{job['id']}.1")]
+                     for job in (good, bad)}
+            if names["failed"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
     finally:
         queue.close()
     good_steps, bad_steps = names["succeeded"], names["failed"]

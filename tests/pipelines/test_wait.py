@@ -61,7 +61,7 @@ def _later(seconds: float, action) -> threading.Thread:
 
 def test_an_upload_that_waits_is_answered_with_its_renditions(client):
     _pipeline(client, SIZES)
-    body = _upload(client, wait=60)
+    body = _upload(client, wait=50)
     assert [job["status"] for job in body["jobs"]] == ["succeeded"]
     assert sorted(r["name"] for r in body["renditions"]) == ["card", "thumb"]
     assert body["version"] == 1 and body["key"] == "w/a.jpg"
@@ -80,11 +80,11 @@ def test_a_job_waited_on_is_answered_when_it_ends_not_when_the_wait_is_over(clie
     job_id = _upload(client)["jobs"][0]["id"]
     opened = _later(0.5, GATE.set)
     started = time.monotonic()
-    response = client.get(f"/v1/jobs/{job_id}", params={"wait": 60})
+    response = client.get(f"/v1/jobs/{job_id}", params={"wait": 50})
     opened.join()
     assert response.status_code == 200
     assert response.json()["status"] == "succeeded"
-    assert time.monotonic() - started < 50  # it ended the wait, not the 60 s
+    assert time.monotonic() - started < 45  # it ended the wait, not the 50 s
     assert "preference-applied" not in response.headers
 
 
@@ -105,17 +105,17 @@ def test_an_image_waited_on_waits_for_its_current_versions_jobs(client):
     assert [job["status"] for job in response.json()["jobs"]] != ["succeeded"]
     assert response.json()["renditions"] == []
     opened = _later(0.3, GATE.set)
-    detail = client.get(f"/v1/images/{image['id']}", headers={"Prefer": "wait=60"})
+    detail = client.get(f"/v1/images/{image['id']}", headers={"Prefer": "wait=50"})
     opened.join()
-    assert detail.headers["preference-applied"] == "wait=60"
+    assert detail.headers["preference-applied"] == "wait=50"
     assert [job["status"] for job in detail.json()["jobs"]] == ["succeeded"]
     assert sorted(r["name"] for r in detail.json()["renditions"]) == ["card", "thumb"]
 
 
 def test_a_replace_that_waits_is_answered_with_the_new_versions_renditions(client):
     _pipeline(client, SIZES)
-    image = _upload(client, wait=60)
-    response = client.put(f"/v1/images/{image['id']}", params={"wait": 60}, headers=RAW,
+    image = _upload(client, wait=50)
+    response = client.put(f"/v1/images/{image['id']}", params={"wait": 50}, headers=RAW,
                           content=(CORPUS / OTHER["path"]).read_bytes())
     assert response.status_code == 200, response.text
     body = response.json()
@@ -126,7 +126,7 @@ def test_a_replace_that_waits_is_answered_with_the_new_versions_renditions(clien
         r["key"] for r in image["renditions"])
 
 
-@pytest.mark.parametrize("value", ["-1", "61", "abc", "nan", "inf"])
+@pytest.mark.parametrize("value", ["-1", "51", "abc", "nan", "inf", ""])
 def test_a_bad_wait_is_refused_before_the_body_is_read(client, value):
     response = client.post("/v1/images", params={"key": "w/b.jpg", "wait": value},
                            headers=RAW, content=(CORPUS / PHOTO["path"]).read_bytes())
@@ -134,15 +134,14 @@ def test_a_bad_wait_is_refused_before_the_body_is_read(client, value):
     assert client.get("/v1/images").json()["items"] == []
 
 
-def test_a_prefer_past_the_limit_is_cut_and_one_that_does_not_parse_is_ignored(client):
+def test_a_job_that_has_ended_is_answered_at_once_whatever_the_wait(client):
     _pipeline(client, SIZES)
-    image = _upload(client, wait=60)
-    job_id = image["jobs"][0]["id"]
-    cut = client.get(f"/v1/jobs/{job_id}", headers={"Prefer": "wait=100000"})
-    assert cut.headers["preference-applied"] == "wait=60"
-    for header in ("wait=soon", "wait", "handling=strict", "wait=-3"):
+    job_id = _upload(client, wait=50)["jobs"][0]["id"]
+    for header in ("wait=100000", "wait=50", "wait=soon", "handling=strict"):
         answer = client.get(f"/v1/jobs/{job_id}", headers={"Prefer": header})
-        assert answer.status_code == 200 and "preference-applied" not in answer.headers
+        assert answer.status_code == 200 and answer.json()["status"] == "succeeded"
+        assert "preference-applied" not in answer.headers  # there was nothing to wait for
+        assert answer.headers["vary"] == "Prefer"
 
 
 def _watch(answers: list) -> tuple[JobWatch, list[list[str]]]:
@@ -194,26 +193,110 @@ def test_an_answer_whose_image_went_meanwhile_stands_only_for_a_write(monkeypatc
     async def gone() -> dict:
         raise NotFound("no image i", "image_not_found")
 
-    assert asyncio.run(watch.settled(Wait(5), body, gone, keep_if_gone=True)) == body
+    assert asyncio.run(watch.settled(Wait(None, 5), body, gone, written=True)) == (body, {})
     with pytest.raises(NotFound):
-        asyncio.run(watch.settled(Wait(5), body, gone))
+        asyncio.run(watch.settled(Wait(None, 5), body, gone))
 
 
-def test_past_the_most_waiters_a_request_is_answered_at_once(monkeypatch):
+def test_past_the_most_waiters_a_request_is_answered_at_once_and_says_so(monkeypatch):
     monkeypatch.setattr(waiting, "TICK_S", 0.01)
     monkeypatch.setattr(waiting, "MAX_WAITERS", 1)
     watch, _ = _watch([set()] * 1000)
+    body = {"id": "j", "version": 1, "status": "queued"}
 
-    async def main() -> list[float]:
+    async def read() -> dict:
+        return body
+
+    async def main() -> list:
         started = time.monotonic()
-        ends: list[float] = []
+        ends: list = []
 
-        async def wait(seconds: float) -> None:
-            await watch.until_ended(["a"], seconds)
-            ends.append(time.monotonic() - started)
+        async def wait() -> None:
+            _, headers = await watch.settled(Wait(None, 0.3, True), body, read)
+            ends.append((time.monotonic() - started, headers))
 
-        await asyncio.gather(wait(0.3), wait(0.3))
+        await asyncio.gather(wait(), wait())
         return ends
 
-    first, second = asyncio.run(main())
+    (first, refused), (second, waited) = asyncio.run(main())
     assert first < 0.3 <= second  # the second waiter went at once; the first waited
+    assert refused == {} and waited == {"Preference-Applied": "wait=0.3"}
+
+
+class _Client:
+    """A request whose client hangs up after `seconds` (its body was read)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    async def receive(self) -> dict:
+        await asyncio.sleep(self.seconds)
+        return {"type": "http.disconnect"}
+
+
+def test_a_client_that_hangs_up_ends_its_wait_and_frees_its_place(monkeypatch):
+    monkeypatch.setattr(waiting, "TICK_S", 0.01)
+    watch, _ = _watch([set()] * 1000)
+
+    async def main() -> tuple[bool, float, int]:
+        started = time.monotonic()
+        waited = await watch.until_ended(["a"], 30, _Client(0.1))
+        return waited, time.monotonic() - started, len(watch._waiting)
+
+    waited, took, left = asyncio.run(main())
+    assert (waited, left) == (False, 0) and took < 30
+
+
+def test_a_server_that_stops_ends_every_wait_and_no_new_one_starts(monkeypatch):
+    monkeypatch.setattr(waiting, "TICK_S", 0.01)
+    watch, _ = _watch([set()] * 1000)
+
+    async def main() -> tuple[bool, bool]:
+        later = asyncio.get_running_loop().call_later(0.1, waiting.release_all)
+        first = await watch.until_ended(["a"], 30)
+        later.cancel()
+        return first, await watch.until_ended(["a"], 30)
+
+    assert asyncio.run(main()) == (True, False)
+
+
+class _Headers:
+    def __init__(self, *fields: str) -> None:
+        self.fields = list(fields)
+
+    def getlist(self, name: str) -> list[str]:
+        return self.fields if name == "prefer" else []
+
+
+@pytest.mark.parametrize(("fields", "expected"), [
+    (["wait=10"], 10), (["WAIT = 2.5"], 2.5), (['wait="7"'], 7), (["wait=100000"], 50),
+    (["respond-async, wait=3"], 3), (["handling=lenient", "wait=4"], 4),
+    (["wait=2, wait=3"], 2), (['foo="a, wait=1", wait=6'], 6), (["return=minimal; x=y, wait=5"], 5),
+    (["respond-async; wait=1"], None), (['foo="x wait=1"'], None), (["nowait=5"], None),
+    (["wait=1e3"], None), (["wait=1abc"], None), (["wait=1.23456"], None), (["wait=-3"], None),
+    (["wait"], None), (["wait=soon, wait=5"], None), ([], None),
+])
+def test_the_wait_preference_is_read_as_rfc_7240_has_it(fields, expected):
+    request = type("R", (), {"headers": _Headers(*fields)})()
+    wait = waiting.asked(None, request)
+    assert (wait.seconds, wait.preferred) == ((expected, True) if expected else (0.0, False))
+
+
+def test_an_image_waited_on_through_a_replace_waits_for_the_new_versions_jobs(client):
+    _pipeline(client, {"name": "hold", "type": "gate"}, SIZES)
+    image = _upload(client)
+    answers: list = []
+    waiter = threading.Thread(target=lambda: answers.append(
+        client.get(f"/v1/images/{image['id']}", params={"wait": 50})))
+    waiter.start()
+    time.sleep(0.3)
+    replaced = client.put(f"/v1/images/{image['id']}", headers=RAW,
+                          content=(CORPUS / OTHER["path"]).read_bytes())
+    assert replaced.status_code == 200, replaced.text
+    time.sleep(0.3)  # the first job is cancelled: the wait goes on for the second
+    GATE.set()
+    waiter.join()
+    body = answers[0].json()
+    assert body["version"] == 2
+    assert [j["status"] for j in body["jobs"] if j["version"] == 2] == ["succeeded"]
+    assert sorted(r["name"] for r in body["renditions"]) == ["card", "thumb"]

@@ -364,12 +364,42 @@ def test_an_upload_waits_for_a_pipeline_run_by_either_worker(server):
     body = (CORPUS / PHOTO["path"]).read_bytes()
     for n in range(4):  # new connections: each worker answers some of them
         response = httpx.post(f"{server.base}/v1/images", params={"key": f"e2e/{n}.jpg"},
-                              headers={"content-type": "image/jpeg", "prefer": "wait=60",
+                              headers={"content-type": "image/jpeg", "prefer": "wait=50",
                                        "connection": "close"}, content=body, timeout=WAIT_S)
         assert response.status_code == 201, response.text
-        assert response.headers["preference-applied"] == "wait=60"
+        assert response.headers["preference-applied"] == "wait=50"
         answer = response.json()
         assert [job["status"] for job in answer["jobs"]] == ["succeeded"]
         assert [r["name"] for r in answer["renditions"]] == ["thumb"]
         thumb = httpx.get(f"{server.base}/img/{answer['renditions'][0]['key']}")
         assert thumb.status_code == 200 and image_size(thumb.content)[0] == 120
+
+
+def test_a_server_that_stops_answers_its_waiting_uploads_at_once(tmp_path):
+    """A committed upload still waiting for its jobs when the server is stopped is answered
+    201 as it stands, not cut off with an error after the graceful shutdown."""
+    from .helpers import CORPUS, PHOTO
+
+    server = Server(tmp_path / "data", workers=1,
+                    env={"DARKROOM_PIPELINES__IN_PROCESS": "false"})  # jobs stay queued
+    try:
+        server.wait_healthy()
+        definition = {"steps": [{"name": "sizes", "type": "renditions", "params": {
+            "renditions": {"thumb": "w=120"}}}]}
+        assert httpx.put(f"{server.base}/v1/pipelines/p", json=definition).status_code == 201
+        answers: list[httpx.Response] = []
+        upload = threading.Thread(target=lambda: answers.append(httpx.post(
+            f"{server.base}/v1/images", params={"key": "stop/a.jpg", "wait": 50},
+            headers={"content-type": "image/jpeg"},
+            content=(CORPUS / PHOTO["path"]).read_bytes(), timeout=WAIT_S)))
+        upload.start()
+        wait_for(lambda: httpx.get(f"{server.base}/v1/images").json()["items"],
+                 "the upload's commit")  # it waits for its job from then on
+        os.kill(server.process.pid, signal.SIGTERM)
+        upload.join(WAIT_S)
+        server.process.wait(WAIT_S)  # it stops (uvicorn ends by SIGTERM's own status)
+        (answer,) = answers
+        assert answer.status_code == 201, answer.text
+        assert [job["status"] for job in answer.json()["jobs"]] == ["queued"]
+    finally:
+        server.kill_all()

@@ -20,7 +20,7 @@ from darkroom.engine.formats import MIME
 from darkroom.errors import BadRequest
 from darkroom.server.staging import sweep_parts
 from darkroom.server.uploads import receive_upload
-from darkroom.server.waiting import MAX_WAIT_S, JobWatch, asked
+from darkroom.server.waiting import APPLIED_DOC, MAX_WAIT_S, PREFER_DOC, JobWatch, asked
 from darkroom.storage import check_new_key
 
 UPLOAD_DOC = """Upload an image. Send the bytes as the body (`Content-Type: image/*` or
@@ -39,6 +39,7 @@ log = structlog.get_logger("darkroom.images")
 _ID = PathParam(pattern=r"^[0-9a-f]{32}$", description="the image's id")
 _Wait = Annotated[float | None, Query(ge=0, le=MAX_WAIT_S, description=(
     "seconds to wait for the jobs to end before answering (or `Prefer: wait=<s>`)"))]
+_APPLIED = {200: {"headers": APPLIED_DOC}, 201: {"headers": APPLIED_DOC}}
 
 
 def images_router(catalog: Catalog, tmp_dir: Path, max_bytes: int,
@@ -50,7 +51,8 @@ def images_router(catalog: Catalog, tmp_dir: Path, max_bytes: int,
         log.info("staged_uploads_swept", count=swept, folder=str(tmp_dir))
     router = APIRouter(prefix="/v1/images", tags=["catalog"])
 
-    @router.post("", status_code=201, description=UPLOAD_DOC, openapi_extra=_BODY)
+    @router.post("", status_code=201, description=UPLOAD_DOC,
+                 openapi_extra={**_BODY, **PREFER_DOC}, responses=_APPLIED)
     async def upload(request: Request, wait: _Wait = None) -> JSONResponse:
         authorize(request)
         waits = asked(wait, request)
@@ -59,8 +61,9 @@ def images_router(catalog: Catalog, tmp_dir: Path, max_bytes: int,
         async with receive_upload(request, tmp_dir, max_bytes) as received:
             key = check_new_key(received.key) if received.key else None
             body, replayed = await catalog.upload(received.staged, key, received.tags, token)
-        body = await watch.settled(waits, body, lambda: catalog.get(body["id"]), True)
-        headers = {"Location": f"/v1/images/{body['id']}", **waits.headers()}
+        body, applied = await watch.settled(waits, body, lambda: catalog.get(body["id"]),
+                                            written=True)
+        headers = {"Location": f"/v1/images/{body['id']}", **applied}
         if replayed:
             headers["Idempotent-Replayed"] = "true"
         return JSONResponse(body, 200 if replayed else 201, headers)
@@ -82,21 +85,23 @@ def images_router(catalog: Catalog, tmp_dir: Path, max_bytes: int,
         return await catalog.list(ImageQuery(prefix, format, status, tag, created_after,
                                              created_before, limit, cursor))
 
-    @router.get("/{image_id}")
-    async def get_image(image_id: Annotated[str, _ID], request: Request,
-                        wait: _Wait = None) -> JSONResponse:
+    @router.get("/{image_id}", openapi_extra=PREFER_DOC, responses={200: _APPLIED[200]})
+    async def get_image(image_id: Annotated[str, _ID], request: Request, response: Response,
+                        wait: _Wait = None) -> dict:
         """Size, format, pages, EXIF subset, colours, BlurHash, pHash, renditions, jobs.
         With `?wait=<s>` (or `Prefer: wait=<s>`), up to that many seconds once the jobs
         of its current version have ended."""
         authorize(request)
         waits = asked(wait, request)
         read = functools.partial(catalog.get, image_id)
-        return JSONResponse(await watch.settled(waits, await read(), read), 200,
-                            waits.headers())
+        body, applied = await watch.settled(waits, await read(), read)
+        response.headers.update({"Vary": "Prefer", **applied})
+        return body
 
-    @router.put("/{image_id}", openapi_extra=_BODY)
-    async def replace(image_id: Annotated[str, _ID], request: Request,
-                      wait: _Wait = None) -> JSONResponse:
+    @router.put("/{image_id}", openapi_extra={**_BODY, **PREFER_DOC},
+                responses={200: _APPLIED[200]})
+    async def replace(image_id: Annotated[str, _ID], request: Request, response: Response,
+                      wait: _Wait = None) -> dict:
         """Upload new bytes for the image (its next version); derivatives start afresh.
         `?wait=<s>` as for an upload."""
         authorize(request)
@@ -107,8 +112,9 @@ def images_router(catalog: Catalog, tmp_dir: Path, max_bytes: int,
             if received.key or received.tags:
                 raise BadRequest("a replacement keeps the key and tags", "bad_param")
             body = await catalog.replace(image_id, received.staged)
-        return JSONResponse(await watch.settled(waits, body, read, True), 200,
-                            waits.headers())
+        body, applied = await watch.settled(waits, body, read, written=True)
+        response.headers.update(applied)
+        return body
 
     @router.delete("/{image_id}", status_code=204)
     async def delete(image_id: Annotated[str, _ID], request: Request) -> Response:

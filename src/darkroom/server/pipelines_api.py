@@ -17,7 +17,7 @@ from darkroom.errors import BadRequest, TooLarge
 from darkroom.pipelines import admin, registry, store, sweep
 from darkroom.pipelines.definition import parse, read_yaml
 from darkroom.pipelines.queue import JobQueue
-from darkroom.server.waiting import MAX_WAIT_S, JobWatch, asked
+from darkroom.server.waiting import APPLIED_DOC, MAX_WAIT_S, PREFER_DOC, JobWatch, asked
 
 MAX_DEFINITION_BYTES = 256 * 1024
 _NAME = PathParam(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -90,18 +90,20 @@ def pipelines_router(catalog: Catalog, queue: JobQueue, authorize: Callable[[Req
         query = admin.JobQuery(status, pipeline, image_id, limit, cursor)
         return await catalog.transact(lambda s: admin.list_jobs(s, query))
 
-    @router.get("/jobs/{job_id}")
-    async def get_job(job_id: Annotated[str, _JOB], request: Request,
+    @router.get("/jobs/{job_id}", openapi_extra=PREFER_DOC,
+                responses={200: {"headers": APPLIED_DOC}})
+    async def get_job(job_id: Annotated[str, _JOB], request: Request, response: Response,
                       wait: Annotated[float | None, Query(ge=0, le=MAX_WAIT_S, description=(
                           "seconds to wait for the job to end before answering (or "
-                          "`Prefer: wait=<s>`)"))] = None) -> JSONResponse:
+                          "`Prefer: wait=<s>`)"))] = None) -> dict:
         """The run and each step's state, attempts, duration, error and output. With
         `?wait=<s>` (or `Prefer: wait=<s>`), up to that many seconds once it has ended."""
         authorize(request)
         waits = asked(wait, request)
         read = functools.partial(catalog.transact, lambda s: admin.job_detail(s, job_id))
-        return JSONResponse(await watch.settled(waits, await read(), read), 200,
-                            waits.headers())
+        body, applied = await watch.settled(waits, await read(), read)
+        response.headers.update({"Vary": "Prefer", **applied})
+        return body
 
     @router.post("/jobs/{job_id}/retry", status_code=202)
     async def retry_job(job_id: Annotated[str, _JOB], request: Request) -> dict:

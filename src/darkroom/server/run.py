@@ -22,6 +22,7 @@ import uvicorn
 from prometheus_client import multiprocess
 
 from darkroom.config import Settings
+from darkroom.server import waiting
 from darkroom.server.app import create_app
 from darkroom.server.balance import Balancer
 from darkroom.server.observability import configure_logging, log
@@ -116,7 +117,15 @@ def _worker(settings: Settings, sock: socket.socket, index: int) -> None:
         server_header=False,
     )
     log.info("worker_started", address=f"{settings.host}:{sock.getsockname()[1]}")
-    uvicorn.Server(config).run(sockets=[sock])
+    _Server(config).run(sockets=[sock])
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, whose requests waiting for jobs answer at once when it stops."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        waiting.release_all()
+        await super().shutdown(sockets)
 
 
 def _supervise(settings: Settings) -> None:
