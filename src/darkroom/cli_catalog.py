@@ -109,8 +109,11 @@ def print_page(page: dict, as_json: bool, line: Callable[[dict], str]) -> None:
 
 
 def _headers(settings: Settings) -> dict:
-    keys = settings.signing_keys
-    return {"Authorization": f"Bearer {keys[0].get_secret_value()}"} if keys else {}
+    """The bearer token to send a server (`api_token`, else a write or admin key of
+    `api_keys`, else the first signing key), if there is one."""
+    writers = [k.key for k in settings.api_keys if k.scope != "read"]
+    token = settings.api_token or next(iter(writers + settings.signing_keys), None)
+    return {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
 
 
 def _remote_sender(server: str, settings: Settings, tags: str):

@@ -161,6 +161,23 @@ class Retention(BaseModel):
         return value
 
 
+class ApiKey(BaseModel):
+    """A bearer token for the `/v1/` API, with the scope it grants (see `server.auth`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+                      description="shown in the access log of the requests it makes")
+    key: SecretStr
+    scope: Literal["read", "write", "admin"] = "admin"
+
+    @field_validator("key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("an API key needs 16 characters or more")
+        return value
+
+
 class Settings(BaseSettings):
     """Effective configuration of a darkroom process."""
 
@@ -188,6 +205,11 @@ class Settings(BaseSettings):
 
     signing_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     allow_unsigned: bool = False
+    api_keys: list[ApiKey] = Field(default_factory=list, description=(
+        "bearer tokens for /v1/ with their scope; without them, the signing keys"))
+    api_token: SecretStr | None = Field(None, description=(
+        "the bearer token the CLI sends to --server [default: the first write or admin "
+        "key of api_keys, else the first signing key]"))
     limits: Limits = Limits()
     thumbor: Thumbor = Thumbor()
     sih: Sih = Sih()
@@ -204,6 +226,15 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _distinct(cls, keys: list[ApiKey]) -> list[ApiKey]:
+        if len({k.name for k in keys}) < len(keys):
+            raise ValueError("two API keys have the same name")
+        if len({k.key.get_secret_value() for k in keys}) < len(keys):
+            raise ValueError("two API keys have the same key")
+        return keys
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

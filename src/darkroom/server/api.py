@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import os
 from collections.abc import Awaitable, Callable
 
@@ -20,7 +19,7 @@ from darkroom.config import Settings
 from darkroom.engine import probe
 from darkroom.engine.formats import MIME
 from darkroom.errors import (
-    BadRequest, DarkroomError, MethodNotAllowed, NotFound, TooLarge, Unauthorized, Forbidden,
+    BadRequest, DarkroomError, MethodNotAllowed, NotFound, TooLarge,
 )
 from darkroom.plan import EditPlan
 from darkroom.server.errors import error_response, internal_error
@@ -28,14 +27,14 @@ from darkroom.server.images import accepted_formats
 from darkroom.server.images_api import images_router
 from darkroom.server.pipelines_api import pipelines_router
 from darkroom.server import waiting
+from darkroom.server.auth import Access
 from darkroom.server.renderer import Renderer
 from darkroom.server.waiting import JobWatch
 from darkroom.storage import check_key
 
 TRANSFORM_DOC = """Render a plan. Send either `application/json` (an EditPlan whose `source.key`
 names a stored image) or `multipart/form-data` with a `plan` field (JSON) and an `image`
-file. Answers the image bytes. When signing keys are configured, send one of them as
-`Authorization: Bearer <key>`."""
+file. Answers the image bytes. Needs a key of scope `write` (see `api_keys`)."""
 
 
 def build_api(settings: Settings, renderer: Renderer, catalog: Catalog | None = None,
@@ -43,7 +42,7 @@ def build_api(settings: Settings, renderer: Renderer, catalog: Catalog | None = 
     """The FastAPI app for everything but `/img/` (which the dispatcher serves directly)."""
     api = FastAPI(title="darkroom", version=__version__, docs_url="/docs",
                   description="Image processing service: one EditPlan, one libvips engine.")
-    keys = [k.get_secret_value().encode() for k in settings.signing_keys]
+    access = Access(settings)
     limits = settings.limits
 
     @api.exception_handler(DarkroomError)
@@ -101,7 +100,7 @@ def build_api(settings: Settings, renderer: Renderer, catalog: Catalog | None = 
     @api.get("/v1/info/{key:path}", tags=["images"])
     async def info(key: str, request: Request) -> dict:
         """Width, height, format, pages, alpha, orientation, ICC and bytes, from the header."""
-        _authorize(request, keys, settings.allow_unsigned)
+        access.require(request, "read")
         data = await renderer.read(check_key(key), "source_not_found")
         header = await renderer.pool.run(probe, data, timeout=limits.time_budget_s)
         return {"key": key, **header.__dict__, "mime": MIME[header.format]}
@@ -109,7 +108,7 @@ def build_api(settings: Settings, renderer: Renderer, catalog: Catalog | None = 
     @api.post("/v1/transform", tags=["images"], description=TRANSFORM_DOC,
               responses={200: {"content": {"image/*": {}}}})
     async def transform(request: Request) -> Response:
-        _authorize(request, keys, settings.allow_unsigned)
+        access.require(request, "write")
         declared = int(request.headers.get("content-length") or 0)
         if declared > limits.max_body_bytes:
             raise TooLarge(f"body over {limits.max_body_bytes} bytes", "body_too_large")
@@ -125,27 +124,32 @@ def build_api(settings: Settings, renderer: Renderer, catalog: Catalog | None = 
         return Response(rendered.data, media_type=MIME[rendered.format], headers=headers)
 
     if catalog is not None:
-        def authorize(request: Request) -> None:
-            _authorize(request, keys, settings.allow_unsigned)
-
         watch = JobWatch(lambda ids: catalog.transact(lambda s: waiting.ended(s, ids)))
         api.include_router(images_router(catalog, settings.data_dir / "tmp",
-                                         limits.max_source_bytes, authorize, watch))
+                                         limits.max_source_bytes, access, watch))
         if catalog.queue is not None and on_pipeline is not None:
-            api.include_router(pipelines_router(catalog, catalog.queue, authorize,
+            api.include_router(pipelines_router(catalog, catalog.queue, access,
                                                 on_pipeline, watch))
+    _declare_bearer(api)
     return api
 
 
-def _authorize(request: Request, keys: list[bytes], allow_unsigned: bool) -> None:
-    if not keys or allow_unsigned:
-        return
-    given = request.headers.get("authorization", "")
-    if not given.startswith("Bearer "):
-        raise Unauthorized("send Authorization: Bearer <signing key>", "token_required")
-    token = given[len("Bearer "):].encode()
-    if not any(hmac.compare_digest(token, key) for key in keys):
-        raise Forbidden("bearer token does not match a key", "bad_token")
+def _declare_bearer(api: FastAPI) -> None:
+    """State in the OpenAPI spec that every `/v1/` operation takes a bearer key."""
+    build = api.openapi
+
+    def openapi() -> dict:
+        if api.openapi_schema is None:
+            spec = build()
+            spec.setdefault("components", {})["securitySchemes"] = {"bearer": {
+                "type": "http", "scheme": "bearer",
+                "description": "an API key of `api_keys` (else a signing key), when set"}}
+            for path, operations in spec["paths"].items():
+                for operation in operations.values() if path.startswith("/v1/") else ():
+                    operation["security"] = [{"bearer": []}]
+        return api.openapi_schema
+
+    api.openapi = openapi
 
 
 def _bounded(request: Request, max_bytes: int) -> Request:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -20,6 +19,7 @@ from darkroom.engine.formats import MIME
 from darkroom.errors import BadRequest
 from darkroom.server.staging import sweep_parts
 from darkroom.server.uploads import receive_upload
+from darkroom.server.auth import Access
 from darkroom.server.waiting import APPLIED_DOC, MAX_WAIT_S, PREFER_DOC, JobWatch, asked
 from darkroom.storage import check_new_key
 
@@ -43,8 +43,8 @@ _APPLIED = {200: {"headers": APPLIED_DOC}, 201: {"headers": APPLIED_DOC}}
 
 
 def images_router(catalog: Catalog, tmp_dir: Path, max_bytes: int,
-                  authorize: Callable[[Request], None], watch: JobWatch) -> APIRouter:
-    """The catalog's routes; `authorize` is the same check as every other `/v1/` route;
+                  access: Access, watch: JobWatch) -> APIRouter:
+    """The catalog's routes; `access` checks their callers' keys (`auth`);
     `watch` serves the answers that wait for jobs (`waiting`). The uploads a process
     killed left in `tmp_dir` are removed first."""
     if swept := sweep_parts(tmp_dir):
@@ -54,7 +54,7 @@ def images_router(catalog: Catalog, tmp_dir: Path, max_bytes: int,
     @router.post("", status_code=201, description=UPLOAD_DOC,
                  openapi_extra={**_BODY, **PREFER_DOC}, responses=_APPLIED)
     async def upload(request: Request, wait: _Wait = None) -> JSONResponse:
-        authorize(request)
+        access.require(request, "write")
         waits = asked(wait, request)
         given = request.headers.get("idempotency-key")
         token = idempotency.check_key(given) if given is not None else None
@@ -81,7 +81,7 @@ def images_router(catalog: Catalog, tmp_dir: Path, max_bytes: int,
         cursor: Annotated[str | None, Query(max_length=2048)] = None,
     ) -> dict:
         """Images in key order, filtered; `next_cursor` fetches the next page."""
-        authorize(request)
+        access.require(request, "read")
         return await catalog.list(ImageQuery(prefix, format, status, tag, created_after,
                                              created_before, limit, cursor))
 
@@ -91,7 +91,7 @@ def images_router(catalog: Catalog, tmp_dir: Path, max_bytes: int,
         """Size, format, pages, EXIF subset, colours, BlurHash, pHash, renditions, jobs.
         With `?wait=<s>` (or `Prefer: wait=<s>`), up to that many seconds once the jobs
         of its current version have ended."""
-        authorize(request)
+        access.require(request, "read")
         waits = asked(wait, request)
         read = functools.partial(catalog.get, image_id)
         body, applied = await watch.settled(waits, await read(), read)
@@ -104,7 +104,7 @@ def images_router(catalog: Catalog, tmp_dir: Path, max_bytes: int,
                       wait: _Wait = None) -> dict:
         """Upload new bytes for the image (its next version); derivatives start afresh.
         `?wait=<s>` as for an upload."""
-        authorize(request)
+        access.require(request, "write")
         waits = asked(wait, request)
         read = functools.partial(catalog.get, image_id)
         await read()  # an unknown id is a 404 before the body is read
@@ -119,7 +119,7 @@ def images_router(catalog: Catalog, tmp_dir: Path, max_bytes: int,
     @router.delete("/{image_id}", status_code=204)
     async def delete(image_id: Annotated[str, _ID], request: Request) -> Response:
         """Delete the original, its versions, derivatives and cached results."""
-        authorize(request)
+        access.require(request, "write")
         await catalog.delete(image_id)
         return Response(status_code=204)
 

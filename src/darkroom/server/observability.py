@@ -128,8 +128,10 @@ class ObservabilityMiddleware:
             labelled(REQUESTS, route, str(status)).inc()
             labelled(LATENCY, route).observe(elapsed)
             if self.access_log:
+                key = scope.get("state", {}).get("api_key")  # `auth`: who asked
                 log.info("request", method=scope["method"], path=scope["path"],
-                         status=status, ms=round(elapsed * 1000, 2))
+                         status=status, ms=round(elapsed * 1000, 2),
+                         **({"api_key": key} if key else {}))
             request_id_var.reset(token)
 
 

@@ -17,6 +17,7 @@ from darkroom.errors import BadRequest, TooLarge
 from darkroom.pipelines import admin, registry, store, sweep
 from darkroom.pipelines.definition import parse, read_yaml
 from darkroom.pipelines.queue import JobQueue
+from darkroom.server.auth import Access
 from darkroom.server.waiting import APPLIED_DOC, MAX_WAIT_S, PREFER_DOC, JobWatch, asked
 
 MAX_DEFINITION_BYTES = 256 * 1024
@@ -27,7 +28,7 @@ _DEFINITION = {"requestBody": {"required": True, "content": {
     "application/yaml": {"schema": {"type": "string"}}}}}
 
 
-def pipelines_router(catalog: Catalog, queue: JobQueue, authorize: Callable[[Request], None],
+def pipelines_router(catalog: Catalog, queue: JobQueue, access: Access,
                      on_pipeline: Callable[[], Awaitable[None]], watch: JobWatch) -> APIRouter:
     """The routes; `on_pipeline` is awaited after a pipeline is saved (starts a worker);
     `watch` serves the answers that wait for jobs (`waiting`)."""
@@ -36,25 +37,25 @@ def pipelines_router(catalog: Catalog, queue: JobQueue, authorize: Callable[[Req
     @router.get("/step-types")
     async def step_types(request: Request) -> dict:
         """The step kinds a pipeline may use, with their parameters' JSON schema."""
-        authorize(request)
+        access.require(request, "read")
         return {"items": [{"type": k.name, "description": k.doc,
                            "params": k.params.model_json_schema()} for k in registry.kinds()]}
 
     @router.get("/pipelines")
     async def list_pipelines(request: Request) -> dict:
-        authorize(request)
+        access.require(request, "read")
         return {"items": await catalog.transact(admin.list_pipelines)}
 
     @router.get("/pipelines/{name}")
     async def get_pipeline(name: Annotated[str, _NAME], request: Request) -> dict:
-        authorize(request)
+        access.require(request, "read")
         return await catalog.transact(lambda s: admin.get_pipeline(s, name))
 
     @router.put("/pipelines/{name}", openapi_extra=_DEFINITION)
     async def put_pipeline(name: Annotated[str, _NAME], request: Request) -> JSONResponse:
         """Create or replace the pipeline (JSON, or YAML as `application/yaml`). New uploads
         use it at once; runs already made keep the definition they started with."""
-        authorize(request)
+        access.require(request, "admin")
         pipeline = await _read_definition(request, name)
         body, created = await catalog.transact(lambda s: admin.save_pipeline(s, pipeline))
         queue.pipelines = None  # read again by the next upload, for its head start
@@ -63,7 +64,7 @@ def pipelines_router(catalog: Catalog, queue: JobQueue, authorize: Callable[[Req
 
     @router.delete("/pipelines/{name}", status_code=204)
     async def delete_pipeline(name: Annotated[str, _NAME], request: Request) -> Response:
-        authorize(request)
+        access.require(request, "admin")
         await catalog.transact(lambda s: admin.delete_pipeline(s, name))
         queue.pipelines = None
         return Response(status_code=204)
@@ -73,7 +74,7 @@ def pipelines_router(catalog: Catalog, queue: JobQueue, authorize: Callable[[Req
                            image_id: Annotated[str, Query(pattern=r"^[0-9a-f]{32}$")]) -> dict:
         """Run the pipeline on an image's current version now, whatever its trigger says
         (backfills; a run again after the pipeline changed). Answers the queued job."""
-        authorize(request)
+        access.require(request, "write")
         return await catalog.transact(lambda s: admin.run_pipeline(s, queue, name, image_id))
 
     @router.get("/jobs")
@@ -86,7 +87,7 @@ def pipelines_router(catalog: Catalog, queue: JobQueue, authorize: Callable[[Req
         cursor: Annotated[str | None, Query(pattern=r"^[0-9a-f]{32}$")] = None,
     ) -> dict:
         """Pipeline runs, newest first; `next_cursor` fetches the next page."""
-        authorize(request)
+        access.require(request, "read")
         query = admin.JobQuery(status, pipeline, image_id, limit, cursor)
         return await catalog.transact(lambda s: admin.list_jobs(s, query))
 
@@ -98,7 +99,7 @@ def pipelines_router(catalog: Catalog, queue: JobQueue, authorize: Callable[[Req
                           "`Prefer: wait=<s>`)"))] = None) -> dict:
         """The run and each step's state, attempts, duration, error and output. With
         `?wait=<s>` (or `Prefer: wait=<s>`), up to that many seconds once it has ended."""
-        authorize(request)
+        access.require(request, "read")
         waits = asked(wait, request)
         read = functools.partial(catalog.transact, lambda s: admin.job_detail(s, job_id))
         body, applied = await watch.settled(waits, await read(), read)
@@ -108,14 +109,14 @@ def pipelines_router(catalog: Catalog, queue: JobQueue, authorize: Callable[[Req
     @router.post("/jobs/{job_id}/retry", status_code=202)
     async def retry_job(job_id: Annotated[str, _JOB], request: Request) -> dict:
         """Run a failed or cancelled job again; the steps that succeeded are not re-run."""
-        authorize(request)
+        access.require(request, "write")
         return await catalog.transact(lambda s: admin.retry_job(s, queue, job_id))
 
     @router.post("/jobs/{job_id}/cancel", status_code=202)
     async def cancel_job(job_id: Annotated[str, _JOB], request: Request) -> dict:
         """Cancel a queued or running job; a step under way finishes, no further one starts,
         and the renditions it left uncatalogued are deleted."""
-        authorize(request)
+        access.require(request, "write")
         body, workflow, left = await catalog.transact(lambda s: admin.cancel_job(s, job_id))
         await asyncio.to_thread(sweep.sweep_left, lambda work: store.run(catalog.engine, work),
                                 job_id, body["run"], left, catalog.storage.blocking.delete)

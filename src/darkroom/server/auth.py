@@ -1,0 +1,54 @@
+"""Who may call the `/v1/` API: bearer tokens, each with a scope.
+
+Each of `api_keys` has a name, a key and a scope: `read` (every `GET`), `write` (also
+uploads, replaces, deletes, renders by `/v1/transform`, pipeline runs, retries and
+cancels: what changes the catalog or costs compute) or `admin` (also declares and deletes
+pipelines, which call webhooks and write under other prefixes); each scope includes the
+ones before it. Without `api_keys`, any of `signing_keys` grants every scope, as it always
+did, and with neither, or with `allow_unsigned`, the API is open. `allow_unsigned` never
+opens it once `api_keys` are set: it is about image URLs. The name of the key a request
+used goes into its access log line.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import Request
+
+from darkroom.config import Settings
+from darkroom.errors import Forbidden, Unauthorized
+
+SCOPES = ("read", "write", "admin")
+
+
+class Access:
+    """The API's keys, as `settings` give them; `require` checks a request."""
+
+    def __init__(self, settings: Settings) -> None:
+        if settings.api_keys:
+            self._keys = [(k.key.get_secret_value().encode(), k.name, SCOPES.index(k.scope))
+                          for k in settings.api_keys]
+            self.open = False
+        else:
+            self._keys = [(k.get_secret_value().encode(), "signing-key", len(SCOPES) - 1)
+                          for k in settings.signing_keys]
+            self.open = not self._keys or settings.allow_unsigned
+
+    def require(self, request: Request, scope: str) -> None:
+        """Raise unless `request` bears a key whose scope includes `scope`."""
+        if self.open:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("send Authorization: Bearer <key>", "token_required")
+        given, found = token.strip().encode(), None
+        for key, name, level in self._keys:  # every key compared: the time tells nothing
+            if hmac.compare_digest(given, key):
+                found = (name, level)
+        if found is None:
+            raise Forbidden("bearer token does not match a key", "bad_token")
+        request.state.api_key = found[0]
+        if found[1] < SCOPES.index(scope):
+            raise Forbidden(f"key {found[0]!r} has scope {SCOPES[found[1]]}; this needs "
+                            f"{scope}", "insufficient_scope")
