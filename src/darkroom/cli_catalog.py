@@ -108,16 +108,25 @@ def print_page(page: dict, as_json: bool, line: Callable[[dict], str]) -> None:
         console.print(f"more: --cursor {page['next_cursor']}", markup=False)
 
 
-def _headers(settings: Settings) -> dict:
-    """The bearer token to send a server (`api_token`, else a write or admin key of
-    `api_keys`, else the first signing key), if there is one."""
-    writers = [k.key for k in settings.api_keys if k.scope != "read"]
-    token = settings.api_token or next(iter(writers + settings.signing_keys), None)
+def _headers(settings: Settings, need: str) -> dict:
+    """The bearer token to send a server for what needs scope `need`: `api_token`, else
+    the narrowest of `api_keys` that will do, else (without API keys) the first signing
+    key; none if there is none."""
+    from darkroom.server.auth import SCOPES
+
+    if settings.api_token is not None:
+        token = settings.api_token
+    elif settings.api_keys:
+        fits = [k for k in settings.api_keys if SCOPES.index(k.scope) >= SCOPES.index(need)]
+        token = min(fits, key=lambda k: SCOPES.index(k.scope)).key if fits else None
+    else:
+        token = next(iter(settings.signing_keys), None)
     return {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
 
 
 def _remote_sender(server: str, settings: Settings, tags: str):
-    client = httpx.Client(base_url=server.rstrip("/"), headers=_headers(settings), timeout=120)
+    client = httpx.Client(base_url=server.rstrip("/"), headers=_headers(settings, "write"),
+                          timeout=120)
 
     def send(key: str, path: Path) -> str | None:
         params = {"key": key, **({"tags": tags} if tags else {})}
@@ -175,7 +184,7 @@ def _file_sha256(path: Path) -> str:
 
 def _remote_list(server: str, settings: Settings, query: dict) -> dict:
     response = httpx.get(f"{server.rstrip('/')}/v1/images", params=query,
-                         headers=_headers(settings), timeout=60)
+                         headers=_headers(settings, "read"), timeout=60)
     response.raise_for_status()
     return response.json()
 

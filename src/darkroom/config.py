@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -161,28 +162,33 @@ class Retention(BaseModel):
         return value
 
 
+_TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{16,4096}")
+
+
 class ApiKey(BaseModel):
     """A bearer token for the `/v1/` API, with the scope it grants (see `server.auth`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # no key in logs
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
                       description="shown in the access log of the requests it makes")
     key: SecretStr
-    scope: Literal["read", "write", "admin"] = "admin"
+    scope: Literal["read", "write", "admin"]  # no default: a forgotten scope is no admin
 
     @field_validator("key")
     @classmethod
-    def _long_enough(cls, value: SecretStr) -> SecretStr:
-        if len(value.get_secret_value()) < 16:
-            raise ValueError("an API key needs 16 characters or more")
+    def _token(cls, value: SecretStr) -> SecretStr:
+        if not _TOKEN.fullmatch(value.get_secret_value()):
+            raise ValueError("an API key is 16 or more of A-Z a-z 0-9 . _ ~ + / = - (a "
+                             "bearer token as HTTP carries it)")
         return value
 
 
 class Settings(BaseSettings):
     """Effective configuration of a darkroom process."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="DARKROOM_", env_nested_delimiter="__", extra="forbid"
+    model_config = SettingsConfigDict(  # errors name the setting, never its value (a key)
+        env_prefix="DARKROOM_", env_nested_delimiter="__", extra="forbid",
+        hide_input_in_errors=True,
     )
 
     data_dir: Path = Path("darkroom-data")
@@ -237,6 +243,14 @@ class Settings(BaseSettings):
         return keys
 
     @model_validator(mode="after")
+    def _apart_from_signing_keys(self) -> Settings:
+        signing = {k.get_secret_value() for k in self.signing_keys}
+        if any(k.key.get_secret_value() in signing for k in self.api_keys):
+            raise ValueError("an API key is also a signing key: whoever signs image URLs "
+                             "would hold it")
+        return self
+
+    @model_validator(mode="after")
     def _default_database(self) -> Settings:
         from sqlalchemy.engine import make_url
         from sqlalchemy.exc import ArgumentError
@@ -276,7 +290,7 @@ class Settings(BaseSettings):
         """Refuse a public binding that would serve unsigned URLs nobody asked for."""
         from darkroom.errors import DarkroomError
 
-        if self.signing_keys or self.allow_unsigned or _is_loopback(self.host):
+        if self.signing_keys or self.allow_unsigned or is_loopback(self.host):
             return
         raise DarkroomError(
             f"refusing to bind {self.host} without a signing key: set DARKROOM_SIGNING_KEYS, "
@@ -293,7 +307,7 @@ class Settings(BaseSettings):
         return shown
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:

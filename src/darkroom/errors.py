@@ -53,6 +53,13 @@ class Unauthorized(DarkroomError):
     default_code = "signature_required"
 
 
+class TokenRequired(Unauthorized):
+    """The API needs a bearer key and none was given."""
+
+    default_code = "token_required"
+    headers = {"WWW-Authenticate": 'Bearer realm="darkroom"'}
+
+
 class Forbidden(DarkroomError):
     """A signature was given but is wrong or expired."""
 

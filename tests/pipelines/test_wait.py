@@ -260,6 +260,37 @@ def test_a_server_that_stops_ends_every_wait_and_no_new_one_starts(monkeypatch):
     assert asyncio.run(main()) == (True, False)
 
 
+def test_a_server_that_stops_releases_only_the_waits_of_its_own_loop():
+    mine, _ = _watch([])
+    other, _ = _watch([])
+    elsewhere = asyncio.new_event_loop()
+    other.loop = elsewhere  # another app's, served by another loop in this process
+
+    async def main() -> None:
+        mine.loop = asyncio.get_running_loop()
+        waiting.release_all()
+
+    asyncio.run(main())
+    elsewhere.close()
+    assert (mine._released, other._released) == (True, False)
+
+
+def test_a_writes_wait_ends_when_another_client_writes_a_newer_version(monkeypatch):
+    monkeypatch.setattr(waiting, "TICK_S", 0.01)
+    watch, _ = _watch([])  # every job waited on has ended at the first tick
+    written = {"id": "i", "version": 2, "jobs": [{"id": "j2", "version": 2, "status": "queued"}]}
+    newer = {"id": "i", "version": 3, "jobs": [{"id": "j3", "version": 3, "status": "queued"},
+                                               {"id": "j2", "version": 2, "status": "cancelled"}]}
+
+    async def read() -> dict:
+        return newer
+
+    body, headers = asyncio.run(watch.settled(Wait(None, 5, True), written, read, written=True))
+    assert body == written and headers == {"Preference-Applied": "wait=5"}
+    body, _ = asyncio.run(watch.settled(Wait(None, 0.3), written, read))  # a GET follows
+    assert body == newer
+
+
 class _Headers:
     def __init__(self, *fields: str) -> None:
         self.fields = list(fields)
@@ -275,6 +306,7 @@ class _Headers:
     (["respond-async; wait=1"], None), (['foo="x wait=1"'], None), (["nowait=5"], None),
     (["wait=1e3"], None), (["wait=1abc"], None), (["wait=1.23456"], None), (["wait=-3"], None),
     (["wait"], None), (["wait=soon, wait=5"], None), ([], None),
+    (["a=b;" * 1100 + ", wait=5"], None),
 ])
 def test_the_wait_preference_is_read_as_rfc_7240_has_it(fields, expected):
     request = type("R", (), {"headers": _Headers(*fields)})()

@@ -100,23 +100,42 @@ def test_the_access_log_names_the_key(make_client):
         (200, "reader"), (401, None)]
 
 
-def test_without_api_keys_a_signing_key_grants_everything(make_client):
-    client = make_client(signing_keys=["s" * 20])
+@pytest.mark.parametrize("allow_unsigned", [False, True])
+def test_without_api_keys_a_signing_key_grants_everything(make_client, allow_unsigned):
+    client = make_client(signing_keys=["s" * 20], allow_unsigned=allow_unsigned)
     headers = {"Authorization": "Bearer " + "s" * 20}
     assert client.put("/v1/pipelines/p", json=DEFINITION, headers=headers).status_code == 201
-    assert_error(client.get("/v1/pipelines"), 401, "token_required")
+    refused = client.get("/v1/pipelines")  # allow_unsigned is about image URLs only
+    assert_error(refused, 401, "token_required")
+    assert refused.headers["www-authenticate"] == 'Bearer realm="darkroom"'
+
+
+def _key(**given) -> dict:
+    return {"name": "a", "key": "x" * 16, "scope": "read", **given}
 
 
 @pytest.mark.parametrize(("keys", "message"), [
-    ([{"name": "a", "key": "short"}], "16 characters"),
-    ([{"name": "a", "key": "x" * 16}, {"name": "a", "key": "y" * 16}], "same name"),
-    ([{"name": "a", "key": "x" * 16}, {"name": "b", "key": "x" * 16}], "same key"),
-    ([{"name": "a b", "key": "x" * 16}], "pattern"),
-    ([{"name": "a", "key": "x" * 16, "scope": "root"}], "read"),
+    ([_key(key="short-secret")], "16 or more"),
+    ([_key(key="clé-secrète-très-longue")], "16 or more"),
+    ([_key(key=" padded-key-with-space ")], "16 or more"),
+    ([_key(), _key(key="y" * 16)], "same name"),
+    ([_key(), _key(name="b")], "same key"),
+    ([_key(name="a b")], "pattern"),
+    ([_key(scope="root")], "read"),
+    ([{"name": "a", "key": "x" * 16}], "scope"),  # no default: a forgotten scope is no admin
+    ([_key(Key="y" * 16)], "Extra inputs"),
 ])
-def test_bad_api_keys_are_refused_at_start(keys, message):
-    with pytest.raises(ValidationError, match=message):
+def test_bad_api_keys_are_refused_at_start_without_showing_the_key(keys, message):
+    with pytest.raises(ValidationError, match=message) as refused:
         Settings(api_keys=keys)
+    secrets = [v for k in keys for n, v in k.items() if n.lower() == "key"]
+    assert not any(secret in str(refused.value) for secret in secrets)
+
+
+def test_an_api_key_may_not_be_a_signing_key():
+    with pytest.raises(ValidationError, match="also a signing key") as refused:
+        Settings(api_keys=[_key()], signing_keys=["x" * 16])
+    assert "x" * 16 not in str(refused.value)
 
 
 def test_the_environment_takes_keys_as_json_and_config_show_masks_them(monkeypatch):
@@ -127,11 +146,31 @@ def test_the_environment_takes_keys_as_json_and_config_show_masks_them(monkeypat
     assert "r" * 20 not in shown and "**********" in shown
 
 
-def test_the_cli_sends_its_api_token_else_a_writing_key_else_a_signing_key():
+def test_the_cli_sends_its_api_token_else_the_narrowest_key_that_will_do():
     from darkroom.cli_catalog import _headers
 
     token = {"Authorization": "Bearer " + "t" * 16}
-    assert _headers(Settings(api_token="t" * 16, api_keys=API_KEYS)) == token
-    assert _headers(Settings(api_keys=API_KEYS, signing_keys=["s" * 20])) == bearer("shop")
-    assert _headers(Settings(signing_keys=["s" * 20])) == {"Authorization": "Bearer " + "s" * 20}
-    assert _headers(Settings()) == {}
+    assert _headers(Settings(api_token="t" * 16, api_keys=API_KEYS), "write") == token
+    mixed = Settings(api_keys=API_KEYS[::-1], signing_keys=["s" * 20])
+    assert (_headers(mixed, "read"), _headers(mixed, "write")) == (bearer("reader"),
+                                                                    bearer("shop"))
+    assert _headers(Settings(api_keys=API_KEYS[:1]), "write") == {}  # none will do
+    assert _headers(Settings(signing_keys=["s" * 20]), "read") == {
+        "Authorization": "Bearer " + "s" * 20}
+    assert _headers(Settings(), "write") == {}
+
+
+def test_webhook_urls_are_shown_only_as_far_as_their_host(client):
+    step = {"name": "hook", "type": "webhook", "params": {
+        "url": "https://user:pass@hooks.example.org/services/T0/B0/XYZ?token=abc",
+        "signing_keys": ["k" * 20]}}
+    plain = {"name": "plain", "type": "webhook", "params": {"url": "https://example.org/",
+                                                             "signing_keys": ["k" * 20]}}
+    assert client.put("/v1/pipelines/p", json={"steps": [step, plain]},
+                      headers=bearer("ops")).status_code == 201
+    shown = client.get("/v1/pipelines/p", headers=bearer("ops")).json()
+    params = [s["params"] for s in shown["steps"]]
+    assert [p["url"] for p in params] == ["https://hooks.example.org/**********",
+                                         "https://example.org/"]
+    again = client.put("/v1/pipelines/p", json={"steps": shown["steps"]}, headers=bearer("ops"))
+    assert_error(again, 400, "bad_pipeline")  # a masked answer is not saved back

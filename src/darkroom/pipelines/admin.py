@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -65,13 +66,25 @@ def public_pipeline(row: PipelineRow) -> dict:
             "updated_at": row.updated_at.isoformat()}
 
 
-def _masked(value: object) -> object:
-    """`value` with every secret-named field, at any depth, replaced by the mask."""
+def _masked(value: object, field: str = "") -> object:
+    """`value` with every secret-named field, at any depth, replaced by the mask, and
+    every `url` cut to where it points (`_masked_url`)."""
     if isinstance(value, dict):
-        return {k: MASK if k in _SECRET_PARAMS else _masked(v) for k, v in value.items()}
+        return {k: MASK if k in _SECRET_PARAMS else _masked(v, k) for k, v in value.items()}
     if isinstance(value, list):
-        return [_masked(v) for v in value]
+        return [_masked(v, field) for v in value]
+    if field == "url" and isinstance(value, str):
+        return _masked_url(value)
     return value
+
+
+def _masked_url(url: str) -> str:
+    """The scheme and host of `url`, the rest masked: credentials, a token in the query,
+    or a chat service's webhook path, which is its key."""
+    parts = urlsplit(url)
+    if not (parts.path.strip("/") or parts.query or parts.fragment or "@" in parts.netloc):
+        return url
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/{MASK}"
 
 
 def _pipeline_row(session: Session, name: str) -> PipelineRow:
@@ -133,7 +146,7 @@ def job_detail(session: Session, job_id: str) -> dict:
     return {**job_summary(job), "steps": [
         {"name": s.name, "type": s.kind, "state": s.state, "attempts": s.attempts,
          "started_at": _iso(s.started_at), "finished_at": _iso(s.finished_at),
-         "duration_ms": s.duration_ms, "error": s.error, "output": s.output}
+         "duration_ms": s.duration_ms, "error": s.error, "output": _masked(s.output)}
         for s in steps], "history": [_history_entry(a) for a in reversed(attempts)]}
 
 

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 
 from darkroom import __version__
 from darkroom.catalog.service import Catalog
-from darkroom.config import Settings
+from darkroom.config import Settings, is_loopback
 from darkroom.engine import probe
 from darkroom.engine.formats import MIME
 from darkroom.errors import (
@@ -28,6 +28,7 @@ from darkroom.server.images_api import images_router
 from darkroom.server.pipelines_api import pipelines_router
 from darkroom.server import waiting
 from darkroom.server.auth import Access
+from darkroom.server.observability import log
 from darkroom.server.renderer import Renderer
 from darkroom.server.waiting import JobWatch
 from darkroom.storage import check_key
@@ -43,6 +44,9 @@ def build_api(settings: Settings, renderer: Renderer, catalog: Catalog | None = 
     api = FastAPI(title="darkroom", version=__version__, docs_url="/docs",
                   description="Image processing service: one EditPlan, one libvips engine.")
     access = Access(settings)
+    if access.open and not is_loopback(settings.host):
+        log.warning("api_open", host=settings.host, hint="set api_keys (or signing_keys): "
+                    "anyone who reaches this address may upload, delete and define pipelines")
     limits = settings.limits
 
     @api.exception_handler(DarkroomError)

@@ -5,9 +5,8 @@ uploads, replaces, deletes, renders by `/v1/transform`, pipeline runs, retries a
 cancels: what changes the catalog or costs compute) or `admin` (also declares and deletes
 pipelines, which call webhooks and write under other prefixes); each scope includes the
 ones before it. Without `api_keys`, any of `signing_keys` grants every scope, as it always
-did, and with neither, or with `allow_unsigned`, the API is open. `allow_unsigned` never
-opens it once `api_keys` are set: it is about image URLs. The name of the key a request
-used goes into its access log line.
+did, and with neither the API is open. `allow_unsigned` never opens it: it is about image
+URLs. The name of the key a request used goes into its access log line.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import hmac
 from fastapi import Request
 
 from darkroom.config import Settings
-from darkroom.errors import Forbidden, Unauthorized
+from darkroom.errors import Forbidden, TokenRequired
 
 SCOPES = ("read", "write", "admin")
 
@@ -33,7 +32,7 @@ class Access:
         else:
             self._keys = [(k.get_secret_value().encode(), "signing-key", len(SCOPES) - 1)
                           for k in settings.signing_keys]
-            self.open = not self._keys or settings.allow_unsigned
+            self.open = not self._keys
 
     def require(self, request: Request, scope: str) -> None:
         """Raise unless `request` bears a key whose scope includes `scope`."""
@@ -41,7 +40,7 @@ class Access:
             return
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("send Authorization: Bearer <key>", "token_required")
+            raise TokenRequired("send Authorization: Bearer <key>")
         given, found = token.strip().encode(), None
         for key, name, level in self._keys:  # every key compared: the time tells nothing
             if hmac.compare_digest(given, key):

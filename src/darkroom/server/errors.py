@@ -15,7 +15,7 @@ def error_response(error: DarkroomError, head: bool = False) -> Response:
     labelled(REJECTIONS, error.code).inc()
     body = {"error": {"code": error.code, "message": error.message,
                       "request_id": request_id_var.get()}}
-    headers = {"Cache-Control": "no-store"}
+    headers = {"Cache-Control": "no-store", **getattr(error, "headers", {})}
     if isinstance(error, Overloaded):
         headers["Retry-After"] = str(error.retry_after)
     content = json.dumps(body).encode()

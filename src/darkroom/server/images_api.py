@@ -40,6 +40,8 @@ _ID = PathParam(pattern=r"^[0-9a-f]{32}$", description="the image's id")
 _Wait = Annotated[float | None, Query(ge=0, le=MAX_WAIT_S, description=(
     "seconds to wait for the jobs to end before answering (or `Prefer: wait=<s>`)"))]
 _APPLIED = {200: {"headers": APPLIED_DOC}, 201: {"headers": APPLIED_DOC}}
+_REPLAYED = {"description": "the first answer to its `Idempotency-Key`, replayed", "content": {
+    "application/json": {"schema": {"type": "object"}}}}
 
 
 def images_router(catalog: Catalog, tmp_dir: Path, max_bytes: int,
@@ -52,7 +54,8 @@ def images_router(catalog: Catalog, tmp_dir: Path, max_bytes: int,
     router = APIRouter(prefix="/v1/images", tags=["catalog"])
 
     @router.post("", status_code=201, description=UPLOAD_DOC,
-                 openapi_extra={**_BODY, **PREFER_DOC}, responses=_APPLIED)
+                 openapi_extra={**_BODY, **PREFER_DOC},
+                 responses={201: _APPLIED[201], 200: {**_REPLAYED, **_APPLIED[200]}})
     async def upload(request: Request, wait: _Wait = None) -> JSONResponse:
         access.require(request, "write")
         waits = asked(wait, request)

@@ -34,6 +34,7 @@ MAX_WAIT_S = 50.0  # under the 60 s most proxies and load balancers allow an ans
 TICK_S = 0.1  # how often the jobs waited on are read again
 CHUNK = 500  # job ids a query reads at most
 MAX_WAITERS = 1000  # requests waiting at once in a process
+MAX_PREFER = 4096  # characters of `Prefer` fields read; longer ones are ignored
 PREFER_DOC = {"parameters": [{
     "name": "Prefer", "in": "header", "required": False, "schema": {"type": "string"},
     "description": "`wait=<seconds>` (RFC 7240), as `?wait=`; over the most it is cut to "
@@ -59,7 +60,10 @@ def asked(query: float | None, request: Request) -> Wait:
     is not a number of seconds is ignored, as RFC 7240 has it."""
     if query is not None:
         return Wait(request, query)
-    for name, value in _preferences(request.headers.getlist("prefer")):
+    fields = request.headers.getlist("prefer")
+    if sum(map(len, fields)) > MAX_PREFER or not any("wait" in f.lower() for f in fields):
+        return Wait(request)  # nothing to read, or too much to read on the event loop
+    for name, value in _preferences(fields):
         if name == "wait":
             value = value.strip('"')
             if not _SECONDS.fullmatch(value):
@@ -101,10 +105,12 @@ def ended(session: Session, job_ids: list[str]) -> set[str]:
 
 
 def release_all() -> None:
-    """End every wait of this process now (the server is stopping): each request answers
-    at once what stands."""
+    """End every wait served by the running event loop now (its server is stopping): each
+    request answers at once what stands, and later ones do not wait."""
+    loop = asyncio.get_running_loop()
     for watch in list(_watches):
-        watch.release()
+        if watch.loop is loop:
+            watch.release()
 
 
 class JobWatch:
@@ -115,6 +121,7 @@ class JobWatch:
         self._waiting: dict[asyncio.Future, set[str]] = {}
         self._poller: asyncio.Task | None = None
         self._released = False
+        self.loop: asyncio.AbstractEventLoop | None = None  # its requests', once one waits
         _watches.add(self)
 
     async def settled(self, wait: Wait, body: dict, read: Callable[[], Awaitable[dict]],
@@ -122,20 +129,24 @@ class JobWatch:
         """`body` (an image's or a job's answer) once its jobs have ended or `wait` is
         over, read again by `read` after each wait, and the headers to answer with. An
         image's jobs are those of its current version. `written`: `body` answers a write
-        that committed, so it stands if it cannot be read again."""
+        that committed, so it stands if it cannot be read again, and the wait is for the
+        version it wrote (not for one another client wrote meanwhile)."""
         deadline = asyncio.get_running_loop().time() + wait.seconds
         applied = False
         while ids := _pending(body):
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0 or not await self.until_ended(ids, left, wait.request):
                 break
-            applied = True
+            applied = not self._released  # a stopping server cut it short
             try:
-                body = await read()
+                again = await read()
             except DarkroomError:
                 if not written:
                     raise
                 break
+            if written and again["version"] != body["version"]:
+                break  # superseded: the write's answer stands as it was
+            body = again
         headers = {"Preference-Applied": f"wait={wait.seconds:g}"} \
             if wait.preferred and applied else {}
         return body, headers
@@ -147,7 +158,7 @@ class JobWatch:
         waiters wait already, the server stops) or the client has gone."""
         if self._released or len(self._waiting) >= MAX_WAITERS:
             return False
-        loop = asyncio.get_running_loop()
+        loop = self.loop = asyncio.get_running_loop()
         done = loop.create_future()
         self._waiting[done] = set(job_ids)
         if self._poller is None or self._poller.done():  # not the request's context
