@@ -81,14 +81,21 @@ def _routes(client) -> list[tuple[str, str, dict]]:
 def test_every_v1_route_needs_a_key_and_says_so_in_the_spec(client):
     spec = client.get("/openapi.json").json()
     assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
-    assert all(op["security"] == [{"bearer": []}] for path, ops in spec["paths"].items()
-               if path.startswith("/v1/") for op in ops.values())
+    v1 = [op for path, ops in spec["paths"].items() if path.startswith("/v1/")
+          for op in ops.values()]
+    assert all(op["security"] == [{"bearer": []}] for op in v1)
+    assert {op["x-scope"] for op in v1} == {"read", "write", "admin"}
+    assert spec["paths"]["/v1/pipelines/{name}"]["put"]["x-scope"] == "admin"
+    assert "Needs a key of scope `read`." in spec["paths"]["/v1/jobs"]["get"]["description"]
     routes = _routes(client)
     assert len(routes) >= 17
     for method, url, query in routes:
         answer = client.request(method, url, params=query, content=b"{}",
                                 headers={"content-type": "application/json"})
         assert_error(answer, 401, "token_required")
+    # the key is checked first: a bad parameter tells nothing to who has none
+    assert_error(client.get("/v1/images", params={"limit": "100000"}), 401, "token_required")
+    assert_error(client.get("/v1/images/not-an-id"), 401, "token_required")
 
 
 def test_the_access_log_names_the_key(make_client):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -101,18 +101,17 @@ def build_api(settings: Settings, renderer: Renderer, catalog: Catalog | None = 
         body = generate_latest(registry) if registry else generate_latest()
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
-    @api.get("/v1/info/{key:path}", tags=["images"])
-    async def info(key: str, request: Request) -> dict:
+    @api.get("/v1/info/{key:path}", dependencies=[access.need("read")], tags=["images"])
+    async def info(key: str) -> dict:
         """Width, height, format, pages, alpha, orientation, ICC and bytes, from the header."""
-        access.require(request, "read")
         data = await renderer.read(check_key(key), "source_not_found")
         header = await renderer.pool.run(probe, data, timeout=limits.time_budget_s)
         return {"key": key, **header.__dict__, "mime": MIME[header.format]}
 
-    @api.post("/v1/transform", tags=["images"], description=TRANSFORM_DOC,
+    @api.post("/v1/transform", dependencies=[access.need("write")], tags=["images"],
+              description=TRANSFORM_DOC,
               responses={200: {"content": {"image/*": {}}}})
     async def transform(request: Request) -> Response:
-        access.require(request, "write")
         declared = int(request.headers.get("content-length") or 0)
         if declared > limits.max_body_bytes:
             raise TooLarge(f"body over {limits.max_body_bytes} bytes", "body_too_large")
@@ -139,8 +138,12 @@ def build_api(settings: Settings, renderer: Renderer, catalog: Catalog | None = 
 
 
 def _declare_bearer(api: FastAPI) -> None:
-    """State in the OpenAPI spec that every `/v1/` operation takes a bearer key."""
+    """State in the OpenAPI spec that every `/v1/` operation takes a bearer key, and of
+    which scope (`x-scope`, from the route's `Access.need`)."""
     build = api.openapi
+    scopes = {(route.path_format, method.lower()): dependency.dependency.scope
+              for route in _flat(api.routes) for dependency in getattr(route, "dependencies", [])
+              if hasattr(dependency.dependency, "scope") for method in route.methods}
 
     def openapi() -> dict:
         if api.openapi_schema is None:
@@ -149,11 +152,21 @@ def _declare_bearer(api: FastAPI) -> None:
                 "type": "http", "scheme": "bearer",
                 "description": "an API key of `api_keys` (else a signing key), when set"}}
             for path, operations in spec["paths"].items():
-                for operation in operations.values() if path.startswith("/v1/") else ():
+                for method, operation in operations.items() if path.startswith("/v1/") else ():
                     operation["security"] = [{"bearer": []}]
+                    operation["x-scope"] = scope = scopes[(path, method)]
+                    operation["description"] = (operation.get("description", "") +
+                                                f"\n\nNeeds a key of scope `{scope}`.").strip()
         return api.openapi_schema
 
     api.openapi = openapi
+
+
+def _flat(routes: list) -> Iterator:
+    """Every route, those of included routers too (FastAPI 0.165 keeps them nested)."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        yield from _flat(inner.routes) if inner is not None else (route,)
 
 
 def _bounded(request: Request, max_bytes: int) -> Request:

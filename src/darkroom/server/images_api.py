@@ -53,11 +53,11 @@ def images_router(catalog: Catalog, tmp_dir: Path, max_bytes: int,
         log.info("staged_uploads_swept", count=swept, folder=str(tmp_dir))
     router = APIRouter(prefix="/v1/images", tags=["catalog"])
 
-    @router.post("", status_code=201, description=UPLOAD_DOC,
+    @router.post("", dependencies=[access.need("write")], status_code=201,
+                 description=UPLOAD_DOC,
                  openapi_extra={**_BODY, **PREFER_DOC},
                  responses={201: _APPLIED[201], 200: {**_REPLAYED, **_APPLIED[200]}})
     async def upload(request: Request, wait: _Wait = None) -> JSONResponse:
-        access.require(request, "write")
         waits = asked(wait, request)
         given = request.headers.get("idempotency-key")
         token = idempotency.check_key(given) if given is not None else None
@@ -71,9 +71,8 @@ def images_router(catalog: Catalog, tmp_dir: Path, max_bytes: int,
             headers["Idempotent-Replayed"] = "true"
         return JSONResponse(body, 200 if replayed else 201, headers)
 
-    @router.get("")
+    @router.get("", dependencies=[access.need("read")])
     async def list_images(
-        request: Request,
         prefix: Annotated[str, Query(max_length=1024)] = "",
         format: Annotated[str | None, Query(pattern=f"^({'|'.join(MIME)})$")] = None,
         status: Annotated[str | None, Query(max_length=16)] = None,
@@ -84,30 +83,29 @@ def images_router(catalog: Catalog, tmp_dir: Path, max_bytes: int,
         cursor: Annotated[str | None, Query(max_length=2048)] = None,
     ) -> dict:
         """Images in key order, filtered; `next_cursor` fetches the next page."""
-        access.require(request, "read")
         return await catalog.list(ImageQuery(prefix, format, status, tag, created_after,
                                              created_before, limit, cursor))
 
-    @router.get("/{image_id}", openapi_extra=PREFER_DOC, responses={200: _APPLIED[200]})
+    @router.get("/{image_id}", dependencies=[access.need("read")], openapi_extra=PREFER_DOC,
+                responses={200: _APPLIED[200]})
     async def get_image(image_id: Annotated[str, _ID], request: Request, response: Response,
                         wait: _Wait = None) -> dict:
         """Size, format, pages, EXIF subset, colours, BlurHash, pHash, renditions, jobs.
         With `?wait=<s>` (or `Prefer: wait=<s>`), up to that many seconds once the jobs
         of its current version have ended."""
-        access.require(request, "read")
         waits = asked(wait, request)
         read = functools.partial(catalog.get, image_id)
         body, applied = await watch.settled(waits, await read(), read)
         response.headers.update({"Vary": "Prefer", **applied})
         return body
 
-    @router.put("/{image_id}", openapi_extra={**_BODY, **PREFER_DOC},
+    @router.put("/{image_id}", dependencies=[access.need("write")],
+                openapi_extra={**_BODY, **PREFER_DOC},
                 responses={200: _APPLIED[200]})
     async def replace(image_id: Annotated[str, _ID], request: Request, response: Response,
                       wait: _Wait = None) -> dict:
         """Upload new bytes for the image (its next version); derivatives start afresh.
         `?wait=<s>` as for an upload."""
-        access.require(request, "write")
         waits = asked(wait, request)
         read = functools.partial(catalog.get, image_id)
         await read()  # an unknown id is a 404 before the body is read
@@ -119,10 +117,9 @@ def images_router(catalog: Catalog, tmp_dir: Path, max_bytes: int,
         response.headers.update(applied)
         return body
 
-    @router.delete("/{image_id}", status_code=204)
-    async def delete(image_id: Annotated[str, _ID], request: Request) -> Response:
+    @router.delete("/{image_id}", dependencies=[access.need("write")], status_code=204)
+    async def delete(image_id: Annotated[str, _ID]) -> Response:
         """Delete the original, its versions, derivatives and cached results."""
-        access.require(request, "write")
         await catalog.delete(image_id)
         return Response(status_code=204)
 

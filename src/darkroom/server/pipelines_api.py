@@ -34,52 +34,46 @@ def pipelines_router(catalog: Catalog, queue: JobQueue, access: Access,
     `watch` serves the answers that wait for jobs (`waiting`)."""
     router = APIRouter(prefix="/v1", tags=["pipelines"])
 
-    @router.get("/step-types")
-    async def step_types(request: Request) -> dict:
+    @router.get("/step-types", dependencies=[access.need("read")])
+    async def step_types() -> dict:
         """The step kinds a pipeline may use, with their parameters' JSON schema."""
-        access.require(request, "read")
         return {"items": [{"type": k.name, "description": k.doc,
                            "params": k.params.model_json_schema()} for k in registry.kinds()]}
 
-    @router.get("/pipelines")
-    async def list_pipelines(request: Request) -> dict:
-        access.require(request, "read")
+    @router.get("/pipelines", dependencies=[access.need("read")])
+    async def list_pipelines() -> dict:
         return {"items": await catalog.transact(admin.list_pipelines)}
 
-    @router.get("/pipelines/{name}")
-    async def get_pipeline(name: Annotated[str, _NAME], request: Request) -> dict:
-        access.require(request, "read")
+    @router.get("/pipelines/{name}", dependencies=[access.need("read")])
+    async def get_pipeline(name: Annotated[str, _NAME]) -> dict:
         return await catalog.transact(lambda s: admin.get_pipeline(s, name))
 
-    @router.put("/pipelines/{name}", openapi_extra=_DEFINITION)
+    @router.put("/pipelines/{name}", dependencies=[access.need("admin")],
+                openapi_extra=_DEFINITION)
     async def put_pipeline(name: Annotated[str, _NAME], request: Request) -> JSONResponse:
         """Create or replace the pipeline (JSON, or YAML as `application/yaml`). New uploads
         use it at once; runs already made keep the definition they started with."""
-        access.require(request, "admin")
         pipeline = await _read_definition(request, name)
         body, created = await catalog.transact(lambda s: admin.save_pipeline(s, pipeline))
         queue.pipelines = None  # read again by the next upload, for its head start
         await on_pipeline()
         return JSONResponse(body, 201 if created else 200)
 
-    @router.delete("/pipelines/{name}", status_code=204)
-    async def delete_pipeline(name: Annotated[str, _NAME], request: Request) -> Response:
-        access.require(request, "admin")
+    @router.delete("/pipelines/{name}", dependencies=[access.need("admin")], status_code=204)
+    async def delete_pipeline(name: Annotated[str, _NAME]) -> Response:
         await catalog.transact(lambda s: admin.delete_pipeline(s, name))
         queue.pipelines = None
         return Response(status_code=204)
 
-    @router.post("/pipelines/{name}/runs", status_code=202)
-    async def run_pipeline(name: Annotated[str, _NAME], request: Request,
+    @router.post("/pipelines/{name}/runs", dependencies=[access.need("write")], status_code=202)
+    async def run_pipeline(name: Annotated[str, _NAME],
                            image_id: Annotated[str, Query(pattern=r"^[0-9a-f]{32}$")]) -> dict:
         """Run the pipeline on an image's current version now, whatever its trigger says
         (backfills; a run again after the pipeline changed). Answers the queued job."""
-        access.require(request, "write")
         return await catalog.transact(lambda s: admin.run_pipeline(s, queue, name, image_id))
 
-    @router.get("/jobs")
+    @router.get("/jobs", dependencies=[access.need("read")])
     async def list_jobs(
-        request: Request,
         status: Annotated[str | None, Query(pattern=f"^({'|'.join(admin.STATUSES)})$")] = None,
         pipeline: Annotated[str | None, Query(max_length=64)] = None,
         image_id: Annotated[str | None, Query(pattern=r"^[0-9a-f]{32}$")] = None,
@@ -87,11 +81,10 @@ def pipelines_router(catalog: Catalog, queue: JobQueue, access: Access,
         cursor: Annotated[str | None, Query(pattern=r"^[0-9a-f]{32}$")] = None,
     ) -> dict:
         """Pipeline runs, newest first; `next_cursor` fetches the next page."""
-        access.require(request, "read")
         query = admin.JobQuery(status, pipeline, image_id, limit, cursor)
         return await catalog.transact(lambda s: admin.list_jobs(s, query))
 
-    @router.get("/jobs/{job_id}", openapi_extra=PREFER_DOC,
+    @router.get("/jobs/{job_id}", dependencies=[access.need("read")], openapi_extra=PREFER_DOC,
                 responses={200: {"headers": APPLIED_DOC}})
     async def get_job(job_id: Annotated[str, _JOB], request: Request, response: Response,
                       wait: Annotated[float | None, Query(ge=0, le=MAX_WAIT_S, description=(
@@ -99,24 +92,21 @@ def pipelines_router(catalog: Catalog, queue: JobQueue, access: Access,
                           "`Prefer: wait=<s>`)"))] = None) -> dict:
         """The run and each step's state, attempts, duration, error and output. With
         `?wait=<s>` (or `Prefer: wait=<s>`), up to that many seconds once it has ended."""
-        access.require(request, "read")
         waits = asked(wait, request)
         read = functools.partial(catalog.transact, lambda s: admin.job_detail(s, job_id))
         body, applied = await watch.settled(waits, await read(), read)
         response.headers.update({"Vary": "Prefer", **applied})
         return body
 
-    @router.post("/jobs/{job_id}/retry", status_code=202)
-    async def retry_job(job_id: Annotated[str, _JOB], request: Request) -> dict:
+    @router.post("/jobs/{job_id}/retry", dependencies=[access.need("write")], status_code=202)
+    async def retry_job(job_id: Annotated[str, _JOB]) -> dict:
         """Run a failed or cancelled job again; the steps that succeeded are not re-run."""
-        access.require(request, "write")
         return await catalog.transact(lambda s: admin.retry_job(s, queue, job_id))
 
-    @router.post("/jobs/{job_id}/cancel", status_code=202)
-    async def cancel_job(job_id: Annotated[str, _JOB], request: Request) -> dict:
+    @router.post("/jobs/{job_id}/cancel", dependencies=[access.need("write")], status_code=202)
+    async def cancel_job(job_id: Annotated[str, _JOB]) -> dict:
         """Cancel a queued or running job; a step under way finishes, no further one starts,
         and the renditions it left uncatalogued are deleted."""
-        access.require(request, "write")
         body, workflow, left = await catalog.transact(lambda s: admin.cancel_job(s, job_id))
         await asyncio.to_thread(sweep.sweep_left, lambda work: store.run(catalog.engine, work),
                                 job_id, body["run"], left, catalog.storage.blocking.delete)
