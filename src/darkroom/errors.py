@@ -67,6 +67,13 @@ class Forbidden(DarkroomError):
     default_code = "bad_signature"
 
 
+class InsufficientScope(Forbidden):
+    """The API key given does not grant what the request needs."""
+
+    default_code = "insufficient_scope"
+    headers = {"WWW-Authenticate": 'Bearer realm="darkroom", error="insufficient_scope"'}
+
+
 class NotFound(DarkroomError):
     """The source (or another named object) does not exist."""
 

@@ -3,6 +3,7 @@ name in the access log; the signing keys as before when no API key is set."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 
@@ -39,7 +40,10 @@ def _upload(client, name: str, key: str = "k/a.jpg"):
 def test_each_scope_includes_the_ones_before_it_and_no_more(client):
     for name in KEYS:
         assert client.get("/v1/images", headers=bearer(name)).status_code == 200
-    assert_error(_upload(client, "reader"), 403, "insufficient_scope")
+    narrow = _upload(client, "reader")
+    assert_error(narrow, 403, "insufficient_scope")
+    assert narrow.headers["www-authenticate"] == (
+        'Bearer realm="darkroom", error="insufficient_scope"')
     image = _upload(client, "shop").json()
     assert client.get(f"/v1/images/{image['id']}", headers=bearer("reader")).status_code == 200
     assert_error(client.put("/v1/pipelines/p", json=DEFINITION, headers=bearer("shop")),
@@ -181,3 +185,16 @@ def test_webhook_urls_are_shown_only_as_far_as_their_host(client):
                                          "https://example.org/"]
     again = client.put("/v1/pipelines/p", json={"steps": shown["steps"]}, headers=bearer("ops"))
     assert_error(again, 400, "bad_pipeline")  # a masked answer is not saved back
+
+
+def test_an_open_api_names_scopes_but_no_bearer_scheme_and_checks_on_the_loop(make_client):
+    spec = make_client().get("/openapi.json").json()
+    assert "securitySchemes" not in spec.get("components", {})
+    jobs = spec["paths"]["/v1/jobs"]["get"]
+    assert jobs["x-scope"] == "read" and "security" not in jobs
+    transform = spec["paths"]["/v1/transform"]["post"]["description"]
+    assert transform.count("Needs a key of scope") == 1
+    from darkroom.server.auth import Access
+
+    check = Access(Settings()).need("read").dependency
+    assert asyncio.iscoroutinefunction(check)  # FastAPI runs it on the loop, not a thread

@@ -35,7 +35,7 @@ from darkroom.storage import check_key
 
 TRANSFORM_DOC = """Render a plan. Send either `application/json` (an EditPlan whose `source.key`
 names a stored image) or `multipart/form-data` with a `plan` field (JSON) and an `image`
-file. Answers the image bytes. Needs a key of scope `write` (see `api_keys`)."""
+file. Answers the image bytes."""
 
 
 def build_api(settings: Settings, renderer: Renderer, catalog: Catalog | None = None,
@@ -133,30 +133,35 @@ def build_api(settings: Settings, renderer: Renderer, catalog: Catalog | None = 
         if catalog.queue is not None and on_pipeline is not None:
             api.include_router(pipelines_router(catalog, catalog.queue, access,
                                                 on_pipeline, watch))
-    _declare_bearer(api)
+    _declare_bearer(api, access)
     return api
 
 
-def _declare_bearer(api: FastAPI) -> None:
-    """State in the OpenAPI spec that every `/v1/` operation takes a bearer key, and of
-    which scope (`x-scope`, from the route's `Access.need`)."""
+def _declare_bearer(api: FastAPI, access: Access) -> None:
+    """State in the OpenAPI spec which scope each `/v1/` operation needs (`x-scope`, from
+    the route's `Access.need`), and, when keys are set, that it takes a bearer key."""
     build = api.openapi
-    scopes = {(route.path_format, method.lower()): dependency.dependency.scope
-              for route in _flat(api.routes) for dependency in getattr(route, "dependencies", [])
-              if hasattr(dependency.dependency, "scope") for method in route.methods}
 
     def openapi() -> dict:
         if api.openapi_schema is None:
             spec = build()
-            spec.setdefault("components", {})["securitySchemes"] = {"bearer": {
-                "type": "http", "scheme": "bearer",
-                "description": "an API key of `api_keys` (else a signing key), when set"}}
+            scopes = {(route.path_format, method.lower()): dependency.dependency.scope
+                      for route in _flat(api.routes)
+                      for dependency in getattr(route, "dependencies", [])
+                      if hasattr(dependency.dependency, "scope") for method in route.methods}
+            if not access.open:
+                spec.setdefault("components", {})["securitySchemes"] = {"bearer": {
+                    "type": "http", "scheme": "bearer",
+                    "description": "an API key of `api_keys` (else a signing key)"}}
             for path, operations in spec["paths"].items():
                 for method, operation in operations.items() if path.startswith("/v1/") else ():
-                    operation["security"] = [{"bearer": []}]
-                    operation["x-scope"] = scope = scopes[(path, method)]
+                    if (scope := scopes.get((path, method))) is None:
+                        continue
+                    operation["x-scope"] = scope
                     operation["description"] = (operation.get("description", "") +
                                                 f"\n\nNeeds a key of scope `{scope}`.").strip()
+                    if not access.open:
+                        operation["security"] = [{"bearer": []}]
         return api.openapi_schema
 
     api.openapi = openapi

@@ -17,7 +17,7 @@ import hmac
 from fastapi import Depends, Request, params
 
 from darkroom.config import Settings
-from darkroom.errors import Forbidden, TokenRequired
+from darkroom.errors import Forbidden, InsufficientScope, TokenRequired
 
 SCOPES = ("read", "write", "admin")
 
@@ -38,7 +38,7 @@ class Access:
     def need(self, scope: str) -> params.Depends:
         """A route's dependency on a key of `scope`: checked before anything else of the
         request is read or validated, and named in the OpenAPI spec (`x-scope`)."""
-        def check(request: Request) -> None:
+        async def check(request: Request) -> None:  # async: on the loop, no thread hop
             self.require(request, scope)
 
         check.scope = scope  # type: ignore[attr-defined]
@@ -59,8 +59,8 @@ class Access:
             raise Forbidden("bearer token does not match a key", "bad_token")
         request.state.api_key = found[0]
         if found[1] < SCOPES.index(scope):
-            raise Forbidden(f"key {found[0]!r} has scope {SCOPES[found[1]]}; this needs "
-                            f"{scope}", "insufficient_scope")
+            raise InsufficientScope(f"key {found[0]!r} has scope {SCOPES[found[1]]}; this "
+                                    f"needs {scope}")
 
 
 def _digest(token: bytes) -> bytes:
