@@ -40,11 +40,11 @@ def _catalog(work: Callable, queue: bool = False, until: Callable[[T], bool] | N
         queues.migrate(engine)
         jobs = queues.JobQueue(settings.database_url) if queue else None
         try:
-            deadline = time.monotonic() + wait_s
-            result = run(engine, (lambda s: work(s, jobs)) if queue else work)
+            deadline, once = time.monotonic() + wait_s, (lambda s: work(s, jobs)) if queue else work
+            result = run(engine, once)
             while until is not None and not until(result) and time.monotonic() < deadline:
                 time.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
-                result = run(engine, (lambda s: work(s, jobs)) if queue else work)
+                result = run(engine, once)
             return result
         finally:
             if jobs is not None:

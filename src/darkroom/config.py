@@ -214,8 +214,8 @@ class Settings(BaseSettings):
     api_keys: list[ApiKey] = Field(default_factory=list, description=(
         "bearer tokens for /v1/ with their scope; without them, the signing keys"))
     api_token: SecretStr | None = Field(None, description=(
-        "the bearer token the CLI sends to --server [default: the first write or admin "
-        "key of api_keys, else the first signing key]"))
+        "the bearer token the CLI sends to --server [default: the narrowest key of "
+        "api_keys that will do, else the first signing key]"))
     limits: Limits = Limits()
     thumbor: Thumbor = Thumbor()
     sih: Sih = Sih()

@@ -30,7 +30,6 @@ from darkroom.server import waiting
 from darkroom.server.auth import Access
 from darkroom.server.observability import log
 from darkroom.server.renderer import Renderer
-from darkroom.server.waiting import JobWatch
 from darkroom.storage import check_key
 
 TRANSFORM_DOC = """Render a plan. Send either `application/json` (an EditPlan whose `source.key`
@@ -127,7 +126,7 @@ def build_api(settings: Settings, renderer: Renderer, catalog: Catalog | None = 
         return Response(rendered.data, media_type=MIME[rendered.format], headers=headers)
 
     if catalog is not None:
-        watch = JobWatch(lambda ids: catalog.transact(lambda s: waiting.ended(s, ids)))
+        watch = waiting.JobWatch(lambda ids: catalog.transact(lambda s: waiting.ended(s, ids)))
         api.include_router(images_router(catalog, settings.data_dir / "tmp",
                                          limits.max_source_bytes, access, watch))
         if catalog.queue is not None and on_pipeline is not None:

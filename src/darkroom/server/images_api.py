@@ -20,7 +20,7 @@ from darkroom.errors import BadRequest
 from darkroom.server.staging import sweep_parts
 from darkroom.server.uploads import receive_upload
 from darkroom.server.auth import Access
-from darkroom.server.waiting import APPLIED_DOC, MAX_WAIT_S, PREFER_DOC, JobWatch, asked
+from darkroom.server.waiting import APPLIED, PREFER_DOC, JobWatch, WaitQuery, asked
 from darkroom.storage import check_new_key
 
 UPLOAD_DOC = """Upload an image. Send the bytes as the body (`Content-Type: image/*` or
@@ -37,9 +37,6 @@ _BODY = {"requestBody": {"required": True, "content": {
         "tags": {"type": "string"}}}}}}}
 log = structlog.get_logger("darkroom.images")
 _ID = PathParam(pattern=r"^[0-9a-f]{32}$", description="the image's id")
-_Wait = Annotated[float | None, Query(ge=0, le=MAX_WAIT_S, description=(
-    "seconds to wait for the jobs to end before answering (or `Prefer: wait=<s>`)"))]
-_APPLIED = {200: {"headers": APPLIED_DOC}, 201: {"headers": APPLIED_DOC}}
 _REPLAYED = {"description": "the first answer to its `Idempotency-Key`, replayed", "content": {
     "application/json": {"schema": {"type": "object"}}}}
 
@@ -56,8 +53,8 @@ def images_router(catalog: Catalog, tmp_dir: Path, max_bytes: int,
     @router.post("", dependencies=[access.need("write")], status_code=201,
                  description=UPLOAD_DOC,
                  openapi_extra={**_BODY, **PREFER_DOC},
-                 responses={201: _APPLIED[201], 200: {**_REPLAYED, **_APPLIED[200]}})
-    async def upload(request: Request, wait: _Wait = None) -> JSONResponse:
+                 responses={201: APPLIED, 200: {**_REPLAYED, **APPLIED}})
+    async def upload(request: Request, wait: WaitQuery = None) -> JSONResponse:
         waits = asked(wait, request)
         given = request.headers.get("idempotency-key")
         token = idempotency.check_key(given) if given is not None else None
@@ -87,9 +84,9 @@ def images_router(catalog: Catalog, tmp_dir: Path, max_bytes: int,
                                              created_before, limit, cursor))
 
     @router.get("/{image_id}", dependencies=[access.need("read")], openapi_extra=PREFER_DOC,
-                responses={200: _APPLIED[200]})
+                responses={200: APPLIED})
     async def get_image(image_id: Annotated[str, _ID], request: Request, response: Response,
-                        wait: _Wait = None) -> dict:
+                        wait: WaitQuery = None) -> dict:
         """Size, format, pages, EXIF subset, colours, BlurHash, pHash, renditions, jobs.
         With `?wait=<s>` (or `Prefer: wait=<s>`), up to that many seconds once the jobs
         of its current version have ended."""
@@ -101,9 +98,9 @@ def images_router(catalog: Catalog, tmp_dir: Path, max_bytes: int,
 
     @router.put("/{image_id}", dependencies=[access.need("write")],
                 openapi_extra={**_BODY, **PREFER_DOC},
-                responses={200: _APPLIED[200]})
+                responses={200: APPLIED})
     async def replace(image_id: Annotated[str, _ID], request: Request, response: Response,
-                      wait: _Wait = None) -> dict:
+                      wait: WaitQuery = None) -> dict:
         """Upload new bytes for the image (its next version); derivatives start afresh.
         `?wait=<s>` as for an upload."""
         waits = asked(wait, request)

@@ -18,7 +18,7 @@ from darkroom.pipelines import admin, registry, store, sweep
 from darkroom.pipelines.definition import parse, read_yaml
 from darkroom.pipelines.queue import JobQueue
 from darkroom.server.auth import Access
-from darkroom.server.waiting import APPLIED_DOC, MAX_WAIT_S, PREFER_DOC, JobWatch, asked
+from darkroom.server.waiting import APPLIED, PREFER_DOC, JobWatch, WaitQuery, asked
 
 MAX_DEFINITION_BYTES = 256 * 1024
 _NAME = PathParam(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -85,11 +85,9 @@ def pipelines_router(catalog: Catalog, queue: JobQueue, access: Access,
         return await catalog.transact(lambda s: admin.list_jobs(s, query))
 
     @router.get("/jobs/{job_id}", dependencies=[access.need("read")], openapi_extra=PREFER_DOC,
-                responses={200: {"headers": APPLIED_DOC}})
+                responses={200: APPLIED})
     async def get_job(job_id: Annotated[str, _JOB], request: Request, response: Response,
-                      wait: Annotated[float | None, Query(ge=0, le=MAX_WAIT_S, description=(
-                          "seconds to wait for the job to end before answering (or "
-                          "`Prefer: wait=<s>`)"))] = None) -> dict:
+                      wait: WaitQuery = None) -> dict:
         """The run and each step's state, attempts, duration, error and output. With
         `?wait=<s>` (or `Prefer: wait=<s>`), up to that many seconds once it has ended."""
         waits = asked(wait, request)

@@ -18,9 +18,10 @@ import re
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from typing import Annotated
 
 import structlog
-from fastapi import Request
+from fastapi import Query, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -41,6 +42,9 @@ PREFER_DOC = {"parameters": [{
                    "it, and answered `Preference-Applied` when the answer waited"}]}
 APPLIED_DOC = {"Preference-Applied": {"schema": {"type": "string"}, "description": (
     "`wait=<seconds>` when a `Prefer: wait` was applied")}}
+APPLIED = {"headers": APPLIED_DOC}  # a response's OpenAPI entry, for `responses=`
+WaitQuery = Annotated[float | None, Query(ge=0, le=MAX_WAIT_S, description=(
+    "seconds to wait for the jobs to end before answering (or `Prefer: wait=<s>`)"))]
 _SECONDS = re.compile(r"\d{1,6}(?:\.\d{1,3})?")
 _watches: weakref.WeakSet[JobWatch] = weakref.WeakSet()
 
