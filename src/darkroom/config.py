@@ -117,8 +117,10 @@ class Pipelines(BaseModel):
 
     file: Path | None = Field(None, description="YAML pipelines applied at start")
     in_process: bool = Field(True, description="serve runs a worker once a pipeline exists")
-    concurrency: int = Field(16, ge=1, le=256, description="runs at once per worker (the "
-                             "queue is polled every poll_s, so this over poll_s bounds jobs/s)")
+    concurrency: int = Field(32, ge=1, le=256, description="runs at once per worker (the "
+                             "queue is polled every poll_s, so this over poll_s bounds "
+                             "jobs/s; more runs than render threads keep the renders fed "
+                             "while some wait on the database)")
     heartbeat_s: float = Field(2.0, gt=0, le=300)
     dead_after_s: float = Field(30.0, gt=0, le=86400, description="a worker silent this "
                                 "long is dead: another worker resumes its runs")

@@ -23,7 +23,7 @@ from darkroom.catalog.models import Image, ImageVersion, Job, workflow_id
 from darkroom.catalog.pipeline_models import PipelineRow
 from darkroom.engine.formats import MIME
 from darkroom.engine.load import Header
-from darkroom.pipelines import steps, store
+from darkroom.pipelines import dbos_sqlite, steps, store
 from darkroom.pipelines.context import Source
 from darkroom.pipelines.definition import Pipeline, cached_text
 from darkroom.plan.model import EditPlan
@@ -54,10 +54,11 @@ def dbos_url(database_url: str) -> str:
 def system_engine(database_url: str) -> Engine | None:
     """For SQLite, the catalog's own engine for the same file (WAL, busy timeout, foreign
     keys, `synchronous=NORMAL`: a commit survives a killed process without an fsync each,
-    which writers would queue behind) with DBOS's IMMEDIATE transactions. None for
-    PostgreSQL (DBOS makes its own)."""
+    which writers would queue behind) with DBOS's IMMEDIATE transactions, and DBOS's hot
+    statements compiled once (`dbos_sqlite`). None for PostgreSQL (DBOS makes its own)."""
     if make_url(database_url).get_backend_name() != "sqlite":
         return None
+    dbos_sqlite.install()
     engine = make_engine(database_url)
     event.listen(engine, "connect", _immediate)
     return engine

@@ -8,12 +8,13 @@ step, so receivers drop a redelivery.
 
 from __future__ import annotations
 
-import functools
 import posixpath
 import re
+import threading
+from collections.abc import Callable
 from concurrent.futures import wait
 from functools import cached_property
-from typing import Literal
+from typing import Literal, TypeVar
 from urllib.parse import parse_qsl
 
 import structlog
@@ -41,6 +42,7 @@ RENDITIONS_PREFIX = "_renditions/"
 # A head start's source as loaded (JPEGs shrink by powers of two, so up to 4x this).
 HEAD_START_PIXELS = 1_000_000
 _NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+T = TypeVar("T")
 
 
 class _Params(BaseModel):
@@ -94,10 +96,12 @@ def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
     from here) are taken first; then those already stored (by an earlier attempt) are
     looked up; each of the others is rendered and written (fsynced) by one task on the
     render threads, so the renders go on while others write. The source is read only for
-    those, and probed only if the catalog does not know its whole header."""
+    those, by the first of them to start (so the sources held in memory are about one a
+    render thread, however many runs wait for one), and probed only if the catalog does not
+    know its whole header."""
     source, runtime = ctx.source, ctx.runtime
-    data = functools.cache(ctx.read_source)
-    header = functools.cache(lambda: source.header() or probe(data()))
+    data = _once(ctx.read_source)
+    header = _once(lambda: source.header() or probe(data()))
 
     def make(plan: EditPlan, key: str, out: Rendered | None = None) -> dict:
         """Store the rendition (rendered now, unless an upload pre-rendered it)."""
@@ -123,7 +127,6 @@ def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
             elif (found := _stored_rendition(runtime, key)) is not None:
                 made[name].update(found)
             else:
-                header(), data()  # read here, once, before the render threads need them
                 tasks[name] = runtime.render(make, plan, key)
         for name, (plan, key, out) in ready.items():  # while the others render
             made[name].update(make(plan, key, out))
@@ -141,6 +144,19 @@ def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
     ctx.at_end(lambda c: store.add_renditions(c, rows),
                lambda: _unstore(ctx, written))
     return made
+
+
+def _once(read: Callable[[], T]) -> Callable[[], T]:
+    """`read()`, run by the first caller only; the others, on other threads, wait for its
+    value (a failure is not kept: the next caller tries again)."""
+    lock, value = threading.Lock(), []
+
+    def get() -> T:
+        with lock:
+            if not value:
+                value.append(read())
+            return value[0]
+    return get
 
 
 def _unstore(ctx: StepContext, written: set[str]) -> None:

@@ -1,0 +1,79 @@
+"""DBOS's hot statements, compiled once on SQLite (`pipelines.dbos_sqlite`), write exactly
+what DBOS's own path writes: a job's status and inputs at enqueue, its output at the end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from dbos import DBOSClient
+from dbos._sys_db import SystemDatabase
+from sqlalchemy import text
+
+from darkroom.catalog import make_engine
+from darkroom.pipelines import dbos_sqlite
+from darkroom.pipelines.queue import APP_VERSION, QUEUE, WORKFLOW_NAME, dbos_url, migrate, \
+    system_engine
+
+VOLATILE = {"created_at", "updated_at", "completed_at", "creator_xid", "owner_xid",
+            "started_at_epoch_ms", "retention_timestamp"}
+START = {"definition": {"name": "p", "steps": []}, "source": {"key": "a.jpg", "width": 7},
+         "done": {"thumb": {"key": "_renditions/x.webp", "bytes": 12}}}
+
+
+def _rows(db, table: str) -> list[dict]:
+    rows = db.execute(text(f"SELECT * FROM {table} ORDER BY workflow_uuid")).mappings()
+    return [{k: v for k, v in row.items() if k not in VOLATILE} for row in rows]
+
+
+def _one_job(path: Path) -> tuple[dict, dict]:
+    """Enqueue one job's workflow, claim it and record its outcome, in a fresh database at
+    `path`; what DBOS's tables hold then, and the statements DBOS prepared."""
+    url = f"sqlite:///{path}"
+    catalog = make_engine(url)
+    migrate(catalog)
+    engine = system_engine(url)
+    client = DBOSClient(system_database_url=dbos_url(url), lazy=True,
+                        system_database_engine=engine)
+    try:
+        with engine.begin() as db:
+            client.enqueue_in_transaction(db, {
+                "workflow_name": WORKFLOW_NAME, "queue_name": QUEUE, "workflow_id": "wf-1",
+                "app_version": APP_VERSION}, "job-1", 1, START)
+        with engine.begin() as db:  # claimed, as a worker's dequeue does
+            db.execute(text("UPDATE workflow_status SET status = 'PENDING'"))
+        system = client._sys_db
+        assert system.update_workflow_outcome("wf-1", "SUCCESS", output='"succeeded"',
+                                              owner_xid=None)
+        with engine.connect() as db:
+            tables = {t: _rows(db, t) for t in ("workflow_status", "workflow_input",
+                                                "workflow_output")}
+        return tables, dict(system._prepared_statements)
+    finally:
+        client.destroy()
+        engine.dispose()
+        catalog.dispose()
+
+
+def test_prepared_statements_write_what_dbos_own_path_writes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    prepared_tables, prepared = _one_job(tmp_path / "prepared.sqlite")
+    monkeypatch.setattr(dbos_sqlite, "install", lambda: None)
+    monkeypatch.setattr(SystemDatabase, "_execute_prepared", dbos_sqlite._dbos_execute)
+    own_tables, own = _one_job(tmp_path / "own.sqlite")
+
+    assert prepared_tables == own_tables
+    assert prepared_tables["workflow_status"][0]["status"] == "SUCCESS"
+    assert prepared_tables["workflow_input"][0]["inputs"]
+    assert prepared_tables["workflow_output"][0]["output"] == '"succeeded"'
+    names = {key[1] for key, value in prepared.items()
+             if key[0] == "sqlite" and value is not dbos_sqlite._UNPREPARED}
+    assert names == {"insert_workflow_status", "insert_workflow_input",
+                     "upsert_workflow_output"}
+    assert not own  # DBOS's own path prepares nothing on SQLite
+
+
+def test_install_is_idempotent() -> None:
+    dbos_sqlite.install()
+    dbos_sqlite.install()
+    assert SystemDatabase._execute_prepared is dbos_sqlite._execute_prepared
