@@ -40,6 +40,14 @@ def stored_photo(runtime: Runtime, **known) -> tuple[bytes, str, Source]:
         "storage_key": "photo.jpg", "etag": etag, **known})
 
 
+def catalogued_photo(runtime: Runtime) -> tuple:
+    """The corpus photo's header, and a job's source of it whose whole header the catalog
+    knows (format, size, pages, alpha, orientation, ICC)."""
+    header = steps.probe((CORPUS / PHOTO["path"]).read_bytes())
+    return header, stored_photo(runtime, **{f: getattr(header, f) for f in (
+        "format", "width", "height", "pages", "alpha", "orientation", "icc")})[2]
+
+
 def _context(runtime: Runtime) -> StepContext:
     return StepContext(runtime, "job", 1, "p", "sizes", stored_photo(runtime)[2])
 
@@ -152,9 +160,7 @@ def test_a_version_whose_header_is_catalogued_is_rendered_without_a_probe(runtim
                                                                           monkeypatch):
     """The catalog keeps a version's whole header (format, size, pages, alpha, orientation,
     ICC): a step renders from it, and still reads (and checks) the source's bytes."""
-    header = steps.probe((CORPUS / PHOTO["path"]).read_bytes())
-    source = stored_photo(runtime, **{f: getattr(header, f) for f in (
-        "format", "width", "height", "pages", "alpha", "orientation", "icc")})[2]
+    header, source = catalogued_photo(runtime)
     assert source.header() == header
     probes, reads = [], []
     monkeypatch.setattr(steps, "probe", lambda d: probes.append(d) or header)
@@ -165,3 +171,34 @@ def test_a_version_whose_header_is_catalogued_is_rendered_without_a_probe(runtim
     output = steps.renditions(StepContext(runtime, "job", 1, "p", "sizes", source), params)
     assert (output["a"]["width"], output["b"]["width"]) == (10, 20)
     assert not probes and len(reads) == 1
+
+
+def test_the_source_is_read_once_by_the_first_render_to_start(runtime, monkeypatch):
+    """Not by the step before it queues its renders (the catalog knows the version's
+    header): a run waiting for a render thread holds no source in memory. Renders starting
+    together share the one read."""
+    header, source = catalogued_photo(runtime)
+    readers = []
+    real_read = StepContext.read_source
+
+    def read(ctx):
+        readers.append(threading.current_thread().name)
+        time.sleep(0.2)  # the other render starts meanwhile, and waits for this read
+        return real_read(ctx)
+
+    monkeypatch.setattr(StepContext, "read_source", read)
+    params = steps.RenditionsParams(renditions={"a": "w=10&fm=png", "b": "w=20&fm=png"})
+    output = steps.renditions(StepContext(runtime, "job", 1, "p", "sizes", source), params)
+    assert (output["a"]["width"], output["b"]["width"]) == (10, 20)
+    assert len(readers) == 1 and readers[0].startswith("render")
+
+
+def test_a_source_replaced_before_its_renders_start_fails_the_step_and_stores_nothing(
+        runtime):
+    ctx = _context(runtime)
+    runtime.storage.blocking.put("photo.jpg", b"newer bytes")  # a newer version's
+    params = steps.RenditionsParams(renditions={"a": "w=10&fm=png", "b": "w=20&fm=png"})
+    with pytest.raises(Conflict) as changed:
+        steps.renditions(ctx, params)
+    assert changed.value.code == "source_changed"
+    assert _stored(runtime) == []
