@@ -27,6 +27,9 @@ still queued or waiting for the queue's next poll (`pipelines.poll_s`), and the 
 still under way (uploads are answered faster than their renditions are made, so the jobs
 queue up). A longer run (`--images 384`) weighs the start and the end of a burst less:
 closer to a server's sustained throughput. Load stays on 127.0.0.1. Raw figures go to bench/results/<time>-pipeline.json.
+No file of the run is deleted before its end (see `rounds`: on this machine's ext4, which
+has no journal, a burst of deletes makes every new file dearer for minutes); `inode_us` in
+each round says what a new file cost as it began (15-25 us when nothing polluted it).
 
 --photos corpus (default): the corpus's JPEG photos of 0.4-2 MP. --photos camera: 12 MP
 JPEGs as a camera makes them, with and without an sRGB profile (bench/setup.sh makes them
@@ -87,6 +90,7 @@ def bare_engine(images: list[Path], out: Path, threads: int) -> tuple[float, flo
 
     limits = Limits()
     plans = [native.parse("x", parse_qsl(q)) for q in RENDITIONS.values()]
+    out.mkdir(parents=True, exist_ok=True)
 
     def one(index: int) -> None:
         data = images[index].read_bytes()
@@ -234,6 +238,56 @@ def _wait_ready(client) -> None:
     raise SystemExit("darkroom serve did not get ready")
 
 
+def rounds(images: list[Path], args: argparse.Namespace, kept: Path):
+    """Each round's figures. Every file the rounds make stays in `kept` until the run
+    ends: on a filesystem without a journal (this machine's), ext4 skips every inode
+    freed in the last seconds to minutes when it allocates one, so a burst of deletes
+    (a round's data dir, thousands of files) made each new file of the next round cost up
+    to 0.7 ms of CPU instead of 20 us, and the server makes twice the bare engine's files
+    an image. For the same reason each bare run writes into a folder of its own, never
+    over the files of the one before. `inode_us`: what a new file cost as the round
+    began."""
+    bare_engine([images[i % len(images)] for i in range(args.warmup)], kept / "warm",
+                args.threads)  # the bare engine warm, as the server
+    for round_ in range(args.rounds):
+        folder = kept / f"round-{round_ + 1}"
+        inode_us = _inode_cost(folder / "probe")
+        before = bare_engine(images, folder / "bare-before", args.threads)
+        served = pipeline(images, folder / "data", args.concurrency, args.database,
+                          f"r{round_}{os.getpid()}", args.warmup)
+        after = bare_engine(images, folder / "bare-after", args.threads)
+        # the reference on each side of the pipeline: a machine whose speed drifts during
+        # the round moves both alike
+        bare, bare_cpu = ((b + a) / 2 for b, a in zip(before, after))
+        n = len(images)
+        row = {"round": round_ + 1, "images": n, "inode_us": inode_us,
+               "bare_s": round(bare, 3),
+               "bare_s_before_after": [round(before[0], 3), round(after[0], 3)],
+               "end_to_end_s": round(served["end_to_end"], 3),
+               "pipeline_alone_s": round(served["alone"], 3),
+               "bare_per_s": round(n / bare, 2),
+               "uploads_per_s": round(n / served["end_to_end"], 2),
+               "end_to_end_overhead": round(served["end_to_end"] / bare - 1, 3),
+               "tail_s": round(served["tail"], 3),
+               "pipeline_overhead": round(served["alone"] / bare - 1, 3),
+               "bare_cpu_ms": round(1000 * bare_cpu / n, 1),
+               "end_to_end_cpu_ms": round(1000 * served["end_to_end_cpu"] / n, 1),
+               "alone_cpu_ms": round(1000 * served["alone_cpu"] / n, 1),
+               "upload_cpu_ms": round(1000 * served["upload_cpu"] / n, 1),
+               "end_to_end_cpu_overhead": round(served["end_to_end_cpu"] / bare_cpu - 1, 3),
+               "alone_cpu_overhead": round(served["alone_cpu"] / bare_cpu - 1, 3)}
+        yield row
+
+
+def _inode_cost(folder: Path, count: int = 50) -> float:
+    """Microseconds of CPU a new empty file costs in `folder` now."""
+    folder.mkdir(parents=True)
+    start = time.process_time()
+    for i in range(count):
+        os.close(os.open(folder / str(i), os.O_CREAT | os.O_WRONLY, 0o644))
+    return round(1e6 * (time.process_time() - start) / count, 1)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=48, help="uploads per round (at most 1000)")
@@ -253,36 +307,10 @@ def main() -> int:
     photos = corpus_photos() if args.photos == "corpus" else camera_photos(args.images_dir)
     images = [photos[i % len(photos)] for i in range(min(args.images, 1000))]
     rows = []
-    with tempfile.TemporaryDirectory() as ref_dir:  # the bare engine warm, as the server
-        bare_engine([images[i % len(images)] for i in range(args.warmup)], Path(ref_dir),
-                    args.threads)
-    for round_ in range(args.rounds):
-        with tempfile.TemporaryDirectory() as ref_dir, tempfile.TemporaryDirectory() as data:
-            before = bare_engine(images, Path(ref_dir), args.threads)
-            served = pipeline(images, Path(data), args.concurrency, args.database,
-                              f"r{round_}{os.getpid()}", args.warmup)
-            after = bare_engine(images, Path(ref_dir), args.threads)
-        # the reference on each side of the pipeline: a machine whose speed drifts during
-        # the round moves both alike
-        bare, bare_cpu = ((b + a) / 2 for b, a in zip(before, after))
-        n = len(images)
-        row = {"round": round_ + 1, "images": n, "bare_s": round(bare, 3),
-               "bare_s_before_after": [round(before[0], 3), round(after[0], 3)],
-               "end_to_end_s": round(served["end_to_end"], 3),
-               "pipeline_alone_s": round(served["alone"], 3),
-               "bare_per_s": round(n / bare, 2),
-               "uploads_per_s": round(n / served["end_to_end"], 2),
-               "end_to_end_overhead": round(served["end_to_end"] / bare - 1, 3),
-               "tail_s": round(served["tail"], 3),
-               "pipeline_overhead": round(served["alone"] / bare - 1, 3),
-               "bare_cpu_ms": round(1000 * bare_cpu / n, 1),
-               "end_to_end_cpu_ms": round(1000 * served["end_to_end_cpu"] / n, 1),
-               "alone_cpu_ms": round(1000 * served["alone_cpu"] / n, 1),
-               "upload_cpu_ms": round(1000 * served["upload_cpu"] / n, 1),
-               "end_to_end_cpu_overhead": round(served["end_to_end_cpu"] / bare_cpu - 1, 3),
-               "alone_cpu_overhead": round(served["alone_cpu"] / bare_cpu - 1, 3)}
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+    with tempfile.TemporaryDirectory(prefix="darkroom-bench-") as kept:
+        for round_, row in enumerate(rounds(images, args, Path(kept))):
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     median = {key: statistics.median(r[key] for r in rows) for key in (
         "end_to_end_overhead", "pipeline_overhead", "uploads_per_s", "bare_per_s",
         "end_to_end_cpu_overhead", "alone_cpu_overhead", "bare_cpu_ms", "end_to_end_cpu_ms",

@@ -120,12 +120,14 @@ def main() -> int:
     ratios = []
     with ExitStack() as stack:
         sources = [source_dir(revision, stack) for revision in (args.a, args.b)]
+        # every round's files kept until the end: see `pipeline.rounds`
+        kept = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="darkroom-ab-")))
         for round_ in range(args.rounds):
             order = (0, 1) if round_ % 2 == 0 else (1, 0)  # who starts first, alternately
-            with tempfile.TemporaryDirectory() as data, ExitStack() as running:
+            with ExitStack() as running:
                 servers = []
                 for i in order:
-                    servers.append(Server(sources[i], envs[i], Path(data) / "ab"[i]))
+                    servers.append(Server(sources[i], envs[i], kept / f"{round_}{'ab'[i]}"))
                     running.callback(servers[-1].stop)
                 with ThreadPoolExecutor(2) as both:
                     cpu = list(both.map(lambda server: server.upload_all(bodies, args.warmup),
