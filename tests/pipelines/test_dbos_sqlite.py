@@ -3,12 +3,15 @@ what DBOS's own path writes: a job's status and inputs at enqueue, its output at
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from dbos import DBOSClient
 from dbos._sys_db import SystemDatabase
-from sqlalchemy import text
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
 
 from darkroom.catalog import make_engine
 from darkroom.pipelines import dbos_sqlite
@@ -26,9 +29,9 @@ def _rows(db, table: str) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in VOLATILE} for row in rows]
 
 
-def _one_job(path: Path) -> tuple[dict, dict]:
-    """Enqueue one job's workflow, claim it and record its outcome, in a fresh database at
-    `path`; what DBOS's tables hold then, and the statements DBOS prepared."""
+@contextmanager
+def _database(path: Path) -> Iterator[tuple[Engine, Engine, DBOSClient]]:
+    """A fresh catalog database at `path`: its engine, DBOS's engine and a DBOS client."""
     url = f"sqlite:///{path}"
     catalog = make_engine(url)
     migrate(catalog)
@@ -36,10 +39,25 @@ def _one_job(path: Path) -> tuple[dict, dict]:
     client = DBOSClient(system_database_url=dbos_url(url), lazy=True,
                         system_database_engine=engine)
     try:
+        yield catalog, engine, client
+    finally:
+        client.destroy()
+        engine.dispose()
+        catalog.dispose()
+
+
+def _enqueue(client: DBOSClient, db, workflow_id: str) -> None:
+    client.enqueue_in_transaction(db, {
+        "workflow_name": WORKFLOW_NAME, "queue_name": QUEUE, "workflow_id": workflow_id,
+        "app_version": APP_VERSION}, "job-1", 1, START)
+
+
+def _one_job(path: Path) -> tuple[dict, dict]:
+    """Enqueue one job's workflow, claim it and record its outcome, in a fresh database at
+    `path`; what DBOS's tables hold then, and the statements DBOS prepared."""
+    with _database(path) as (_catalog, engine, client):
         with engine.begin() as db:
-            client.enqueue_in_transaction(db, {
-                "workflow_name": WORKFLOW_NAME, "queue_name": QUEUE, "workflow_id": "wf-1",
-                "app_version": APP_VERSION}, "job-1", 1, START)
+            _enqueue(client, db, "wf-1")
         with engine.begin() as db:  # claimed, as a worker's dequeue does
             db.execute(text("UPDATE workflow_status SET status = 'PENDING'"))
         system = client._sys_db
@@ -49,10 +67,6 @@ def _one_job(path: Path) -> tuple[dict, dict]:
             tables = {t: _rows(db, t) for t in ("workflow_status", "workflow_input",
                                                 "workflow_output")}
         return tables, dict(system._prepared_statements)
-    finally:
-        client.destroy()
-        engine.dispose()
-        catalog.dispose()
 
 
 def test_prepared_statements_write_what_dbos_own_path_writes(
@@ -77,3 +91,24 @@ def test_install_is_idempotent() -> None:
     dbos_sqlite.install()
     dbos_sqlite.install()
     assert SystemDatabase._execute_prepared is dbos_sqlite._execute_prepared
+
+
+def test_an_enqueue_in_the_catalogs_own_transaction_is_prepared(tmp_path: Path) -> None:
+    """Uploads enqueue on the catalog's engine (another pysqlite dialect than DBOS's):
+    the statements are prepared there too."""
+    with _database(tmp_path / "catalog.sqlite") as (catalog, _engine, client):
+        with Session(catalog) as session, session.begin():
+            _enqueue(client, session, "wf-2")
+        with catalog.connect() as db:
+            assert [r["status"] for r in _rows(db, "workflow_status")] == ["ENQUEUED"]
+            assert len(_rows(db, "workflow_input")) == 1
+        prepared = {key[1] for key, value in client._sys_db._prepared_statements.items()
+                    if value is not dbos_sqlite._UNPREPARED}
+        assert prepared == {"insert_workflow_status", "insert_workflow_input"}
+
+
+def test_another_dbos_release_keeps_its_own_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(SystemDatabase, "_execute_prepared", dbos_sqlite._dbos_execute)
+    monkeypatch.setattr(dbos_sqlite, "version", lambda _name: "3.5.0")
+    dbos_sqlite.install()
+    assert SystemDatabase._execute_prepared is dbos_sqlite._dbos_execute

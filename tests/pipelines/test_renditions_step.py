@@ -7,6 +7,7 @@ import hashlib
 from hashlib import sha256
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -173,24 +174,50 @@ def test_a_version_whose_header_is_catalogued_is_rendered_without_a_probe(runtim
     assert not probes and len(reads) == 1
 
 
-def test_the_source_is_read_once_by_the_first_render_to_start(runtime, monkeypatch):
-    """Not by the step before it queues its renders (the catalog knows the version's
-    header): a run waiting for a render thread holds no source in memory. Renders starting
-    together share the one read."""
+
+def test_sources_in_memory_are_bounded_however_many_steps_run(runtime, monkeypatch):
+    """Steps hold a `sources` slot from their read to their end: the others wait for one
+    before reading (a slot is freed again whether the step succeeds or fails)."""
     header, source = catalogued_photo(runtime)
-    readers = []
+    params = steps.RenditionsParams(renditions={"a": "w=10&fm=png", "b": "w=20&fm=png"})
+    slots = 2 * runtime.render_threads
+    reading, most = [0], [0]
+    lock = threading.Lock()
     real_read = StepContext.read_source
 
     def read(ctx):
-        readers.append(threading.current_thread().name)
-        time.sleep(0.2)  # the other render starts meanwhile, and waits for this read
-        return real_read(ctx)
+        with lock:
+            reading[0] += 1
+            most[0] = max(most[0], reading[0])
+        try:
+            time.sleep(0.05)
+            return real_read(ctx)
+        finally:
+            with lock:
+                reading[0] -= 1
 
     monkeypatch.setattr(StepContext, "read_source", read)
-    params = steps.RenditionsParams(renditions={"a": "w=10&fm=png", "b": "w=20&fm=png"})
-    output = steps.renditions(StepContext(runtime, "job", 1, "p", "sizes", source), params)
-    assert (output["a"]["width"], output["b"]["width"]) == (10, 20)
-    assert len(readers) == 1 and readers[0].startswith("render")
+    gate = threading.Barrier(3 * slots)
+
+    def one(job: int) -> dict:
+        gate.wait()
+        return steps.renditions(StepContext(runtime, f"job{job}", 1, "p", "sizes", source),
+                                params)
+
+    with ThreadPoolExecutor(3 * slots) as pool:
+        outputs = list(pool.map(one, range(3 * slots)))
+    assert all(o["a"]["width"] == 10 for o in outputs)
+    assert 1 <= most[0] <= slots
+    for _ in range(slots):  # every slot is free again
+        assert runtime.sources.acquire(timeout=1)
+    runtime.storage.blocking.put("photo.jpg", b"newer bytes")  # a failed read frees its own
+    for _ in range(slots):
+        runtime.sources.release()
+    others = steps.RenditionsParams(renditions={"c": "w=30&fm=png"})  # none stored yet
+    with pytest.raises(Conflict):
+        steps.renditions(StepContext(runtime, "job", 1, "p", "sizes", source), others)
+    for _ in range(slots):
+        assert runtime.sources.acquire(timeout=1)
 
 
 def test_a_source_replaced_before_its_renders_start_fails_the_step_and_stores_nothing(

@@ -53,6 +53,9 @@ class Runtime:
         self.storage: Storage = open_storage(settings)
         self.render_threads = settings.pipelines.render_threads or 2 * settings.threads
         self.renders = ThreadPoolExecutor(self.render_threads, thread_name_prefix="render")
+        # sources that renditions steps hold in memory at once: enough to keep the render
+        # threads fed, however many runs wait (each up to `limits.max_source_bytes`)
+        self.sources = threading.BoundedSemaphore(2 * self.render_threads)
         self._lock = threading.RLock()  # a task done at once calls back under it
         self._pending = 0  # render tasks queued or running
         # key -> (since, its task, stored already)

@@ -8,13 +8,13 @@ step, so receivers drop a redelivery.
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import re
-import threading
 from collections.abc import Callable
 from concurrent.futures import wait
 from functools import cached_property
-from typing import Literal, TypeVar
+from typing import Literal
 from urllib.parse import parse_qsl
 
 import structlog
@@ -42,7 +42,6 @@ RENDITIONS_PREFIX = "_renditions/"
 # A head start's source as loaded (JPEGs shrink by powers of two, so up to 4x this).
 HEAD_START_PIXELS = 1_000_000
 _NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
-T = TypeVar("T")
 
 
 class _Params(BaseModel):
@@ -96,12 +95,30 @@ def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
     from here) are taken first; then those already stored (by an earlier attempt) are
     looked up; each of the others is rendered and written (fsynced) by one task on the
     render threads, so the renders go on while others write. The source is read only for
-    those, by the first of them to start (so the sources held in memory are about one a
-    render thread, however many runs wait for one), and probed only if the catalog does not
-    know its whole header."""
+    those, here, before they are queued, once one of the runtime's `sources` slots is free
+    (so however many runs wait, few sources are in memory), and probed only if the catalog
+    does not know its whole header."""
     source, runtime = ctx.source, ctx.runtime
-    data = _once(ctx.read_source)
-    header = _once(lambda: source.header() or probe(data()))
+    held = []
+
+    @functools.cache
+    def data() -> bytes:
+        if not held:
+            runtime.sources.acquire()
+            held.append(True)
+        return ctx.read_source()
+
+    header = functools.cache(lambda: source.header() or probe(data()))
+    try:
+        return _renditions(ctx, params, data, header)
+    finally:
+        if held:
+            runtime.sources.release()
+
+
+def _renditions(ctx: StepContext, params: RenditionsParams, data: Callable[[], bytes],
+                header: Callable[[], Header]) -> dict:
+    source, runtime = ctx.source, ctx.runtime
 
     def make(plan: EditPlan, key: str, out: Rendered | None = None) -> dict:
         """Store the rendition (rendered now, unless an upload pre-rendered it)."""
@@ -127,6 +144,7 @@ def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
             elif (found := _stored_rendition(runtime, key)) is not None:
                 made[name].update(found)
             else:
+                header(), data()  # read here, once, before the render threads need them
                 tasks[name] = runtime.render(make, plan, key)
         for name, (plan, key, out) in ready.items():  # while the others render
             made[name].update(make(plan, key, out))
@@ -144,19 +162,6 @@ def renditions(ctx: StepContext, params: RenditionsParams) -> dict:
     ctx.at_end(lambda c: store.add_renditions(c, rows),
                lambda: _unstore(ctx, written))
     return made
-
-
-def _once(read: Callable[[], T]) -> Callable[[], T]:
-    """`read()`, run by the first caller only; the others, on other threads, wait for its
-    value (a failure is not kept: the next caller tries again)."""
-    lock, value = threading.Lock(), []
-
-    def get() -> T:
-        with lock:
-            if not value:
-                value.append(read())
-            return value[0]
-    return get
 
 
 def _unstore(ctx: StepContext, written: set[str]) -> None:
