@@ -327,7 +327,7 @@ def main() -> int:
     images = [photos[i % len(photos)] for i in range(min(args.images, 1000))]
     rows = []
     with tempfile.TemporaryDirectory(prefix="darkroom-bench-") as kept:
-        for round_, row in enumerate(rounds(images, args, Path(kept))):
+        for row in rounds(images, args, Path(kept)):
             rows.append(row)
             print(json.dumps(row), flush=True)
     median = {key: statistics.median(r[key] for r in rows) for key in (

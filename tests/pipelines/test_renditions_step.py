@@ -175,6 +175,28 @@ def test_a_version_whose_header_is_catalogued_is_rendered_without_a_probe(runtim
 
 
 
+class _Counted(threading.BoundedSemaphore):
+    """A semaphore that counts the slots held, and the most held at once."""
+
+    def __init__(self, value: int) -> None:
+        super().__init__(value)
+        self.held = self.most = 0
+        self._count = threading.Lock()
+
+    def acquire(self, *args, **kwargs) -> bool:
+        taken = super().acquire(*args, **kwargs)
+        if taken:
+            with self._count:
+                self.held += 1
+                self.most = max(self.most, self.held)
+        return taken
+
+    def release(self, n: int = 1) -> None:
+        with self._count:
+            self.held -= n
+        super().release(n)
+
+
 def test_sources_in_memory_are_bounded_however_many_steps_run(runtime, monkeypatch):
     """Steps hold a `sources` slot from their read to their end: the others wait for one
     before reading (a slot is freed again whether the step succeeds or fails)."""
@@ -197,6 +219,7 @@ def test_sources_in_memory_are_bounded_however_many_steps_run(runtime, monkeypat
                 reading[0] -= 1
 
     monkeypatch.setattr(StepContext, "read_source", read)
+    runtime.sources = counted = _Counted(slots)
     gate = threading.Barrier(3 * slots)
 
     def one(job: int) -> dict:
@@ -208,6 +231,9 @@ def test_sources_in_memory_are_bounded_however_many_steps_run(runtime, monkeypat
         outputs = list(pool.map(one, range(3 * slots)))
     assert all(o["a"]["width"] == 10 for o in outputs)
     assert 1 <= most[0] <= slots
+    # every step looked its renditions up before any was stored: all wanted a source,
+    # every slot was taken at once, and none is held now
+    assert (counted.most, counted.held) == (slots, 0)
     for _ in range(slots):  # every slot is free again
         assert runtime.sources.acquire(timeout=1)
     runtime.storage.blocking.put("photo.jpg", b"newer bytes")  # a failed read frees its own
