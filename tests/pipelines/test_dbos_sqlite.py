@@ -72,8 +72,7 @@ def _one_job(path: Path) -> tuple[dict, dict]:
 def test_prepared_statements_write_what_dbos_own_path_writes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     prepared_tables, prepared = _one_job(tmp_path / "prepared.sqlite")
-    monkeypatch.setattr(dbos_sqlite, "install", lambda: None)
-    monkeypatch.setattr(SystemDatabase, "_execute_prepared", dbos_sqlite._dbos_execute)
+    _dbos_own_path(monkeypatch)
     own_tables, own = _one_job(tmp_path / "own.sqlite")
 
     assert prepared_tables == own_tables
@@ -83,14 +82,101 @@ def test_prepared_statements_write_what_dbos_own_path_writes(
     names = {key[1] for key, value in prepared.items()
              if key[0] == "sqlite" and value is not dbos_sqlite._UNPREPARED}
     assert names == {"insert_workflow_status", "insert_workflow_input",
-                     "upsert_workflow_output"}
+                     "update_workflow_outcome", "upsert_workflow_output"}
     assert not own  # DBOS's own path prepares nothing on SQLite
+
+
+def _dbos_own_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dbos_sqlite, "install", lambda: None)
+    _dbos_methods(monkeypatch)
+
+
+def _dbos_methods(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(SystemDatabase, "_execute_prepared", dbos_sqlite._dbos_execute)
+    monkeypatch.setattr(SystemDatabase, "_update_workflow_outcome_in_transaction",
+                        dbos_sqlite._dbos_outcome)
+    monkeypatch.setattr(SystemDatabase, "_latest_application_version",
+                        dbos_sqlite._dbos_latest)
+
+
+def _ended(path: Path, owner: str) -> tuple[bool, list[dict]]:
+    """Whether an outcome written for the owner `owner` of a claimed workflow (claimed
+    by "xid-1") landed, and what DBOS's tables hold then."""
+    with _database(path) as (_catalog, engine, client):
+        with engine.begin() as db:
+            _enqueue(client, db, "wf-1")
+        with engine.begin() as db:
+            db.execute(text("UPDATE workflow_status SET status = 'PENDING', "
+                            "owner_xid = 'xid-1', deduplication_id = 'd'"))
+        landed = client._sys_db.update_workflow_outcome("wf-1", "ERROR", error="boom",
+                                                        owner_xid=owner)
+        with engine.connect() as db:
+            return landed, [*_rows(db, "workflow_status"), *_rows(db, "workflow_output")]
+
+
+@pytest.mark.parametrize("owner", ["xid-1", "xid-2"])
+def test_an_outcome_lands_only_for_its_owner_as_on_dbos_own_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, owner: str) -> None:
+    prepared = _ended(tmp_path / "prepared.sqlite", owner)
+    _dbos_own_path(monkeypatch)
+    own = _ended(tmp_path / "own.sqlite", owner)
+
+    assert prepared == own
+    assert prepared[0] is (owner == "xid-1")
+    status = prepared[1][0]
+    assert status["status"] == ("ERROR" if owner == "xid-1" else "PENDING")
+    assert (status["deduplication_id"] is None) is (owner == "xid-1")
+    assert len(prepared[1]) == (2 if owner == "xid-1" else 1)  # no orphan output
+
+
+def _latest(path: Path) -> tuple[list, set]:
+    """The newest version DBOS's queue sees, read after each of these registrations: none,
+    its own, an unclaimed one, its own again made the latest, another application's; and
+    the statements DBOS prepared."""
+    seen = []
+    with _database(path) as (_catalog, engine, client):
+        system = client._sys_db
+
+        def read() -> None:
+            with system.engine.begin() as db:  # as DBOS's queue reads it
+                row = system._latest_application_version(db, system.app_name)
+                seen.append(None if row is None else row.version_name)
+                seen.append(system._is_latest_version("v1", db))
+
+        read()
+        system.create_application_version("v1")
+        read()
+        system.create_application_version("v2", application_name="")
+        with engine.begin() as db:  # unclaimed, and newer
+            db.execute(text("UPDATE application_versions SET application_name = NULL, "
+                            "version_timestamp = version_timestamp + 10 "
+                            "WHERE version_name = 'v2'"))
+        read()
+        client.set_latest_application_version("v1")
+        read()
+        system.create_application_version("v3", application_name="other-app")
+        read()
+        return seen, {key[1] for key, value in system._prepared_statements.items()
+                      if value is not dbos_sqlite._UNPREPARED}
+
+
+def test_the_latest_version_reads_as_on_dbos_own_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    prepared, statements = _latest(tmp_path / "prepared.sqlite")
+    _dbos_own_path(monkeypatch)
+    own, none = _latest(tmp_path / "own.sqlite")
+
+    assert prepared == own
+    assert prepared[0::2] == [None, "v1", "v2", "v1", "v1"]
+    assert statements == {"latest_application_version"} and not none
 
 
 def test_install_is_idempotent() -> None:
     dbos_sqlite.install()
     dbos_sqlite.install()
     assert SystemDatabase._execute_prepared is dbos_sqlite._execute_prepared
+    assert SystemDatabase._update_workflow_outcome_in_transaction is dbos_sqlite._outcome
+    assert SystemDatabase._latest_application_version is dbos_sqlite._latest_version
 
 
 def test_an_enqueue_in_the_catalogs_own_transaction_is_prepared(tmp_path: Path) -> None:
@@ -108,7 +194,9 @@ def test_an_enqueue_in_the_catalogs_own_transaction_is_prepared(tmp_path: Path) 
 
 
 def test_another_dbos_release_keeps_its_own_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(SystemDatabase, "_execute_prepared", dbos_sqlite._dbos_execute)
+    _dbos_methods(monkeypatch)
     monkeypatch.setattr(dbos_sqlite, "version", lambda _name: "3.5.0")
     dbos_sqlite.install()
     assert SystemDatabase._execute_prepared is dbos_sqlite._dbos_execute
+    assert SystemDatabase._update_workflow_outcome_in_transaction is dbos_sqlite._dbos_outcome
+    assert SystemDatabase._latest_application_version is dbos_sqlite._dbos_latest

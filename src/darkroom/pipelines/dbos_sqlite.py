@@ -9,7 +9,13 @@ the parameters in the compiled statement's order; any statement it cannot prepar
 list expanded at execution, say) keeps DBOS's own path. The SQL and each bound value are
 what SQLAlchemy would send (the same compilation, the same bind processors). The enqueue
 runs on the catalog's own connection (its transaction): any pysqlite connection will do.
-It replaces a private method, so it is installed only over the DBOS release it was
+
+Two more statements that DBOS builds at every call on SQLite are prepared the same way:
+the job's status at its end (`_outcome`: DBOS's PostgreSQL path does it in one prepared
+statement, its SQLite path builds an UPDATE), and the newest application version, read
+at every poll of the queue (`_latest_version`: a union of two probes, of constants only).
+
+It replaces private methods, so it is installed only over the DBOS release it was
 written for (`FOR_DBOS`); another keeps DBOS's own path.
 """
 
@@ -21,12 +27,16 @@ from typing import Any
 import structlog
 from dbos._schemas import SCHEMA_PLACEHOLDER
 from dbos._sys_db import SystemDatabase
+import sqlalchemy as sa
+from dbos._sys_db import WorkflowStatusString
 from sqlalchemy.orm import Session
 
 log = structlog.get_logger("darkroom.pipelines")
 FOR_DBOS = "3.4.0"
 _UNPREPARED = object()  # a statement DBOS's own path runs
 _dbos_execute = SystemDatabase._execute_prepared
+_dbos_outcome = SystemDatabase._update_workflow_outcome_in_transaction
+_dbos_latest = SystemDatabase._latest_application_version
 
 
 def install() -> None:
@@ -37,6 +47,8 @@ def install() -> None:
         log.warning("dbos_statements_not_prepared", dbos=installed, written_for=FOR_DBOS)
         return
     SystemDatabase._execute_prepared = _execute_prepared
+    SystemDatabase._update_workflow_outcome_in_transaction = _outcome
+    SystemDatabase._latest_application_version = _latest_version
 
 
 def _execute_prepared(self: SystemDatabase, conn: Any, name: str, values: dict[str, Any],
@@ -55,6 +67,88 @@ def _execute_prepared(self: SystemDatabase, conn: Any, name: str, values: dict[s
     merged = {**constants, **values}
     return connection.exec_driver_sql(sql, tuple(
         processors[k](merged[k]) if k in processors else merged[k] for k in order))
+
+
+def _outcome(self: SystemDatabase, workflow_id: str, status: str, *, output: str | None,
+             error: str | None, owner_xid: str | None) -> bool:
+    """DBOS's `update_workflow_outcome` on SQLite (two statements, one transaction) with
+    its UPDATE prepared: a PENDING workflow (still owned by `owner_xid`, if given) takes
+    `status`, then its output is upserted; False, writing nothing, if it was not so."""
+    if not self._is_sqlite:
+        return _dbos_outcome(self, workflow_id, status, output=output, error=error,
+                             owner_xid=owner_xid)
+    values = {"wf_id": workflow_id, "new_status": status}
+    if owner_xid is not None:
+        values["owner"] = owner_xid
+
+    def build() -> Any:
+        table, now_ms = self.tables.workflow_status, self._now_ms_sql()
+        update = sa.update(table).values(
+            status=sa.bindparam("new_status", type_=table.c.status.type),
+            deduplication_id=None, owner_xid=None, updated_at=now_ms, completed_at=now_ms,
+        ).where(*self._wf(table, sa.bindparam("wf_id", type_=table.c.workflow_uuid.type)),
+                table.c.status == WorkflowStatusString.PENDING.value)
+        if owner_xid is not None:
+            update = update.where(table.c.owner_xid == sa.bindparam(
+                "owner", type_=table.c.owner_xid.type))
+        return update
+
+    with self.engine.begin() as db:
+        name = "update_workflow_outcome" + ("" if owner_xid is None else "_owned")
+        if self._execute_prepared(db, name, values, build, insert_columns=False
+                                  ).rowcount == 0:
+            return False  # not this execution's to end: no orphan output either
+        self._execute_prepared(db, "upsert_workflow_output", {
+            **self._wf_values(workflow_id), "workflow_uuid": workflow_id, "output": output,
+            "error": error}, lambda: _output_upsert(self))
+        return True
+
+
+def _output_upsert(self: SystemDatabase) -> Any:
+    """A workflow's output, written over an earlier one's (as DBOS writes it)."""
+    insert = self.dialect.insert(self.tables.workflow_output)
+    return insert.on_conflict_do_update(
+        index_elements=self._key_conflict("workflow_uuid"),
+        set_={"output": insert.excluded.output, "error": insert.excluded.error})
+
+
+class _Built(Exception):
+    """The statement a DBOS method was about to run (see `_latest_version`)."""
+
+    def __init__(self, statement: Any) -> None:
+        super().__init__()
+        self.statement = statement
+
+
+class _Catch:
+    """A stand-in connection that hands back the first statement executed on it."""
+
+    def execute(self, statement: Any, *_args: Any) -> Any:
+        raise _Built(statement)
+
+
+def _latest_version(self: SystemDatabase, c: sa.Connection,
+                    application_name: str | None) -> Any:
+    """DBOS's newest application version (its own and unclaimed ones) with the query,
+    which holds only constants, built and compiled once per application name."""
+    if not self._is_sqlite or not _alike(c.dialect, self.engine.dialect):
+        return _dbos_latest(self, c, application_name)
+    key = ("sqlite", "latest_application_version", application_name)
+    prepared = self._prepared_statements.get(key)
+    if prepared is None:
+        try:
+            _dbos_latest(self, _Catch(), application_name)
+        except _Built as built:
+            prepared = _prepare(self, c.dialect, built.statement, {}, False)
+        else:
+            prepared = _UNPREPARED
+        self._prepared_statements[key] = prepared
+    if prepared is _UNPREPARED:
+        return _dbos_latest(self, c, application_name)
+    sql, order, processors, constants = prepared
+    return c.exec_driver_sql(sql, tuple(
+        processors[k](constants[k]) if k in processors else constants[k] for k in order)
+    ).fetchone()
 
 
 def _prepare(self: SystemDatabase, dialect: Any, statement: Any, values: dict[str, Any],
