@@ -77,6 +77,7 @@ def _outcome(self: SystemDatabase, workflow_id: str, status: str, *, output: str
     if not self._is_sqlite:
         return _dbos_outcome(self, workflow_id, status, output=output, error=error,
                              owner_xid=owner_xid)
+    keys = self._wf_values(workflow_id)  # (refuses a shard key here, as DBOS's `_wf` does)
     values = {"wf_id": workflow_id, "new_status": status}
     if owner_xid is not None:
         values["owner"] = owner_xid
@@ -99,8 +100,8 @@ def _outcome(self: SystemDatabase, workflow_id: str, status: str, *, output: str
                                   ).rowcount == 0:
             return False  # not this execution's to end: no orphan output either
         self._execute_prepared(db, "upsert_workflow_output", {
-            **self._wf_values(workflow_id), "workflow_uuid": workflow_id, "output": output,
-            "error": error}, lambda: _output_upsert(self))
+            **keys, "workflow_uuid": workflow_id, "output": output, "error": error},
+            lambda: _output_upsert(self))
         return True
 
 
