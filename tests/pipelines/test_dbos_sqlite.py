@@ -200,3 +200,20 @@ def test_another_dbos_release_keeps_its_own_path(monkeypatch: pytest.MonkeyPatch
     assert SystemDatabase._execute_prepared is dbos_sqlite._dbos_execute
     assert SystemDatabase._update_workflow_outcome_in_transaction is dbos_sqlite._dbos_outcome
     assert SystemDatabase._latest_application_version is dbos_sqlite._dbos_latest
+
+
+def test_a_version_query_that_wants_more_of_its_connection_keeps_dbos_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DBOS method that does more with the connection than run its one statement is
+    not prepared (the stand-in connection fails it): DBOS's own path answers, the same."""
+    own = dbos_sqlite._dbos_latest
+
+    def reads_dialect_first(self, c, application_name):
+        assert c.dialect.name == "sqlite"
+        return own(self, c, application_name)
+
+    monkeypatch.setattr(dbos_sqlite, "_dbos_latest", reads_dialect_first)
+    seen, prepared = _latest(tmp_path / "catalog.sqlite")
+
+    assert seen[0::2] == [None, "v1", "v2", "v1", "v1"]
+    assert "latest_application_version" not in prepared

@@ -24,11 +24,10 @@ from __future__ import annotations
 from importlib.metadata import version
 from typing import Any
 
+import sqlalchemy as sa
 import structlog
 from dbos._schemas import SCHEMA_PLACEHOLDER
-from dbos._sys_db import SystemDatabase
-import sqlalchemy as sa
-from dbos._sys_db import WorkflowStatusString
+from dbos._sys_db import SystemDatabase, WorkflowStatusString
 from sqlalchemy.orm import Session
 
 log = structlog.get_logger("darkroom.pipelines")
@@ -139,9 +138,10 @@ def _latest_version(self: SystemDatabase, c: sa.Connection,
     if prepared is None:
         try:
             _dbos_latest(self, _Catch(), application_name)
+            prepared = _UNPREPARED  # it ran nothing: not the method this was written for
         except _Built as built:
             prepared = _prepare(self, c.dialect, built.statement, {}, False)
-        else:
+        except Exception:  # noqa: BLE001  (it wanted more of the connection: its own way)
             prepared = _UNPREPARED
         self._prepared_statements[key] = prepared
     if prepared is _UNPREPARED:
