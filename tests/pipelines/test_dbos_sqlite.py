@@ -3,9 +3,10 @@ what DBOS's own path writes: a job's status and inputs at enqueue, its output at
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from dbos import DBOSClient
@@ -18,6 +19,7 @@ from darkroom.pipelines import dbos_sqlite
 from darkroom.pipelines.queue import APP_VERSION, QUEUE, WORKFLOW_NAME, dbos_url, migrate, \
     system_engine
 
+T = TypeVar("T")
 VOLATILE = {"created_at", "updated_at", "completed_at", "creator_xid", "owner_xid",
             "started_at_epoch_ms", "retention_timestamp"}
 START = {"definition": {"name": "p", "steps": []}, "source": {"key": "a.jpg", "width": 7},
@@ -71,19 +73,31 @@ def _one_job(path: Path) -> tuple[dict, dict]:
 
 def test_prepared_statements_write_what_dbos_own_path_writes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    prepared_tables, prepared = _one_job(tmp_path / "prepared.sqlite")
-    _dbos_own_path(monkeypatch)
-    own_tables, own = _one_job(tmp_path / "own.sqlite")
+    (prepared_tables, prepared), (own_tables, own) = _both_paths(tmp_path, monkeypatch,
+                                                                 _one_job)
 
     assert prepared_tables == own_tables
     assert prepared_tables["workflow_status"][0]["status"] == "SUCCESS"
     assert prepared_tables["workflow_input"][0]["inputs"]
     assert prepared_tables["workflow_output"][0]["output"] == '"succeeded"'
-    names = {key[1] for key, value in prepared.items()
-             if key[0] == "sqlite" and value is not dbos_sqlite._UNPREPARED}
-    assert names == {"insert_workflow_status", "insert_workflow_input",
-                     "update_workflow_outcome", "upsert_workflow_output"}
+    assert _names(prepared) == {"insert_workflow_status", "insert_workflow_input",
+                                "update_workflow_outcome", "upsert_workflow_output"}
     assert not own  # DBOS's own path prepares nothing on SQLite
+
+
+def _both_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                scenario: Callable[..., T], *args: object) -> tuple[T, T]:
+    """What `scenario(path, *args)` gives on a fresh database with the statements
+    prepared, then on another with DBOS's own path."""
+    prepared = scenario(tmp_path / "prepared.sqlite", *args)
+    _dbos_own_path(monkeypatch)
+    return prepared, scenario(tmp_path / "own.sqlite", *args)
+
+
+def _names(statements: dict) -> set[str]:
+    """The names of the statements `dbos_sqlite` prepared (not left to DBOS's path)."""
+    return {key[1] for key, value in statements.items()
+            if key[0] == "sqlite" and value is not dbos_sqlite._UNPREPARED}
 
 
 def _dbos_own_path(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -117,9 +131,7 @@ def _ended(path: Path, owner: str) -> tuple[bool, list[dict]]:
 @pytest.mark.parametrize("owner", ["xid-1", "xid-2"])
 def test_an_outcome_lands_only_for_its_owner_as_on_dbos_own_path(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, owner: str) -> None:
-    prepared = _ended(tmp_path / "prepared.sqlite", owner)
-    _dbos_own_path(monkeypatch)
-    own = _ended(tmp_path / "own.sqlite", owner)
+    prepared, own = _both_paths(tmp_path, monkeypatch, _ended, owner)
 
     assert prepared == own
     assert prepared[0] is (owner == "xid-1")
@@ -129,7 +141,7 @@ def test_an_outcome_lands_only_for_its_owner_as_on_dbos_own_path(
     assert len(prepared[1]) == (2 if owner == "xid-1" else 1)  # no orphan output
 
 
-def _latest(path: Path) -> tuple[list, set]:
+def _latest(path: Path) -> tuple[list, dict]:
     """The newest version DBOS's queue sees, read after each of these registrations: none,
     its own, an unclaimed one, its own again made the latest, another application's; and
     the statements DBOS prepared."""
@@ -156,19 +168,16 @@ def _latest(path: Path) -> tuple[list, set]:
         read()
         system.create_application_version("v3", application_name="other-app")
         read()
-        return seen, {key[1] for key, value in system._prepared_statements.items()
-                      if value is not dbos_sqlite._UNPREPARED}
+        return seen, dict(system._prepared_statements)
 
 
 def test_the_latest_version_reads_as_on_dbos_own_path(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    prepared, statements = _latest(tmp_path / "prepared.sqlite")
-    _dbos_own_path(monkeypatch)
-    own, none = _latest(tmp_path / "own.sqlite")
+    (prepared, statements), (own, none) = _both_paths(tmp_path, monkeypatch, _latest)
 
     assert prepared == own
     assert prepared[0::2] == [None, "v1", "v2", "v1", "v1"]
-    assert statements == {"latest_application_version"} and not none
+    assert _names(statements) == {"latest_application_version"} and not none
 
 
 def test_install_is_idempotent() -> None:
@@ -188,9 +197,8 @@ def test_an_enqueue_in_the_catalogs_own_transaction_is_prepared(tmp_path: Path) 
         with catalog.connect() as db:
             assert [r["status"] for r in _rows(db, "workflow_status")] == ["ENQUEUED"]
             assert len(_rows(db, "workflow_input")) == 1
-        prepared = {key[1] for key, value in client._sys_db._prepared_statements.items()
-                    if value is not dbos_sqlite._UNPREPARED}
-        assert prepared == {"insert_workflow_status", "insert_workflow_input"}
+        assert _names(client._sys_db._prepared_statements) == {"insert_workflow_status",
+                                                              "insert_workflow_input"}
 
 
 def test_another_dbos_release_keeps_its_own_path(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -216,4 +224,4 @@ def test_a_version_query_that_wants_more_of_its_connection_keeps_dbos_path(
     seen, prepared = _latest(tmp_path / "catalog.sqlite")
 
     assert seen[0::2] == [None, "v1", "v2", "v1", "v1"]
-    assert "latest_application_version" not in prepared
+    assert "latest_application_version" not in _names(prepared)
