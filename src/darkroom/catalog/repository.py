@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from darkroom.catalog import prepared
 from darkroom.catalog.metadata import Facts
 from darkroom.catalog.models import (
     Image, ImageTag, ImageVersion, Job, OutboxEvent, Rendition, new_id, utcnow, workflow_id,
@@ -84,7 +85,7 @@ def lock_image(db: Session | Connection, image_id: str) -> None:
     other that writes it (a replace, a delete, an on-demand run, a retry) or locks it (a
     sweep of what its stopped jobs left, `pipelines.sweep.discard`). Taken before any job
     row of the image, as every writer does. On SQLite, the one write lock."""
-    db.execute(_LOCK_IMAGE, {"_id": image_id})
+    prepared.execute(db, _LOCK_IMAGE, {"_id": image_id})
 
 
 def claim_new(db: Session | Connection, key: str, tags: list[str], image_id: str) -> Image:
@@ -103,7 +104,7 @@ def claim_new(db: Session | Connection, key: str, tags: list[str], image_id: str
               "created_at": now, "updated_at": now}
     lock_key(db, key)
     try:
-        db.execute(_INSERT_IMAGE, values)
+        prepared.execute(db, _INSERT_IMAGE, values)
     except IntegrityError:
         raise Conflict(f"an image with key {key!r} exists: PUT /v1/images/{{id}} replaces it",
                        "image_exists") from None
@@ -133,11 +134,12 @@ def add_version(db: Session | Connection, image: Image, facts: Facts, sha256: st
               "exif": facts.exif, "colours": facts.colours, "blurhash": facts.blurhash,
               "phash": facts.phash, "storage_key": image.key, "etag": etag,
               "created_at": utcnow()}
-    version = ImageVersion(id=db.execute(_INSERT_VERSION, values).scalar_one(), **values)
+    version = ImageVersion(id=prepared.execute(db, _INSERT_VERSION, values).scalar_one(),
+                           **values)
     if first:
         return version
     now = utcnow()
-    db.execute(_SET_CURRENT, {"_id": image.id, "_number": version.number, "_now": now})
+    prepared.execute(db, _SET_CURRENT, {"_id": image.id, "_number": version.number, "_now": now})
     for name, value in (("version", version.number), ("status", "ready"), ("updated_at", now)):
         set_committed_value(image, name, value)  # as written: nothing left to flush
     return version
@@ -149,7 +151,7 @@ def add_event(db: Session | Connection, kind: str, subject: str, payload: dict,
     now = utcnow()
     values = {"id": event_id or new_id(), "type": kind, "subject": subject,
               "payload": payload, "created_at": now, "attempts": 0, "next_attempt_at": now}
-    db.execute(_INSERT_EVENT, values)
+    prepared.execute(db, _INSERT_EVENT, values)
     return OutboxEvent(**values)
 
 

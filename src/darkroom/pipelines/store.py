@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, Row, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from darkroom.catalog import repository
+from darkroom.catalog import prepared, repository
 from darkroom.catalog.models import Image, ImageVersion, Job, OutboxEvent, Rendition, utcnow
 from darkroom.catalog.pipeline_models import JobStep
 from darkroom.errors import NotFound
@@ -71,8 +71,8 @@ def new_job(db: Session | Connection, pipeline: Pipeline, image: Image,
               "pipeline": pipeline.name, "status": "queued", "trigger": trigger, "run": 1,
               "definition": pipeline.model_dump(mode="json"), "created_at": now,
               "updated_at": now}
-    db.execute(sql.INSERT_JOB, values)
-    db.execute(sql.INSERT_STEP, [
+    prepared.execute(db, sql.INSERT_JOB, values)
+    prepared.execute(db, sql.INSERT_STEP, [
         {"job_id": values["id"], "name": step.name, "position": i, "kind": step.type,
          "state": "pending", "attempts": 0} for i, step in enumerate(pipeline.steps)])
     return Job(**values)
@@ -86,7 +86,7 @@ def set_job(db: Session | Connection, job_id: str, statuses: tuple[str, ...],
     as changed (a plain row, not an entity: the workers call this on every run), or None
     when the condition did not hold."""
     statement = sql.job_update(tuple(statuses), run_number is not None, tuple(sorted(values)))
-    return db.execute(statement, {"_id": job_id, "_run": run_number, "_now": utcnow(),
+    return prepared.execute(db, statement, {"_id": job_id, "_run": run_number, "_now": utcnow(),
                                   **{f"set_{k}": v for k, v in values.items()}}).one_or_none()
 
 
@@ -184,7 +184,7 @@ def _end_attempt(db: Connection, job_id: str, run_number: int, seq: int, name: s
     take turns; the attempt's record is inserted last, refused (`_EndedBefore`) if the
     other execution's is there."""
     now = utcnow()
-    job = db.execute(sql.TOUCH_JOB, {"_id": job_id, "_now": now}).one_or_none()
+    job = prepared.execute(db, sql.TOUCH_JOB, {"_id": job_id, "_now": now}).one_or_none()
     if job is None:
         return STOPPED, False
     running = job.status == "running" and job.run == run_number  # its row held: it stays so
@@ -196,7 +196,7 @@ def _end_attempt(db: Connection, job_id: str, run_number: int, seq: int, name: s
         end_step(db, job_id, name, "succeeded", started, now, output=outcome["output"])
     else:
         end_step(db, job_id, name, "failed", started, now, error=error_text(outcome))
-    if db.execute(sql.record_attempt(_dialect(db)), {
+    if prepared.execute(db, sql.record_attempt(_dialect(db)), {
             "job_id": job_id, "run": run_number, "seq": seq, "step": name,
             "started_at": started, "finished_at": now, "outcome": outcome}).first() is None:
         raise _EndedBefore
@@ -260,14 +260,14 @@ def _job_event(db: Session | Connection, job: Row, kind: str,
 
 def begin_step(db: Session | Connection, job_id: str, name: str, now: datetime) -> int:
     """Mark the step running; which attempt of it this is, counted over every run."""
-    return db.execute(sql.BEGIN_STEP, {"_job": job_id, "_name": name, "_now": now}
+    return prepared.execute(db, sql.BEGIN_STEP, {"_job": job_id, "_name": name, "_now": now}
                       ).scalar_one()
 
 
 def end_step(db: Session | Connection, job_id: str, name: str, state: str,
              started: datetime, now: datetime, output: dict | None = None,
              error: str | None = None) -> None:
-    db.execute(sql.END_STEP, {"_job": job_id, "_name": name, "_state": state, "_now": now,
+    prepared.execute(db, sql.END_STEP, {"_job": job_id, "_name": name, "_state": state, "_now": now,
                               "_output": output, "_error": error,
                               "_ms": duration_ms(started, now)})
 
@@ -278,7 +278,7 @@ def duration_ms(started: datetime, finished: datetime) -> int:
 
 
 def mark_step(db: Session | Connection, job_id: str, name: str, state: str) -> None:
-    db.execute(sql.MARK_STEP, {"_job": job_id, "_name": name, "_state": state})
+    prepared.execute(db, sql.MARK_STEP, {"_job": job_id, "_name": name, "_state": state})
 
 
 def add_renditions(db: Session | Connection, rows: list[dict]) -> bool:
@@ -287,7 +287,7 @@ def add_renditions(db: Session | Connection, rows: list[dict]) -> bool:
     the version is there: versions go only with their image, which takes its jobs); one
     row per (version, plan) however often they are added. True: nothing refuses them."""
     now = utcnow()  # one statement for every row (compiled once, unlike a multi-VALUES)
-    db.execute(sql.insert_new(_dialect(db), Rendition.__table__, ("version_id", "plan_hash")),
+    prepared.execute(db, sql.insert_new(_dialect(db), Rendition.__table__, ("version_id", "plan_hash")),
                [{**row, "created_at": now} for row in rows])
     return True
 
@@ -311,7 +311,7 @@ def claim_copy(session: Session, job_id: str, run_number: int, key: str) -> bool
 def add_event_once(db: Session | Connection, kind: str, subject: str, payload: dict,
                    fixed_id: str) -> None:
     """Put the event `fixed_id` in the outbox unless an earlier attempt already did."""
-    db.execute(sql.insert_new(_dialect(db), OutboxEvent.__table__, ("id",)),
+    prepared.execute(db, sql.insert_new(_dialect(db), OutboxEvent.__table__, ("id",)),
                {"id": fixed_id, "type": kind, "subject": subject, "payload": payload})
 
 
