@@ -155,8 +155,11 @@ def test_config_show_prints_the_effective_configuration(tmp_path, monkeypatch):
 
 
 def test_public_dict_never_holds_a_secret():
+    sealing_key = "seal" * 22
     settings = Settings(signing_keys=["key-one-secret", "key-two-secret"],
-                        s3={"bucket": "b", "secret_access_key": "s3-secret", "access_key_id": "AK"})
+                        s3={"bucket": "b", "secret_access_key": "s3-secret", "access_key_id": "AK"},
+                        secret_keys=[sealing_key])
     text = json.dumps(settings.public_dict())
-    assert "secret" not in text.replace("secret_access_key", "")
+    assert "secret" not in text.replace("secret_access_key", "").replace("secret_keys", "")
+    assert sealing_key not in text
     assert settings.signing_keys[0].get_secret_value() == "key-one-secret"  # still usable

@@ -19,6 +19,7 @@ from darkroom.cli_catalog import images_command, migrate_command, upload_command
 from darkroom.cli_pipelines import jobs_app, pipelines_app, worker_command
 from darkroom.config import Settings
 from darkroom.errors import DarkroomError
+from darkroom.pipelines import sealing
 
 app = typer.Typer(help="darkroom: image processing service and tools.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
@@ -26,12 +27,17 @@ app.add_typer(config_app, name="config")
 console = Console(stderr=True, soft_wrap=True)  # messages stay one line: paths, URLs
 
 
-def _settings(**overrides: object) -> Settings:
+def _settings(catalog: bool = False, **overrides: object) -> Settings:
+    """The settings; `catalog`: for a command that reads or writes pipeline definitions in
+    the catalog itself (their secrets are sealed: `pipelines.sealing`)."""
     try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+        if catalog:
+            sealing.configure(settings)
     except ValueError as error:
         console.print(f"bad configuration: {error}", style="red", markup=False)
         raise typer.Exit(2) from None
+    return settings
 
 
 @app.command()
@@ -156,6 +162,12 @@ def info(files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False
                                    "message": error.message}))
             status = 1
     raise typer.Exit(status)
+
+
+@app.command("secret-key")
+def secret_key() -> None:
+    """Print a new key for `secret_keys`, which seals the secrets of stored pipelines."""
+    typer.echo(sealing.new_key())
 
 
 @config_app.command("show")

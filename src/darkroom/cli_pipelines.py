@@ -34,7 +34,7 @@ def _catalog(work: Callable, queue: bool = False, until: Callable[[T], bool] | N
     from darkroom.pipelines import queue as queues
     from darkroom.pipelines.store import run
 
-    settings = _settings()
+    settings = _settings(catalog=True)
     try:
         engine = make_engine(settings.database_url)
         queues.migrate(engine)
@@ -75,7 +75,7 @@ def worker_command(
     from darkroom.pipelines.worker import Worker, apply_file, default_executor_id
     from darkroom.server.observability import configure_logging
 
-    settings = _settings()
+    settings = _settings(catalog=True)
     if concurrency is not None:
         settings.pipelines.concurrency = concurrency
     configure_logging(settings.log_level)
@@ -202,7 +202,7 @@ def jobs_cancel(job_id: str) -> None:
     from darkroom.storage import open_storage
 
     body, workflow, left = _catalog(lambda s: admin.cancel_job(s, job_id))
-    settings = _settings()
+    settings = _settings(catalog=True)
     queue, engine = JobQueue(settings.database_url), make_engine(settings.database_url)
     try:  # the row says cancelled: what it left goes (best effort), then DBOS is told
         delete = open_storage(settings).blocking.delete

@@ -212,6 +212,10 @@ class Settings(BaseSettings):
     cache_control: str = "public, max-age=86400"
 
     signing_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    secret_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list, description=(
+        "seal the secrets of stored pipeline definitions (`darkroom secret-key` makes one; "
+        "the first seals, all open) [default: SQLite, a key file in data_dir; "
+        "PostgreSQL, none: stored plain]"))
     allow_unsigned: bool = False
     api_keys: list[ApiKey] = Field(default_factory=list, description=(
         "bearer tokens for /v1/ with their scope; without them, the signing keys"))
@@ -228,7 +232,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = True
 
-    @field_validator("signing_keys", mode="before")
+    @field_validator("signing_keys", "secret_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):

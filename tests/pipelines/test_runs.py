@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+from dbos._serialization import DefaultSerializer
 from dbos import DBOS
 from pydantic import BaseModel
 from sqlalchemy import text
@@ -598,6 +599,23 @@ def test_a_webhook_step_posts_a_signed_event_with_the_outputs(client):
     assert request["headers"]["Darkroom-Event-Type"] == "image.processed"
     shown = client.get("/v1/pipelines/p").json()
     assert shown["steps"][1]["params"]["signing_keys"] == "**********"
+    assert shown["steps"][1]["params"]["url"] == "http://" + receiver.url.split("/")[2] + \
+        "/**********"
+    # stored sealed (`pipelines.sealing`): the pipeline, the job's copy, the run's inputs
+    engine = make_engine(client.settings.database_url)
+    with engine.connect() as connection:
+        stored = [row[0] for query in ("SELECT definition FROM pipelines",
+                                       "SELECT definition FROM jobs")
+                  for row in connection.execute(text(query))]
+        stored += [str(DefaultSerializer().deserialize(row[0])) for row in
+                   connection.execute(text("SELECT inputs FROM workflow_input"))]
+    engine.dispose()
+    assert len(stored) == 3 and all("sealed:" in row for row in stored)
+    path = urlsplit(receiver.url).path
+    assert not any(key in row for key in receiver.keys for row in stored)
+    assert not any(path in row for row in stored)
+    key_file = client.settings.data_dir / "secret.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
 
 
 def test_a_webhook_step_may_not_reach_private_addresses_unless_allowed(client):

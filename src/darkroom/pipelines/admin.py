@@ -17,19 +17,19 @@ from darkroom.pipelines import store, sweep
 from darkroom.pipelines.context import Source
 from darkroom.pipelines.definition import Pipeline, cached
 from darkroom.pipelines.queue import JobQueue
+from darkroom.pipelines.sealing import SECRET_PARAMS, unseal_params
 
 MAX_LIMIT = 100
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 ENDED = STATUSES[2:]  # a job in one of these runs no more (unless retried)
 HISTORY = 200  # attempts a job shows, the latest (a catch loop may make many)
-_SECRET_PARAMS = {"signing_keys", "password", "secret", "token"}
 MASK = "**********"
 
 
 def save_pipeline(session: Session, pipeline: Pipeline) -> tuple[dict, bool]:
     """Create or replace a pipeline; its public form and whether it is new. A definition
     copied from a masked answer is refused rather than saved with the mask as its key."""
-    if MASK in json.dumps(pipeline.model_dump(mode="json")):
+    if MASK in json.dumps(pipeline.model_dump()):  # (its JSON form is sealed: `sealing`)
         raise BadRequest("the definition holds a masked secret ('**********'); send the "
                          "real value", "bad_pipeline")
     row = session.get(PipelineRow, pipeline.name)
@@ -70,11 +70,14 @@ def _masked(value: object, field: str = "") -> object:
     """`value` with every secret-named field, at any depth, replaced by the mask, and
     every `url` cut to where it points (`_masked_url`)."""
     if isinstance(value, dict):
-        return {k: MASK if k in _SECRET_PARAMS else _masked(v, k) for k, v in value.items()}
+        return {k: MASK if k in SECRET_PARAMS else _masked(v, k) for k, v in value.items()}
     if isinstance(value, list):
         return [_masked(v, field) for v in value]
     if field == "url" and isinstance(value, str):
-        return _masked_url(value)
+        try:
+            return _masked_url(unseal_params({"url": value})["url"])
+        except ValueError:  # sealed with a key no longer known
+            return MASK
     return value
 
 

@@ -18,10 +18,11 @@ import re
 from typing import Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_serializer,
+                      field_validator, model_validator)
 
 from darkroom.errors import BadRequest
-from darkroom.pipelines import registry
+from darkroom.pipelines import registry, sealing
 
 ALL, TIMEOUT, TASK_FAILED = "States.ALL", "States.Timeout", "States.TaskFailed"
 T = TypeVar("T", bound=BaseModel)
@@ -77,6 +78,16 @@ class Step(_Strict):
     timeout_s: float = Field(300.0, gt=0, le=86400)
     next: str | None = None
     end: bool = False
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _unseal(cls, value: object) -> object:
+        return sealing.unseal_params(value)
+
+    @field_serializer("params", when_used="json")
+    def _seal(self, params: dict) -> dict:
+        """Stored sealed (`sealing`): a definition's JSON is what the database keeps."""
+        return sealing.seal_params(params)
 
     @model_validator(mode="after")
     def _check(self) -> Step:

@@ -29,7 +29,7 @@ from darkroom.config import Settings
 from darkroom.engine import Rendered
 from darkroom.errors import DarkroomError
 from darkroom.events.dispatcher import dispatching
-from darkroom.pipelines import admin, runner
+from darkroom.pipelines import admin, runner, sealing
 from darkroom.pipelines.definition import load_yaml
 from darkroom.pipelines.store import run
 from darkroom.pipelines.context import Runtime
@@ -54,6 +54,7 @@ class Worker:
         self.dispatch = dispatch  # also deliver the outbox and purge (a worker on its own)
         self.config = settings.pipelines
         self.executor_id = executor_id
+        sealing.configure(settings)
         self.engine = engine or make_engine(settings.database_url)
         self.runtime: Runtime | None = None
         self._stop = threading.Event()

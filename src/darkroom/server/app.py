@@ -13,7 +13,7 @@ from darkroom.catalog.db import make_engine
 from darkroom.catalog.service import Catalog
 from darkroom.config import Settings
 from darkroom.events.dispatcher import dispatching
-from darkroom.pipelines import queue
+from darkroom.pipelines import queue, sealing
 from darkroom.pipelines.queue import JobQueue
 from darkroom.pipelines.worker import InProcess, apply_file
 from darkroom.server.api import build_api
@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None, index: int = 0) -> ASGIApp:
                             settings.cache_memory_bytes)
     pool = RenderPool(settings.threads, settings.queue_size)
     renderer = Renderer(storage, cache, pool, settings.limits)
+    sealing.configure(settings)
     engine = make_engine(settings.database_url)
     queue.migrate(engine)
     apply_file(settings, engine)
