@@ -607,13 +607,17 @@ def test_a_webhook_step_posts_a_signed_event_with_the_outputs(client):
         stored = [row[0] for query in ("SELECT definition FROM pipelines",
                                        "SELECT definition FROM jobs")
                   for row in connection.execute(text(query))]
+        kept = [str(row[0]) for query in ("SELECT output FROM job_steps",
+                                          "SELECT payload FROM outbox")
+                for row in connection.execute(text(query))]
         stored += [str(DefaultSerializer().deserialize(row[0])) for row in
                    connection.execute(text("SELECT inputs FROM workflow_input"))]
     engine.dispose()
     assert len(stored) == 3 and all("sealed:" in row for row in stored)
     path = urlsplit(receiver.url).path
     assert not any(key in row for key in receiver.keys for row in stored)
-    assert not any(path in row for row in stored)
+    assert not any(path in row for row in stored + kept)  # the step's output shows its host
+    assert job["steps"][1]["output"]["url"] == shown["steps"][1]["params"]["url"]
     key_file = client.settings.data_dir / "secret.key"
     assert key_file.stat().st_mode & 0o777 == 0o600
 

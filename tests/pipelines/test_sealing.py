@@ -120,3 +120,14 @@ def test_the_cli_prints_a_usable_key() -> None:
     result = CliRunner().invoke(app, ["secret-key"])
     assert result.exit_code == 0
     sealing.use([result.stdout.strip()])
+
+
+def test_secrets_are_sealed_at_any_depth_as_they_are_masked() -> None:
+    params = {"auth": {"token": "tok-1", "scheme": "bearer"}, "targets": [
+        {"url": URL, "name": "a"}], "note": "token"}
+    sealed = sealing.seal_params(params)
+    assert sealed["auth"]["token"].startswith(sealing.PREFIX)
+    assert sealed["targets"][0]["url"].startswith(sealing.PREFIX)
+    assert (sealed["auth"]["scheme"], sealed["targets"][0]["name"], sealed["note"]) == (
+        "bearer", "a", "token")
+    assert sealing.unseal_params(sealed) == params

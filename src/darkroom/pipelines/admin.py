@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -17,13 +16,12 @@ from darkroom.pipelines import store, sweep
 from darkroom.pipelines.context import Source
 from darkroom.pipelines.definition import Pipeline, cached
 from darkroom.pipelines.queue import JobQueue
-from darkroom.pipelines.sealing import SECRET_PARAMS, unseal_params
+from darkroom.pipelines.sealing import MASK, SECRET_PARAMS, masked_url, unseal_params
 
 MAX_LIMIT = 100
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 ENDED = STATUSES[2:]  # a job in one of these runs no more (unless retried)
 HISTORY = 200  # attempts a job shows, the latest (a catch loop may make many)
-MASK = "**********"
 
 
 def save_pipeline(session: Session, pipeline: Pipeline) -> tuple[dict, bool]:
@@ -68,26 +66,17 @@ def public_pipeline(row: PipelineRow) -> dict:
 
 def _masked(value: object, field: str = "") -> object:
     """`value` with every secret-named field, at any depth, replaced by the mask, and
-    every `url` cut to where it points (`_masked_url`)."""
+    every `url` cut to where it points (`sealing.masked_url`)."""
     if isinstance(value, dict):
         return {k: MASK if k in SECRET_PARAMS else _masked(v, k) for k, v in value.items()}
     if isinstance(value, list):
         return [_masked(v, field) for v in value]
     if field == "url" and isinstance(value, str):
         try:
-            return _masked_url(unseal_params({"url": value})["url"])
+            return masked_url(unseal_params({"url": value})["url"])
         except ValueError:  # sealed with a key no longer known
             return MASK
     return value
-
-
-def _masked_url(url: str) -> str:
-    """The scheme and host of `url`, the rest masked: credentials, a token in the query,
-    or a chat service's webhook path, which is its key."""
-    parts = urlsplit(url)
-    if not (parts.path.strip("/") or parts.query or parts.fragment or "@" in parts.netloc):
-        return url
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/{MASK}"
 
 
 def _pipeline_row(session: Session, name: str) -> PipelineRow:

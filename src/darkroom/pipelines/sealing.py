@@ -17,7 +17,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import structlog
 from cryptography.exceptions import InvalidTag
@@ -27,6 +29,7 @@ from sqlalchemy.engine import make_url
 log = structlog.get_logger("darkroom.pipelines")
 SECRET_PARAMS = frozenset({"signing_keys", "password", "secret", "token"})
 SEALED_PARAMS = SECRET_PARAMS | {"url"}
+MASK = "**********"  # what answers show of a secret
 PREFIX = "sealed:"
 KEY_BYTES = 64  # AES-256-SIV
 _CONTEXT = [b"darkroom pipeline secret"]
@@ -85,25 +88,31 @@ def key_file(folder: Path) -> str:
 
 
 def seal_params(params: dict) -> dict:
-    """`params` with its secret values (and `url`) sealed; as they are without a key."""
-    if not _keys:
-        return params
-    return {k: _apply(v, _seal) if k in SEALED_PARAMS else v for k, v in params.items()}
+    """`params` with its secret values (and `url`s), at any depth, sealed; as they are
+    without a key."""
+    return _walk(params, _seal) if _keys else params
 
 
 def unseal_params(params: object) -> object:
     """`params` with every sealed value opened (ValueError if no key opens one)."""
-    if not isinstance(params, dict):
-        return params
-    return {k: _apply(v, _unseal) if k in SEALED_PARAMS else v for k, v in params.items()}
+    return _walk(params, _unseal)
 
 
-def _apply(value: object, change) -> object:
-    if isinstance(value, str):
-        return change(value)
+def masked_url(url: str) -> str:
+    """The scheme and host of `url`, the rest masked: credentials, a token in the query,
+    or a chat service's webhook path, which is its key."""
+    parts = urlsplit(url)
+    if not (parts.path.strip("/") or parts.query or parts.fragment or "@" in parts.netloc):
+        return url
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/{MASK}"
+
+
+def _walk(value: object, change: Callable[[str], str], field: str = "") -> object:
+    if isinstance(value, dict):
+        return {k: _walk(v, change, k) for k, v in value.items()}
     if isinstance(value, list):
-        return [change(v) if isinstance(v, str) else v for v in value]
-    return value
+        return [_walk(v, change, field) for v in value]
+    return change(value) if field in SEALED_PARAMS and isinstance(value, str) else value
 
 
 def _seal(text: str) -> str:

@@ -35,6 +35,7 @@ from darkroom.pipelines.definition import Pipeline, cached
 from darkroom.pipelines.egress import check_public
 from darkroom.pipelines.context import StepContext
 from darkroom.pipelines.registry import register
+from darkroom.pipelines.sealing import masked_url
 from darkroom.storage import check_new_key, exists
 
 log = structlog.get_logger("darkroom.pipelines")
@@ -324,7 +325,7 @@ def webhook(ctx: StepContext, params: WebhookParams) -> dict:
             await notifier.aclose()
 
     ctx.runtime.call(post())
-    return {"event_id": event.id, "url": params.url}
+    return {"event_id": event.id, "url": masked_url(params.url)}  # (its path may be a key)
 
 
 class FailParams(_Params):
