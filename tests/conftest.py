@@ -11,6 +11,7 @@ import boto3
 import pytest
 
 from darkroom.config import S3
+from darkroom.pipelines import sealing
 
 
 @pytest.fixture(scope="session")
@@ -62,3 +63,4 @@ def _isolated_config(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
         if name.startswith("DARKROOM_") and name != "DARKROOM_CORPUS":
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
+    sealing.use([])  # no key an earlier test left: each test seals as it configures

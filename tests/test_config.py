@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from darkroom.cli import app
 from darkroom.config import Settings
+from darkroom.pipelines import sealing
 
 runner = CliRunner()
 
@@ -155,7 +156,7 @@ def test_config_show_prints_the_effective_configuration(tmp_path, monkeypatch):
 
 
 def test_public_dict_never_holds_a_secret():
-    sealing_key = "seal" * 22
+    sealing_key = sealing.new_key()
     settings = Settings(signing_keys=["key-one-secret", "key-two-secret"],
                         s3={"bucket": "b", "secret_access_key": "s3-secret", "access_key_id": "AK"},
                         secret_keys=[sealing_key])
@@ -163,3 +164,10 @@ def test_public_dict_never_holds_a_secret():
     assert "secret" not in text.replace("secret_access_key", "").replace("secret_keys", "")
     assert sealing_key not in text
     assert settings.signing_keys[0].get_secret_value() == "key-one-secret"  # still usable
+
+
+def test_a_bad_sealing_key_is_a_configuration_error(monkeypatch):
+    monkeypatch.setenv("DARKROOM_SECRET_KEYS", "not-a-key")
+    result = runner.invoke(app, ["config", "show"])
+    assert result.exit_code == 2 and "secret_keys" in result.stderr
+    assert "not-a-key" not in result.output

@@ -30,7 +30,7 @@ def migrate_command() -> None:
     from darkroom.cli import _settings, console
     from darkroom.pipelines import queue
 
-    settings = _settings(catalog=True)
+    settings = _settings()
     try:
         queue.migrate(make_engine(settings.database_url))
     except DarkroomError as error:
@@ -49,7 +49,7 @@ def upload_command(
     """Upload files to the catalog (key = prefix + file name), with a progress bar."""
     from darkroom.cli import _settings, console
 
-    settings = _settings(catalog=True)
+    settings = _settings(catalog=server is None)
     tags = ",".join(tag or [])
     send, close = (_remote_sender(server, settings, tags) if server
                    else _local_sender(settings, tags))
@@ -82,7 +82,7 @@ def images_command(
     """List catalogued images (one page; the next cursor is printed when there is more)."""
     from darkroom.cli import _settings, console
 
-    settings = _settings(catalog=True)
+    settings = _settings(catalog=server is None)
     query = {"prefix": prefix, "limit": limit, "format": format, "cursor": cursor}
     query = {k: v for k, v in query.items() if v}
     try:

@@ -239,6 +239,15 @@ class Settings(BaseSettings):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
 
+    @field_validator("secret_keys")
+    @classmethod
+    def _sealing_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        from darkroom.pipelines.sealing import decode_key
+
+        for key in keys:
+            decode_key(key.get_secret_value())
+        return keys
+
     @field_validator("api_keys")
     @classmethod
     def _distinct(cls, keys: list[ApiKey]) -> list[ApiKey]:

@@ -25,7 +25,7 @@ from darkroom.catalog import make_engine
 from darkroom.config import Settings
 from darkroom.errors import DarkroomError
 from darkroom.grammars import native
-from darkroom.pipelines import admin, steps
+from darkroom.pipelines import admin, definition, sealing, steps
 from darkroom.pipelines.definition import parse
 from darkroom.pipelines.queue import JobQueue
 from darkroom.pipelines.registry import register
@@ -620,6 +620,19 @@ def test_a_webhook_step_posts_a_signed_event_with_the_outputs(client):
     assert job["steps"][1]["output"]["url"] == shown["steps"][1]["params"]["url"]
     key_file = client.settings.data_dir / "secret.key"
     assert key_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_job_whose_secrets_no_key_opens_fails_and_is_not_left_queued(client):
+    _pipeline(client, [{"name": "hook", "type": "webhook", "params": {
+        "url": "http://localhost:9/internal", "signing_keys": ["k"]}}])
+    job = _finished(client, _upload(client)["jobs"][0]["id"])
+    assert job["error"].startswith("webhook_blocked")
+    sealing.use([sealing.new_key()])  # the key that sealed its copy is gone
+    definition._validated.cache_clear()
+    assert client.post(f"/v1/jobs/{job['id']}/retry").status_code in (200, 202)
+    job = _finished(client, job["id"])
+    assert job["status"] == "failed" and job["error"].startswith("definition_unreadable")
+    assert "no key of `secret_keys` opens" in job["error"]
 
 
 def test_a_webhook_step_may_not_reach_private_addresses_unless_allowed(client):

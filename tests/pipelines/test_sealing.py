@@ -131,3 +131,22 @@ def test_secrets_are_sealed_at_any_depth_as_they_are_masked() -> None:
     assert (sealed["auth"]["scheme"], sealed["targets"][0]["name"], sealed["note"]) == (
         "bearer", "a", "token")
     assert sealing.unseal_params(sealed) == params
+
+
+def test_a_client_may_not_send_sealed_values_nor_move_one_to_another_field() -> None:
+    stored = parse(HOOK).model_dump(mode="json")
+    with pytest.raises(BadRequest, match="comes only from the catalog"):
+        parse(stored)
+    moved = json.loads(json.dumps(stored))
+    params = moved["steps"][0]["params"]
+    params["url"], params["signing_keys"] = params["signing_keys"][0], [params["url"]]
+    with pytest.raises(ValueError, match="no key of `secret_keys` opens"):
+        Pipeline.model_validate(moved)
+
+
+def test_a_value_that_is_not_text_is_sealed_whole() -> None:
+    params = {"token": 12345, "secret": {"a": ["b", 1]}, "password": None}
+    sealed = sealing.seal_params(params)
+    assert all(sealed[k].startswith(sealing.PREFIX) for k in ("token", "secret"))
+    assert sealed["password"] is None and "12345" not in json.dumps(sealed)
+    assert sealing.unseal_params(sealed) == params

@@ -143,7 +143,12 @@ class Pipeline(_Strict):
 
 
 def parse(data: dict) -> Pipeline:
-    """A validated pipeline from its JSON form; BadRequest(bad_pipeline) naming the fault."""
+    """A validated pipeline from its JSON form; BadRequest(bad_pipeline) naming the fault.
+    A client's definition holds its secrets themselves: sealed values come only from the
+    catalog (`sealing`), and one copied from there is refused."""
+    if isinstance(data, dict) and sealing.sealed_within(data.get("steps")):
+        raise BadRequest("bad pipeline: a sealed value ('sealed:...') comes only from the "
+                         "catalog; send the secret itself", "bad_pipeline")
     try:
         return Pipeline.model_validate(data)
     except ValidationError as error:

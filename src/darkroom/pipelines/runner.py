@@ -21,6 +21,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 import structlog
 from dbos import DBOS
+from pydantic import ValidationError
 from sqlalchemy import Connection
 
 from darkroom.catalog.models import utcnow
@@ -59,7 +60,16 @@ def _rt() -> Runtime:
 def run_pipeline(job_id: str, run: int, start: dict) -> str:
     """Run job `job_id` (its run number `run`) from `start` (`store.job_start`, fixed at
     enqueue); the job's final status."""
-    pipeline = cached(Pipeline, start["definition"])
+    try:
+        pipeline = cached(Pipeline, start["definition"])
+    except ValueError as failure:  # e.g. a secret sealed with a key no longer configured
+        message = failure.errors()[0]["msg"] if isinstance(failure, ValidationError) else \
+            str(failure)
+        log.error("definition_unreadable", job=job_id, run=run, error=message)
+        DBOS.run_step({"name": "finish", **BOOKKEEPING}, _finish, job_id, run,
+                      start["definition"].get("name", ""), {
+                          "error": "definition_unreadable", "message": message, "step": None})
+        return "failed"
     try:
         error = _run_steps(job_id, run, pipeline, start)
     except Exception as failure:  # a bug, or a database gone for good: never left running
