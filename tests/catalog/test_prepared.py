@@ -11,9 +11,10 @@ import pytest
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from darkroom.catalog import make_engine, migrate, prepared, repository
-from darkroom.catalog.models import OutboxEvent, Rendition
+from darkroom.catalog.models import Image, OutboxEvent, Rendition
 from darkroom.pipelines import statements as sql
 
 from .databases import pg_url  # noqa: F401
@@ -150,3 +151,15 @@ def test_expanding_statements_and_postgresql_go_through_sqlalchemy(
             assert db.execute(text("DELETE FROM images WHERE id = 'p1'")).rowcount == 1
     finally:
         engine.dispose()
+
+
+def test_a_sessions_pending_rows_are_flushed_first(tmp_path: Path) -> None:
+    engine = _catalog(tmp_path / "c.sqlite")
+    with Session(engine) as session, session.begin():
+        session.add(Image(id="i1", key="a.jpg", status="ready", version=1))
+        prepared.execute(session, repository._INSERT_EVENT, {  # (any statement will do)
+            "id": "e1", "type": "image.uploaded", "subject": "i1", "payload": {},
+            "created_at": NOW, "attempts": 0, "next_attempt_at": NOW})
+        found = session.connection().execute(text("SELECT count(*) FROM images")).scalar()
+    engine.dispose()
+    assert found == 1

@@ -41,7 +41,13 @@ _cache: dict[tuple, _Prepared | None] = {}
 def execute(db: Session | Connection, statement: Any,
             params: dict[str, Any] | Sequence[dict[str, Any]]) -> Any:
     """Run `statement` with `params` (a dict, or a list of dicts for many rows) in `db`'s
-    transaction; the rows it returns (`Rows`) or SQLAlchemy's result."""
+    transaction; the rows it returns (`Rows`) or SQLAlchemy's result. A session's pending
+    changes are flushed first, as its own `execute` does."""
+    if isinstance(db, Session):
+        if db.get_bind().dialect.name != "sqlite":
+            return db.execute(statement, params)
+        if db.autoflush:
+            db.flush()
     connection = db.connection() if isinstance(db, Session) else db
     dialect = connection.dialect
     many = not isinstance(params, dict)
