@@ -15,7 +15,7 @@ are not plain positions (an expanding IN, say), go through SQLAlchemy as before.
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection
@@ -80,18 +80,37 @@ _keep: list[Any] = []
 
 
 def _values(prepared: _Prepared, params: dict[str, Any]) -> tuple:
-    merged = {**prepared.constants, **{k: f() for k, f in prepared.defaults.items()},
-              **params}
-    processors = prepared.processors
-    return tuple(processors[k](merged[k]) if k in processors else merged[k]
-                 for k in prepared.order)
+    return positional(prepared.order, prepared.processors, {
+        **prepared.constants, **{k: f() for k, f in prepared.defaults.items()}, **params})
+
+
+def positional(order: list[str], processors: dict[str, Callable[[Any], Any]],
+               values: dict[str, Any]) -> tuple:
+    """`values` as the driver takes them: in the compiled statement's `order`, each
+    through its bind processor."""
+    return tuple(processors[k](values[k]) if k in processors else values[k] for k in order)
+
+
+def binds(compiled: Any, dialect: Any, given: Collection[str]
+          ) -> tuple[dict[str, Callable[[Any], Any]], dict[str, Any]] | None:
+    """The bind processors of a compiled statement and the values it holds itself (its
+    binds but those `given` at execution); None if its parameters are not plain
+    positions (a list expanded at execution, say)."""
+    if not compiled.positional or compiled.positiontup is None or any(
+            bind.expanding or bind.literal_execute for bind in compiled.binds.values()):
+        return None
+    processors, constants = {}, {}
+    for bind_name, bind in compiled.binds.items():
+        processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if processor is not None:
+            processors[bind_name] = processor
+        if bind_name not in given:
+            constants[bind_name] = bind.value
+    return processors, constants
 
 
 def _prepare(statement: Any, dialect: Any, names: tuple[str, ...]) -> _Prepared | None:
     compiled = statement.compile(dialect=dialect, column_keys=list(names) or None)
-    if not compiled.positional or compiled.positiontup is None or any(
-            bind.expanding or bind.literal_execute for bind in compiled.binds.values()):
-        return _UNPREPARED
     defaults = {}
     for column, default in [(c, c.default) for c in compiled.insert_prefetch] + [
             (c, c.onupdate) for c in compiled.update_prefetch]:
@@ -100,13 +119,10 @@ def _prepare(statement: Any, dialect: Any, names: tuple[str, ...]) -> _Prepared 
         arg = default.arg
         defaults[column.key] = (lambda a=arg: a(None)) if default.is_callable else (
             lambda a=arg: a)
-    processors, constants = {}, {}
-    for bind_name, bind in compiled.binds.items():
-        processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
-        if processor is not None:
-            processors[bind_name] = processor
-        if bind_name not in names and bind_name not in defaults:
-            constants[bind_name] = bind.value
+    found = binds(compiled, dialect, {*names, *defaults})
+    if found is None:
+        return _UNPREPARED
+    processors, constants = found
     row, results = None, []
     if compiled.effective_returning:
         columns = compiled._result_columns

@@ -30,6 +30,8 @@ from dbos._schemas import SCHEMA_PLACEHOLDER
 from dbos._sys_db import SystemDatabase, WorkflowStatusString
 from sqlalchemy.orm import Session
 
+from darkroom.catalog.prepared import binds, positional
+
 log = structlog.get_logger("darkroom.pipelines")
 FOR_DBOS = "3.4.0"
 _UNPREPARED = object()  # a statement DBOS's own path runs
@@ -63,9 +65,8 @@ def _execute_prepared(self: SystemDatabase, conn: Any, name: str, values: dict[s
     if prepared is _UNPREPARED:
         return _dbos_execute(self, conn, name, values, build, insert_columns=insert_columns)
     sql, order, processors, constants = prepared
-    merged = {**constants, **values}
-    return connection.exec_driver_sql(sql, tuple(
-        processors[k](merged[k]) if k in processors else merged[k] for k in order))
+    return connection.exec_driver_sql(sql, positional(order, processors,
+                                                      {**constants, **values}))
 
 
 def _outcome(self: SystemDatabase, workflow_id: str, status: str, *, output: str | None,
@@ -147,9 +148,7 @@ def _latest_version(self: SystemDatabase, c: sa.Connection,
     if prepared is _UNPREPARED:
         return _dbos_latest(self, c, application_name)
     sql, order, processors, constants = prepared
-    return c.exec_driver_sql(sql, tuple(
-        processors[k](constants[k]) if k in processors else constants[k] for k in order)
-    ).fetchone()
+    return c.exec_driver_sql(sql, positional(order, processors, constants)).fetchone()
 
 
 def _prepare(self: SystemDatabase, dialect: Any, statement: Any, values: dict[str, Any],
@@ -161,18 +160,11 @@ def _prepare(self: SystemDatabase, dialect: Any, statement: Any, values: dict[st
                                  column_keys=list(values) if insert_columns else None,
                                  schema_translate_map={SCHEMA_PLACEHOLDER: self.schema},
                                  render_schema_translate=True)
-    if not compiled.positional or compiled.positiontup is None or compiled.insert_prefetch \
-            or compiled.update_prefetch or any(bind.expanding or bind.literal_execute
-                                               for bind in compiled.binds.values()):
+    found = None if compiled.insert_prefetch or compiled.update_prefetch else binds(
+        compiled, dialect, values)
+    if found is None:
         return _UNPREPARED  # parameters made or expanded at execution
-    processors, constants = {}, {}
-    for bind_name, bind in compiled.binds.items():
-        processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
-        if processor is not None:
-            processors[bind_name] = processor
-        if bind_name not in values:
-            constants[bind_name] = bind.value
-    return str(compiled), list(compiled.positiontup), processors, constants
+    return (str(compiled), list(compiled.positiontup), *found)
 
 
 def _alike(dialect: Any, own: Any) -> bool:
