@@ -123,6 +123,22 @@ def test_returned_rows_by_name_and_type(tmp_path: Path) -> None:
     assert isinstance(row.started_at, datetime) and isinstance(row.updated_at, datetime)
 
 
+def test_the_jobs_conditional_updates_are_compiled_once(tmp_path: Path) -> None:
+    """A job's status condition (one status or several) is no expanded IN list, so each
+    job update runs on the driver; the condition still holds."""
+    engine = _catalog(tmp_path / "c.sqlite")
+    with engine.begin() as db:
+        _statements(prepared.execute, db)
+        either = sql.job_update(("queued", "running"), False, ("status",))
+        moved = prepared.execute(db, either, {"_id": "j1", "_run": None, "_now": NOW,
+                                              "set_status": "failed"})
+        again = prepared.execute(db, either, {"_id": "j1", "_run": None, "_now": NOW,
+                                              "set_status": "running"})
+    engine.dispose()
+    assert isinstance(moved, prepared.Rows) and isinstance(again, prepared.Rows)
+    assert moved.one_or_none().status == "failed" and again.one_or_none() is None
+
+
 def test_a_refused_row_raises_as_sqlalchemy_does(tmp_path: Path) -> None:
     engine = _catalog(tmp_path / "c.sqlite")
     values = {"id": "i1", "key": "a.jpg", "status": "ready", "version": 1,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert, Update
 
@@ -26,8 +26,10 @@ INSERT_JOB, INSERT_STEP = insert(JOBS), insert(STEPS)
 @functools.lru_cache(maxsize=64)
 def job_update(statuses: tuple[str, ...], by_run: bool, names: tuple[str, ...]) -> Update:
     """Set `updated_at` (`_now`) and each of `names` (`set_<name>`) on job `_id` while
-    its status is in `statuses` (and its run is `_run`, if `by_run`); the row as changed."""
-    condition = [JOBS.c.id == bindparam("_id"), JOBS.c.status.in_(statuses)]
+    its status is in `statuses` (and its run is `_run`, if `by_run`); the row as changed.
+    The statuses are compared one by one, not with IN: an IN list is expanded at every
+    execution, which keeps the statement from being compiled once (`catalog.prepared`)."""
+    condition = [JOBS.c.id == bindparam("_id"), or_(*(JOBS.c.status == s for s in statuses))]
     if by_run:
         condition.append(JOBS.c.run == bindparam("_run"))
     return (update(JOBS).where(*condition)
