@@ -81,7 +81,7 @@ def test_prepared_statements_write_what_dbos_own_path_writes(
     assert prepared_tables["workflow_input"][0]["inputs"]
     assert prepared_tables["workflow_output"][0]["output"] == '"succeeded"'
     assert _names(prepared) == {"insert_workflow_status", "insert_workflow_input",
-                                "update_workflow_outcome", "upsert_workflow_output"}
+                                "end_workflow", "upsert_workflow_output"}
     assert not own  # DBOS's own path prepares nothing on SQLite
 
 

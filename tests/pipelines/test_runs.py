@@ -25,7 +25,7 @@ from darkroom.catalog import make_engine
 from darkroom.config import Settings
 from darkroom.errors import DarkroomError
 from darkroom.grammars import native
-from darkroom.pipelines import admin, definition, sealing, steps
+from darkroom.pipelines import admin, dbos_sqlite, definition, sealing, steps
 from darkroom.pipelines.definition import parse
 from darkroom.pipelines.queue import JobQueue
 from darkroom.pipelines.registry import register
@@ -216,6 +216,57 @@ def test_the_last_step_ends_a_good_run_itself_and_a_failed_run_has_a_finish_step
     assert kinds["job.succeeded"] == kinds["job.failed"] == 1
     assert metric(client, "darkroom_jobs_total", pipeline="p",
                   status="succeeded") == counted + 1
+
+
+def _workflow_rows(client, workflow_id: str) -> dict:
+    """What DBOS's tables say of a workflow's end."""
+    engine = make_engine(client.settings.database_url)
+    with engine.connect() as db:
+        row = db.execute(text(
+            "SELECT s.status, s.deduplication_id, s.owner_xid, s.completed_at IS NOT NULL, "
+            "s.completed_at >= s.updated_at, s.queue_name, s.serialization, o.output, "
+            "o.error FROM workflow_status s JOIN workflow_output o USING (workflow_uuid) "
+            "WHERE workflow_uuid = :id"), {"id": workflow_id}).one()
+    engine.dispose()
+    return dict(row._mapping)
+
+
+def test_a_good_runs_last_transaction_also_ends_its_workflow(client, monkeypatch):
+    """On SQLite the transaction that ends a good job also records its DBOS workflow's
+    success, as DBOS itself writes it, and DBOS does not write it a second time."""
+    writes = []
+    real = dbos_sqlite._write_outcome
+
+    def write(*args, **kwargs):
+        writes.append((args[2], args[3], kwargs.get("serialize", False)))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dbos_sqlite, "_write_outcome", write)
+    _pipeline(client, [{"name": "only", "type": "flaky"}])
+    good = _finished(client, _upload(client)["jobs"][0]["id"])["id"] + ".1"
+    monkeypatch.setattr(dbos_sqlite.Success, "of", classmethod(lambda cls, *_: None))
+    plain = _finished(client, _upload(client, "shop/b.jpg")["jobs"][0]["id"])["id"] + ".1"
+    assert DBOS.retrieve_workflow(good).get_result() == "succeeded"
+    assert DBOS.retrieve_workflow(plain).get_result() == "succeeded"  # DBOS's own write
+    assert [w for w in writes if w[0] == good] == [(good, "SUCCESS", True)]
+    assert [w for w in writes if w[0] == plain] == [(plain, "SUCCESS", False)]
+    assert _workflow_rows(client, good) == _workflow_rows(client, plain)
+    assert _workflow_rows(client, good)["status"] == "SUCCESS"
+    assert dbos_sqlite._ended == {}  # each skipped write took its mark away
+
+
+def test_outside_a_workflow_or_on_another_file_dbos_writes_its_outcome(client, tmp_path):
+    database = Path(make_engine(client.settings.database_url).url.database)
+    (tmp_path / "link").symlink_to(database.parent)
+    engines = [make_engine(f"sqlite:///{path}") for path in (
+        database, tmp_path / "link" / database.name, tmp_path / "other.sqlite")]
+    try:
+        assert dbos_sqlite.Success.of(engines[0], "succeeded") is None  # not in a workflow
+        assert dbos_sqlite._same_file(engines[0], engines[1])
+        assert not dbos_sqlite._same_file(engines[0], engines[2])
+    finally:
+        for engine in engines:
+            engine.dispose()
 
 
 def test_a_replayed_run_answers_its_ended_attempts_from_their_records(client):

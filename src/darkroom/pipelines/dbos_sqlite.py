@@ -15,18 +15,27 @@ the job's status at its end (`_outcome`: DBOS's PostgreSQL path does it in one p
 statement, its SQLite path builds an UPDATE), and the newest application version, read
 at every poll of the queue (`_latest_version`: a union of two probes, of constants only).
 
+A job's last transaction also records its workflow's success (`Success`): it runs on the
+catalog's connection, to the very file DBOS keeps its tables in, so DBOS's own write of
+the same outcome, a transaction of its own when the workflow returns, is skipped.
+
 It replaces private methods, so it is installed only over the DBOS release it was
 written for (`FOR_DBOS`); another keeps DBOS's own path.
 """
 
 from __future__ import annotations
 
+import os
 from importlib.metadata import version
 from typing import Any
 
 import sqlalchemy as sa
 import structlog
+from dbos import DBOS
+from dbos._context import current_owner_xid
+from dbos._dbos import _get_dbos_instance
 from dbos._schemas import SCHEMA_PLACEHOLDER
+from dbos._serialization import serialize_value_as
 from dbos._sys_db import SystemDatabase, WorkflowStatusString
 from sqlalchemy.orm import Session
 
@@ -35,9 +44,11 @@ from darkroom.catalog.prepared import binds, positional
 log = structlog.get_logger("darkroom.pipelines")
 FOR_DBOS = "3.4.0"
 _UNPREPARED = object()  # a statement DBOS's own path runs
+_NOT_OURS = object()  # an outcome not written: not this execution's to write
 _dbos_execute = SystemDatabase._execute_prepared
 _dbos_outcome = SystemDatabase._update_workflow_outcome_in_transaction
 _dbos_latest = SystemDatabase._latest_application_version
+_ended: dict[str, tuple[str, str | None]] = {}  # workflow -> the outcome `Success` wrote
 
 
 def install() -> None:
@@ -73,10 +84,25 @@ def _outcome(self: SystemDatabase, workflow_id: str, status: str, *, output: str
              error: str | None, owner_xid: str | None) -> bool:
     """DBOS's `update_workflow_outcome` on SQLite (two statements, one transaction) with
     its UPDATE prepared: a PENDING workflow (still owned by `owner_xid`, if given) takes
-    `status`, then its output is upserted; False, writing nothing, if it was not so."""
+    `status`, then its output is upserted; False, writing nothing, if it was not so. The
+    outcome its job's last transaction wrote already (`Success`) is not written again."""
     if not self._is_sqlite:
         return _dbos_outcome(self, workflow_id, status, output=output, error=error,
                              owner_xid=owner_xid)
+    if _ended.pop(workflow_id, None) == (status, output):
+        return True
+    with self.engine.begin() as db:
+        return _write_outcome(self, db, workflow_id, status, output, error, owner_xid) \
+            is not _NOT_OURS
+
+
+def _write_outcome(self: SystemDatabase, db: Any, workflow_id: str, status: str,
+                   output: Any, error: str | None, owner_xid: str | None,
+                   serialize: bool = False) -> Any:
+    """In `db`'s transaction, end the PENDING workflow (still owned by `owner_xid`, if
+    given) with `status` and upsert its output (serialized as the workflow's inputs were,
+    if `serialize`); the output written, or `_NOT_OURS`, writing nothing, if it was not
+    so."""
     keys = self._wf_values(workflow_id)  # (refuses a shard key here, as DBOS's `_wf` does)
     values = {"wf_id": workflow_id, "new_status": status}
     if owner_xid is not None:
@@ -92,17 +118,59 @@ def _outcome(self: SystemDatabase, workflow_id: str, status: str, *, output: str
         if owner_xid is not None:
             update = update.where(table.c.owner_xid == sa.bindparam(
                 "owner", type_=table.c.owner_xid.type))
-        return update
+        return update.returning(table.c.serialization)
 
-    with self.engine.begin() as db:
-        name = "update_workflow_outcome" + ("" if owner_xid is None else "_owned")
-        if self._execute_prepared(db, name, values, build, insert_columns=False
-                                  ).rowcount == 0:
-            return False  # not this execution's to end: no orphan output either
-        self._execute_prepared(db, "upsert_workflow_output", {
-            **keys, "workflow_uuid": workflow_id, "output": output, "error": error},
-            lambda: _output_upsert(self))
-        return True
+    name = "end_workflow" + ("" if owner_xid is None else "_owned")
+    ended = self._execute_prepared(db, name, values, build, insert_columns=False).first()
+    if ended is None:
+        return _NOT_OURS  # no orphan output either
+    if serialize:
+        output, _ = serialize_value_as(output, ended[0], _get_dbos_instance()._serializer)
+    self._execute_prepared(db, "upsert_workflow_output", {
+        **keys, "workflow_uuid": workflow_id, "output": output, "error": error},
+        lambda: _output_upsert(self))
+    return output
+
+
+class Success:
+    """The running workflow's success, written by `write` in the transaction that ends its
+    job; once that committed, `settle` has DBOS skip its own write of the same outcome."""
+
+    def __init__(self, system: SystemDatabase, workflow_id: str, output: Any) -> None:
+        self.system, self.workflow_id, self.output = system, workflow_id, output
+        self.owner = current_owner_xid(workflow_id)
+        self.written: Any = _NOT_OURS
+
+    @classmethod
+    def of(cls, engine: sa.Engine, output: Any) -> Success | None:
+        """For the workflow running on this thread, returning `output`, whose job's rows
+        `engine` writes; None unless that engine's file holds DBOS's tables (SQLite) and
+        DBOS's outcome runs through `_outcome`."""
+        workflow_id = DBOS.workflow_id
+        if workflow_id is None or SystemDatabase._update_workflow_outcome_in_transaction \
+                is not _outcome:
+            return None
+        system = _get_dbos_instance()._sys_db
+        if not (system._is_sqlite and _same_file(engine, system.engine)):
+            return None
+        return cls(system, workflow_id, output)
+
+    def write(self, db: Any) -> None:
+        """In `db`'s transaction (again on each try of it)."""
+        self.written = _write_outcome(self.system, db, self.workflow_id,
+                                      WorkflowStatusString.SUCCESS.value, self.output, None,
+                                      self.owner, serialize=True)
+
+    def settle(self) -> None:
+        """Once the transaction that wrote it committed."""
+        if self.written is not _NOT_OURS:
+            _ended[self.workflow_id] = (WorkflowStatusString.SUCCESS.value, self.written)
+
+
+def _same_file(one: sa.Engine, other: sa.Engine) -> bool:
+    return one.dialect.name == other.dialect.name == "sqlite" and bool(
+        one.url.database) and one.url.database != ":memory:" and os.path.realpath(
+        one.url.database) == os.path.realpath(other.url.database or "")
 
 
 def _output_upsert(self: SystemDatabase) -> Any:

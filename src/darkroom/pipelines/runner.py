@@ -3,7 +3,9 @@
 Each attempt of a step records its outcome in the catalog (`job_attempts`) in the
 transaction that ends the step, so after a crash DBOS replays the workflow, the attempts
 that ended answer from their records, and only the attempt that was under way runs again.
-(A DBOS step around each attempt recorded the same in two more transactions.) Waits
+(A DBOS step around each attempt recorded the same in two more transactions.) On SQLite
+the transaction that ends a good run also records the workflow's success in DBOS's
+tables (`dbos_sqlite.Success`), which DBOS then does not write again. Waits
 between retries are DBOS's durable sleeps, their jitter a DBOS step. Step outcomes come
 back as data (`{"ok": ...}`), never as exceptions, so a failure is recorded once and
 decided on by the retry and catch rules of the definition.
@@ -26,7 +28,7 @@ from sqlalchemy import Connection
 
 from darkroom.catalog.models import utcnow
 from darkroom.errors import DarkroomError
-from darkroom.pipelines import registry, store, sweep
+from darkroom.pipelines import dbos_sqlite, registry, store, sweep
 from darkroom.pipelines.context import Runtime, Source, StepContext, take_back
 from darkroom.pipelines.definition import TIMEOUT, Pipeline, Step, cached, matches
 from darkroom.server.observability import JOBS, STEPS
@@ -43,6 +45,7 @@ _inflight: dict[tuple[str, str], Future] = {}  # (job, step) -> its latest attem
 _inflight_lock = threading.Lock()
 FINISHED = {"finished": True}  # _run_steps' answer when the last attempt ended the job
 SKIPPED = {"skipped": True}  # ... when an attempt found the job no longer this run's
+SUCCEEDED = "succeeded"  # a good run's answer
 
 
 def use_runtime(runtime: Runtime | None) -> None:
@@ -81,7 +84,7 @@ def run_pipeline(job_id: str, run: int, start: dict) -> str:
     if error is not FINISHED:
         DBOS.run_step({"name": "finish", **BOOKKEEPING}, _finish, job_id, run, pipeline.name,
                       error)
-    return "succeeded" if error is None or error is FINISHED else "failed"
+    return SUCCEEDED if error is None or error is FINISHED else "failed"
 
 
 def _run_steps(job_id: str, run: int, pipeline: Pipeline, start: dict) -> dict | None:
@@ -177,12 +180,17 @@ def _attempt(step: Step, context: dict, seq: int) -> dict:
         outcome = _failure("internal", f"{type(error).__name__}: {error}")
     seconds = time.perf_counter() - clock
     endings = ctx.ending.close()
+    success = dbos_sqlite.Success.of(runtime.engine, SUCCEEDED) if outcome.get(
+        "finished") else None  # (the run returns SUCCEEDED once its job ended here)
     try:
         standing, ended = store.end_attempt(runtime.engine, job_id, run, seq, step.name,
-                                            started, outcome, [w for w, _ in endings])
+                                            started, outcome, [w for w, _ in endings],
+                                            success and success.write)
     except BaseException:
         take_back(endings)  # nothing of the step's is catalogued
         raise
+    if success is not None and ended:
+        success.settle()
     if not standing["ok"]:
         take_back(endings)
     shown = standing  # what was recorded, or recorded first

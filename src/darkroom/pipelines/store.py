@@ -158,8 +158,8 @@ class _EndedBefore(Exception):
 
 def end_attempt(engine: Engine, job_id: str, run_number: int, seq: int, name: str,
                 started: datetime, outcome: dict,
-                writes: tuple | list[Callable[[Connection], bool]] = ()
-                ) -> tuple[dict, bool]:
+                writes: tuple | list[Callable[[Connection], bool]] = (),
+                ending: Callable[[Connection], None] | None = None) -> tuple[dict, bool]:
     """End the run's attempt `seq` of step `name` with `outcome` (`{"ok": True, "output":
     ...}`, or `{"ok": False, "error": code, "message": ...}`) and record it, in one
     transaction (tried again as `run_steadily` does); a success also makes the step's
@@ -168,10 +168,11 @@ def end_attempt(engine: Engine, job_id: str, run_number: int, seq: int, name: st
     (see `finish_job`): `outcome`, unless a write was refused (the job stopped: an
     `image_gone` failure is recorded instead), the job is gone (an image deleted:
     STOPPED) or another execution of the run (a worker wrongly presumed dead) ended this
-    attempt first: then its outcome, and nothing changes."""
+    attempt first: then its outcome, and nothing changes. `ending(db)` is called in the
+    transaction that ends the job (so exactly when it answers True)."""
     try:
         return run_steadily(engine, lambda db: _end_attempt(
-            db, job_id, run_number, seq, name, started, outcome, writes))
+            db, job_id, run_number, seq, name, started, outcome, writes, ending))
     except _EndedBefore:  # (its job deleted since: STOPPED, as below)
         return run_steadily(engine, lambda db: recorded(
             db, job_id, run_number, seq, name) or STOPPED), False
@@ -179,7 +180,8 @@ def end_attempt(engine: Engine, job_id: str, run_number: int, seq: int, name: st
 
 def _end_attempt(db: Connection, job_id: str, run_number: int, seq: int, name: str,
                  started: datetime, outcome: dict,
-                 writes: tuple | list[Callable[[Connection], bool]]) -> tuple[dict, bool]:
+                 writes: tuple | list[Callable[[Connection], bool]],
+                 ending: Callable[[Connection], None] | None) -> tuple[dict, bool]:
     """`end_attempt`'s transaction. The job's row is written first, so two executions
     take turns; the attempt's record is inserted last, refused (`_EndedBefore`) if the
     other execution's is there."""
@@ -200,7 +202,10 @@ def _end_attempt(db: Connection, job_id: str, run_number: int, seq: int, name: s
             "job_id": job_id, "run": run_number, "seq": seq, "step": name,
             "started_at": started, "finished_at": now, "outcome": outcome}).first() is None:
         raise _EndedBefore
-    return outcome, bool(outcome.get("finished")) and finish_job(db, job_id, run_number, None)
+    ended = bool(outcome.get("finished")) and finish_job(db, job_id, run_number, None)
+    if ended and ending is not None:
+        ending(db)
+    return outcome, ended
 
 
 def error_text(failure: dict) -> str:
