@@ -231,28 +231,63 @@ def _workflow_rows(client, workflow_id: str) -> dict:
     return dict(row._mapping)
 
 
-def test_a_good_runs_last_transaction_also_ends_its_workflow(client, monkeypatch):
-    """On SQLite the transaction that ends a good job also records its DBOS workflow's
-    success, as DBOS itself writes it, and DBOS does not write it a second time."""
-    writes = []
+def _until(condition, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def _outcomes(monkeypatch) -> tuple[list, list]:
+    """The outcomes written (workflow, status, by `Success`), and the workflows whose
+    outcome DBOS came to write (each once its workflow returned)."""
+    writes, asked = [], []
     real = dbos_sqlite._write_outcome
 
     def write(*args, **kwargs):
         writes.append((args[2], args[3], kwargs.get("serialize", False)))
         return real(*args, **kwargs)
 
+    class Marks(type(dbos_sqlite._ended)):
+        def pop(self, key, *default):
+            asked.append(key)
+            return super().pop(key, *default)
+
     monkeypatch.setattr(dbos_sqlite, "_write_outcome", write)
+    monkeypatch.setattr(dbos_sqlite, "_ended", Marks())
+    return writes, asked
+
+
+def test_a_good_runs_last_transaction_also_ends_its_workflow(client, monkeypatch):
+    """On SQLite the transaction that ends a good job also records its DBOS workflow's
+    success, as DBOS itself writes it, and DBOS does not write it a second time."""
+    writes, asked = _outcomes(monkeypatch)
     _pipeline(client, [{"name": "only", "type": "flaky"}])
     good = _finished(client, _upload(client)["jobs"][0]["id"])["id"] + ".1"
     monkeypatch.setattr(dbos_sqlite.Success, "of", classmethod(lambda cls, *_: None))
     plain = _finished(client, _upload(client, "shop/b.jpg")["jobs"][0]["id"])["id"] + ".1"
+    _until(lambda: good in asked and plain in asked)
     assert DBOS.retrieve_workflow(good).get_result() == "succeeded"
     assert DBOS.retrieve_workflow(plain).get_result() == "succeeded"  # DBOS's own write
     assert [w for w in writes if w[0] == good] == [(good, "SUCCESS", True)]
     assert [w for w in writes if w[0] == plain] == [(plain, "SUCCESS", False)]
     assert _workflow_rows(client, good) == _workflow_rows(client, plain)
     assert _workflow_rows(client, good)["status"] == "SUCCESS"
-    assert dbos_sqlite._ended == {}  # each skipped write took its mark away
+    assert not dbos_sqlite._ended  # each skipped write took its mark away
+
+
+def test_a_forgotten_mark_has_dbos_read_the_written_outcome_back(client, monkeypatch):
+    writes, asked = _outcomes(monkeypatch)
+    monkeypatch.setattr(dbos_sqlite, "ENDED_KEPT", 0)
+    _pipeline(client, [{"name": "only", "type": "flaky"}])
+    job = _finished(client, _upload(client)["jobs"][0]["id"])
+    workflow = job["id"] + ".1"
+    _until(lambda: workflow in asked)
+    assert DBOS.retrieve_workflow(workflow).get_result() == "succeeded"
+    assert [w for w in writes if w[0] == workflow] == [
+        (workflow, "SUCCESS", True), (workflow, "SUCCESS", False)]  # (found written)
+    assert _workflow_rows(client, workflow)["status"] == "SUCCESS"
+    assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "succeeded"
 
 
 def test_outside_a_workflow_or_on_another_file_dbos_writes_its_outcome(client, tmp_path):

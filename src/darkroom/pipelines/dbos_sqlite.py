@@ -26,6 +26,7 @@ written for (`FOR_DBOS`); another keeps DBOS's own path.
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from importlib.metadata import version
 from typing import Any
 
@@ -48,7 +49,11 @@ _NOT_OURS = object()  # an outcome not written: not this execution's to write
 _dbos_execute = SystemDatabase._execute_prepared
 _dbos_outcome = SystemDatabase._update_workflow_outcome_in_transaction
 _dbos_latest = SystemDatabase._latest_application_version
-_ended: dict[str, tuple[str, str | None]] = {}  # workflow -> the outcome `Success` wrote
+# workflow -> the outcome `Success` wrote, until DBOS goes to write it (the oldest forgotten
+# past ENDED_KEPT: DBOS then finds it written and reads it back, as for any outcome it
+# could not write itself)
+_ended: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
+ENDED_KEPT = 4096
 
 
 def install() -> None:
@@ -165,6 +170,8 @@ class Success:
         """Once the transaction that wrote it committed."""
         if self.written is not _NOT_OURS:
             _ended[self.workflow_id] = (WorkflowStatusString.SUCCESS.value, self.written)
+            while len(_ended) > ENDED_KEPT:
+                _ended.popitem(last=False)
 
 
 def _same_file(one: sa.Engine, other: sa.Engine) -> bool:
