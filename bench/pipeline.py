@@ -83,30 +83,39 @@ def corpus_photos() -> list[Path]:
             and f["width"] * f["height"] >= 300_000]
 
 
-def bare_engine(images: list[Path], out: Path, threads: int) -> tuple[float, float]:
-    """Seconds for the engine alone to make every image's renditions on `threads` threads,
-    and the CPU seconds it used."""
+def bare_renditions() -> Callable[[bytes, Path, Callable[[], None]], None]:
+    """What the bare engine does to one image: probe it once (as the renditions step does),
+    then make its 3 renditions, each written to disk atomically at `stem`-<n>.<format>,
+    calling `each()` after each."""
     from darkroom.config import Limits
     from darkroom.engine import probe, render
     from darkroom.grammars import native
 
     limits = Limits()
     plans = [native.parse("x", parse_qsl(q)) for q in RENDITIONS.values()]
-    out.mkdir(parents=True, exist_ok=True)
 
-    def one(index: int) -> None:
-        data = images[index].read_bytes()
-        header = probe(data)  # once per image, as the renditions step does
+    def renditions(data: bytes, stem: Path, each: Callable[[], None] = lambda: None) -> None:
+        header = probe(data)
         for n, plan in enumerate(plans):
             result = render(plan, data, limits, header=header)
-            target = out / f"{index}-{n}.{result.format}"
+            target = stem.with_name(f"{stem.name}-{n}.{result.format}")
             temp = target.with_suffix(".tmp")
             temp.write_bytes(result.data)
             os.replace(temp, target)
+            each()
 
+    return renditions
+
+
+def bare_engine(images: list[Path], out: Path, threads: int) -> tuple[float, float]:
+    """Seconds for the engine alone to make every image's renditions on `threads` threads,
+    and the CPU seconds it used."""
+    renditions = bare_renditions()
+    out.mkdir(parents=True, exist_ok=True)
     start, cpu = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(one, range(len(images))))
+        list(pool.map(lambda i: renditions(images[i].read_bytes(), out / str(i)),
+                      range(len(images))))
     return time.perf_counter() - start, time.process_time() - cpu
 
 
