@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 from dbos._serialization import DefaultSerializer
 from dbos import DBOS
+from dbos._sys_db import SystemDatabase
 from pydantic import BaseModel
 from sqlalchemy import text
 
@@ -239,14 +240,16 @@ def _until(condition, timeout_s: float = 30) -> None:
 
 
 def _outcomes(monkeypatch) -> tuple[list, list]:
-    """The outcomes written (workflow, status, by `Success`), and the workflows whose
-    outcome DBOS came to write (each once its workflow returned)."""
-    writes, asked = [], []
+    """The outcomes written (workflow, status, by `Success`), whether each landed, and
+    the workflows whose outcome DBOS came to write (each once its workflow returned)."""
+    writes, results, asked = [], [], []
     real = dbos_sqlite._write_outcome
 
     def write(*args, **kwargs):
         writes.append((args[2], args[3], kwargs.get("serialize", False)))
-        return real(*args, **kwargs)
+        written = real(*args, **kwargs)
+        results.append((args[2], written is not dbos_sqlite._NOT_OURS))
+        return written
 
     class Marks(type(dbos_sqlite._ended)):
         def pop(self, key, *default):
@@ -255,13 +258,13 @@ def _outcomes(monkeypatch) -> tuple[list, list]:
 
     monkeypatch.setattr(dbos_sqlite, "_write_outcome", write)
     monkeypatch.setattr(dbos_sqlite, "_ended", Marks())
-    return writes, asked
+    return writes, results, asked
 
 
 def test_a_good_runs_last_transaction_also_ends_its_workflow(client, monkeypatch):
     """On SQLite the transaction that ends a good job also records its DBOS workflow's
     success, as DBOS itself writes it, and DBOS does not write it a second time."""
-    writes, asked = _outcomes(monkeypatch)
+    writes, _, asked = _outcomes(monkeypatch)
     _pipeline(client, [{"name": "only", "type": "flaky"}])
     good = _finished(client, _upload(client)["jobs"][0]["id"])["id"] + ".1"
     monkeypatch.setattr(dbos_sqlite.Success, "of", classmethod(lambda cls, *_: None))
@@ -277,7 +280,7 @@ def test_a_good_runs_last_transaction_also_ends_its_workflow(client, monkeypatch
 
 
 def test_a_forgotten_mark_has_dbos_read_the_written_outcome_back(client, monkeypatch):
-    writes, asked = _outcomes(monkeypatch)
+    writes, results, asked = _outcomes(monkeypatch)
     monkeypatch.setattr(dbos_sqlite, "ENDED_KEPT", 0)
     _pipeline(client, [{"name": "only", "type": "flaky"}])
     job = _finished(client, _upload(client)["jobs"][0]["id"])
@@ -285,12 +288,37 @@ def test_a_forgotten_mark_has_dbos_read_the_written_outcome_back(client, monkeyp
     _until(lambda: workflow in asked)
     assert DBOS.retrieve_workflow(workflow).get_result() == "succeeded"
     assert [w for w in writes if w[0] == workflow] == [
-        (workflow, "SUCCESS", True), (workflow, "SUCCESS", False)]  # (found written)
+        (workflow, "SUCCESS", True), (workflow, "SUCCESS", False)]
+    assert [r for r in results if r[0] == workflow] == [(workflow, True), (workflow, False)]
     assert _workflow_rows(client, workflow)["status"] == "SUCCESS"
     assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "succeeded"
 
 
-def test_outside_a_workflow_or_on_another_file_dbos_writes_its_outcome(client, tmp_path):
+def test_an_outcome_that_cannot_be_written_with_the_job_is_left_to_dbos(client, monkeypatch):
+    """A failure of the workflow's part of the job's last transaction (here its output's
+    serialization) leaves the job to end as it would, and DBOS writes the outcome."""
+    writes, results, asked = _outcomes(monkeypatch)
+
+    def unusable(*_args):
+        raise TypeError("Serialization x is not available")
+
+    monkeypatch.setattr(dbos_sqlite, "serialize_value_as", unusable)
+    _pipeline(client, [{"name": "only", "type": "flaky"}])
+    job = _finished(client, _upload(client)["jobs"][0]["id"])
+    workflow = job["id"] + ".1"
+    _until(lambda: workflow in asked)
+    assert job["status"] == "succeeded" and _steps(job)["only"]["state"] == "succeeded"
+    assert DBOS.retrieve_workflow(workflow).get_result() == "succeeded"
+    assert [w for w in writes if w[0] == workflow] == [
+        (workflow, "SUCCESS", True), (workflow, "SUCCESS", False)]
+    assert [r for r in results if r[0] == workflow] == [(workflow, True)]  # DBOS's landed
+    assert _workflow_rows(client, workflow)["output"]
+
+
+def test_outside_a_workflow_or_on_another_file_dbos_writes_its_outcome(client, tmp_path,
+                                                                      monkeypatch):
+    _pipeline(client, [{"name": "only", "type": "flaky"}])  # DBOS up, with its worker
+    _finished(client, _upload(client)["jobs"][0]["id"])
     database = Path(make_engine(client.settings.database_url).url.database)
     (tmp_path / "link").symlink_to(database.parent)
     engines = [make_engine(f"sqlite:///{path}") for path in (
@@ -299,6 +327,13 @@ def test_outside_a_workflow_or_on_another_file_dbos_writes_its_outcome(client, t
         assert dbos_sqlite.Success.of(engines[0], "succeeded") is None  # not in a workflow
         assert dbos_sqlite._same_file(engines[0], engines[1])
         assert not dbos_sqlite._same_file(engines[0], engines[2])
+        running = type("Running", (), {"workflow_id": "wf-1"})  # as if in a workflow
+        monkeypatch.setattr(dbos_sqlite, "DBOS", running)
+        assert dbos_sqlite.Success.of(engines[1], "succeeded") is not None
+        assert dbos_sqlite.Success.of(engines[2], "succeeded") is None  # another file
+        monkeypatch.setattr(SystemDatabase, "_update_workflow_outcome_in_transaction",
+                            lambda *args, **kwargs: True)  # DBOS's own path, not `_outcome`
+        assert dbos_sqlite.Success.of(engines[1], "succeeded") is None
     finally:
         for engine in engines:
             engine.dispose()

@@ -49,10 +49,10 @@ _NOT_OURS = object()  # an outcome not written: not this execution's to write
 _dbos_execute = SystemDatabase._execute_prepared
 _dbos_outcome = SystemDatabase._update_workflow_outcome_in_transaction
 _dbos_latest = SystemDatabase._latest_application_version
-# workflow -> the outcome `Success` wrote, until DBOS goes to write it (the oldest forgotten
-# past ENDED_KEPT: DBOS then finds it written and reads it back, as for any outcome it
-# could not write itself)
-_ended: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
+# workflow -> (owner, status, output) that `Success` wrote, until DBOS goes to write it
+# (the oldest forgotten past ENDED_KEPT: DBOS then finds it written and reads it back, as
+# for any outcome it could not write itself)
+_ended: OrderedDict[str, tuple[str | None, str, str | None]] = OrderedDict()
 ENDED_KEPT = 4096
 
 
@@ -94,7 +94,7 @@ def _outcome(self: SystemDatabase, workflow_id: str, status: str, *, output: str
     if not self._is_sqlite:
         return _dbos_outcome(self, workflow_id, status, output=output, error=error,
                              owner_xid=owner_xid)
-    if _ended.pop(workflow_id, None) == (status, output):
+    if _ended.pop(workflow_id, None) == (owner_xid, status, output):
         return True
     with self.engine.begin() as db:
         return _write_outcome(self, db, workflow_id, status, output, error, owner_xid) \
@@ -139,7 +139,9 @@ def _write_outcome(self: SystemDatabase, db: Any, workflow_id: str, status: str,
 
 class Success:
     """The running workflow's success, written by `write` in the transaction that ends its
-    job; once that committed, `settle` has DBOS skip its own write of the same outcome."""
+    job; once that committed, `settle` has DBOS skip its own write of the same outcome, by
+    the same owner. (The row says the workflow ended a moment before its function returns:
+    all that is left of it then is logging.)"""
 
     def __init__(self, system: SystemDatabase, workflow_id: str, output: Any) -> None:
         self.system, self.workflow_id, self.output = system, workflow_id, output
@@ -160,18 +162,30 @@ class Success:
             return None
         return cls(system, workflow_id, output)
 
-    def write(self, db: Any) -> None:
-        """In `db`'s transaction (again on each try of it)."""
-        self.written = _write_outcome(self.system, db, self.workflow_id,
-                                      WorkflowStatusString.SUCCESS.value, self.output, None,
-                                      self.owner, serialize=True)
+    def write(self, db: sa.Connection) -> None:
+        """In `db`'s transaction (again on each try of it), inside a savepoint: if it
+        fails, the job still ends and DBOS writes the outcome itself."""
+        self.written = _NOT_OURS
+        try:
+            with db.begin_nested():
+                self.written = _write_outcome(
+                    self.system, db, self.workflow_id, WorkflowStatusString.SUCCESS.value,
+                    self.output, None, self.owner, serialize=True)
+        except Exception as error:  # noqa: BLE001  (an optimisation: DBOS's own path stays)
+            self.written = _NOT_OURS
+            log.warning("workflow_outcome_left_to_dbos", workflow=self.workflow_id,
+                        error=f"{type(error).__name__}: {error}")
 
     def settle(self) -> None:
         """Once the transaction that wrote it committed."""
         if self.written is not _NOT_OURS:
-            _ended[self.workflow_id] = (WorkflowStatusString.SUCCESS.value, self.written)
+            _ended[self.workflow_id] = (self.owner, WorkflowStatusString.SUCCESS.value,
+                                        self.written)
             while len(_ended) > ENDED_KEPT:
-                _ended.popitem(last=False)
+                try:
+                    _ended.popitem(last=False)
+                except KeyError:  # emptied by another thread meanwhile
+                    break
 
 
 def _same_file(one: sa.Engine, other: sa.Engine) -> bool:

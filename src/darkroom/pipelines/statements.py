@@ -29,6 +29,8 @@ def job_update(statuses: tuple[str, ...], by_run: bool, names: tuple[str, ...]) 
     its status is in `statuses` (and its run is `_run`, if `by_run`); the row as changed.
     The statuses are compared one by one, not with IN: an IN list is expanded at every
     execution, which keeps the statement from being compiled once (`catalog.prepared`)."""
+    if not statuses:
+        raise ValueError("a job update needs the statuses it may change")
     condition = [JOBS.c.id == bindparam("_id"), or_(*(JOBS.c.status == s for s in statuses))]
     if by_run:
         condition.append(JOBS.c.run == bindparam("_run"))
