@@ -86,8 +86,9 @@ def set_job(db: Session | Connection, job_id: str, statuses: tuple[str, ...],
     as changed (a plain row, not an entity: the workers call this on every run), or None
     when the condition did not hold."""
     statement = sql.job_update(tuple(statuses), run_number is not None, tuple(sorted(values)))
-    return prepared.execute(db, statement, {"_id": job_id, "_run": run_number, "_now": utcnow(),
-                                  **{f"set_{k}": v for k, v in values.items()}}).one_or_none()
+    return prepared.execute(db, statement, {
+        "_id": job_id, "_run": run_number, "_now": utcnow(),
+        **{f"set_{k}": v for k, v in values.items()}}).one_or_none()
 
 
 def _claim_job(db: Session | Connection, job_id: str, run_number: int) -> Row | None:
@@ -265,16 +266,16 @@ def _job_event(db: Session | Connection, job: Row, kind: str,
 
 def begin_step(db: Session | Connection, job_id: str, name: str, now: datetime) -> int:
     """Mark the step running; which attempt of it this is, counted over every run."""
-    return prepared.execute(db, sql.BEGIN_STEP, {"_job": job_id, "_name": name, "_now": now}
-                      ).scalar_one()
+    return prepared.execute(db, sql.BEGIN_STEP, {"_job": job_id, "_name": name,
+                                                 "_now": now}).scalar_one()
 
 
 def end_step(db: Session | Connection, job_id: str, name: str, state: str,
              started: datetime, now: datetime, output: dict | None = None,
              error: str | None = None) -> None:
-    prepared.execute(db, sql.END_STEP, {"_job": job_id, "_name": name, "_state": state, "_now": now,
-                              "_output": output, "_error": error,
-                              "_ms": duration_ms(started, now)})
+    prepared.execute(db, sql.END_STEP, {
+        "_job": job_id, "_name": name, "_state": state, "_now": now, "_output": output,
+        "_error": error, "_ms": duration_ms(started, now)})
 
 
 def duration_ms(started: datetime, finished: datetime) -> int:
@@ -292,8 +293,9 @@ def add_renditions(db: Session | Connection, rows: list[dict]) -> bool:
     the version is there: versions go only with their image, which takes its jobs); one
     row per (version, plan) however often they are added. True: nothing refuses them."""
     now = utcnow()  # one statement for every row (compiled once, unlike a multi-VALUES)
-    prepared.execute(db, sql.insert_new(_dialect(db), Rendition.__table__, ("version_id", "plan_hash")),
-               [{**row, "created_at": now} for row in rows])
+    prepared.execute(db, sql.insert_new(_dialect(db), Rendition.__table__,
+                                        ("version_id", "plan_hash")),
+                     [{**row, "created_at": now} for row in rows])
     return True
 
 
@@ -317,7 +319,7 @@ def add_event_once(db: Session | Connection, kind: str, subject: str, payload: d
                    fixed_id: str) -> None:
     """Put the event `fixed_id` in the outbox unless an earlier attempt already did."""
     prepared.execute(db, sql.insert_new(_dialect(db), OutboxEvent.__table__, ("id",)),
-               {"id": fixed_id, "type": kind, "subject": subject, "payload": payload})
+                     {"id": fixed_id, "type": kind, "subject": subject, "payload": payload})
 
 
 def _dialect(db: Session | Connection) -> str:
