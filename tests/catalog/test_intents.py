@@ -22,7 +22,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import SessionTransaction
 
-from darkroom.catalog import Catalog, Staged, intents, make_engine, repository
+from darkroom.catalog import (Catalog, Staged, intent_spares, intents, make_engine,
+                              repository)
 from darkroom.config import Limits
 from darkroom.errors import CatalogError, Conflict, StorageError
 from darkroom.server.pool import RenderPool
@@ -190,8 +191,9 @@ async def test_intents_held_or_being_written_are_left_alone(catalog: Catalog):
     assert held.path.exists() and held.previous() == b"the bytes before"
     assert fresh.exists() and not stale.exists() and not lone.exists()
     assert not unreadable.exists() and stored(catalog) == {"a.jpg"}
-    held.close()
-    assert list(catalog.journal.iterdir()) == [fresh]
+    held.close()  # its file kept as this process's spare, the bytes beside it removed
+    [spare] = catalog.journal.glob(intent_spares.PATTERN)
+    assert set(catalog.journal.iterdir()) == {fresh, spare}
 
 
 async def test_an_intent_whose_storage_fails_stays_for_the_next_start(

@@ -6,7 +6,8 @@ them; a failure rolls both back, but a process killed after the storage write an
 the commit could not. So, first, each writes an intent file in the data dir's `tmp`
 folder (what it does, the key, the image's id, the checksum of the bytes it stores; a
 replacement also the bytes it overwrites), locks it (`flock`) for as long as it lasts and
-removes it once the transaction ended either way. An intent file that nobody holds was
+removes it once the transaction ended either way (its file kept for the next write: see
+`intent_spares`). An intent file that nobody holds was
 left by a process killed mid-write; `settle` (at every server start) holds the key or the
 image as the write did and looks at the catalog: a write that committed stands. One that
 did not is undone or finished:
@@ -37,7 +38,8 @@ import structlog
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from darkroom.catalog import repository
+from darkroom.catalog import intent_spares, repository
+from darkroom.catalog.intent_spares import spares
 from darkroom.catalog.models import Image, ImageVersion
 from darkroom.engine.formats import MIME
 from darkroom.errors import DarkroomError, NotFound, StorageError
@@ -70,12 +72,15 @@ class Entry:
 class Intent:
     """An intent file, locked by this process until `close` removes it (and the bytes a
     replacement overwrites, kept beside it), or `release` leaves it to the next start.
-    `final`: the change it names is made and cannot be undone (a delete's)."""
+    `final`: the change it names is made and cannot be undone (a delete's). `own`: this
+    process wrote it, and its file becomes a spare when it closes (see `intent_spares`).
+    `keeps`: whether bytes may be kept beside it."""
 
-    def __init__(self, path: Path, file) -> None:
+    def __init__(self, path: Path, file, own: bool = False, keeps: bool = True) -> None:
         self.path, self.file = path, file
         self.kept = path.with_suffix(".previous")
         self.final = False
+        self.own, self.keeps = own, keeps
 
     def release(self) -> None:
         """Let go of it without removing it: `settle` decides at the next start."""
@@ -89,29 +94,41 @@ class Intent:
             return None
 
     def close(self) -> None:
+        spared = self.own and spares.keep(self.path.parent, self.path, self.file)
         try:
-            self.path.unlink(missing_ok=True)
-            self.kept.unlink(missing_ok=True)
+            if not spared:
+                self.path.unlink(missing_ok=True)
+            if self.keeps:
+                self.kept.unlink(missing_ok=True)
         finally:
-            self.file.close()
+            if not spared:
+                self.file.close()
 
 
 def intend(folder: Path, entry: Entry, previous: bytes | None = None) -> Intent:
-    """Write `entry` down, durably, in `folder` and lock it (see the module); `previous`,
-    the bytes a replacement overwrites, are kept beside it first."""
-    name = f"intent-{uuid.uuid4().hex}"
-    fresh, path = folder / f"{name}.new", folder / f"{name}.json"
+    """Write `entry` down, durably, in `folder` and lock it (see the module), in a spare
+    file of this process's if it has one; `previous`, the bytes a replacement
+    overwrites, are kept beside it first."""
+    path = folder / f"intent-{uuid.uuid4().hex}.json"
+    # not for a replacement: its kept bytes are left alone only beside a `.new` or `.json`
+    spare = spares.take(folder) if previous is None else None
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        # any new file's mode (0666 less the umask), as staged uploads: whoever settles
-        # it may be another user (the CLI's intents, a server's)
-        file = os.fdopen(os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666), "r+b")
+        if spare is None:
+            fresh = path.with_suffix(".new")
+            folder.mkdir(parents=True, exist_ok=True)
+            # any new file's mode (0666 less the umask), as staged uploads: whoever settles
+            # it may be another user (the CLI's intents, a server's)
+            file = os.fdopen(os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666),
+                             "r+b")
+        else:
+            fresh, file = spare
     except OSError as error:
         raise StorageError(f"cannot write the intent of an {entry.op}: {error}") from error
-    intent = Intent(path, file)
+    intent = Intent(path, file, own=True, keeps=previous is not None)
     entry = replace(entry, previous=previous is not None)
     try:
-        fcntl.flock(file.fileno(), fcntl.LOCK_EX)
+        if spare is None:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX)
         if previous is not None:
             _write_synced(intent.kept, previous)
         file.write(json.dumps(entry.__dict__).encode())
@@ -121,6 +138,7 @@ def intend(folder: Path, entry: Entry, previous: bytes | None = None) -> Intent:
         _sync_folder(folder)
     except OSError as error:
         fresh.unlink(missing_ok=True)
+        intent.own = False
         intent.close()
         raise StorageError(f"cannot write the intent of an {entry.op}: {error}") from error
     return intent
@@ -129,7 +147,8 @@ def intend(folder: Path, entry: Entry, previous: bytes | None = None) -> Intent:
 def left(folder: Path) -> Iterator[tuple[Intent, Entry | None]]:
     """The intents in `folder` that no process holds, each locked by this one now, with
     its entry (None if unreadable), newest first. Files of a writer killed before its
-    intent was complete go (once an hour old), and kept bytes whose intent is gone."""
+    intent was complete go (once an hour old), kept bytes whose intent is gone, and the
+    spares of processes gone."""
     for path in sorted(folder.glob("intent-*.new")):
         try:
             if time.time() - path.lstat().st_mtime > STALE_S:
@@ -144,6 +163,8 @@ def left(folder: Path) -> Iterator[tuple[Intent, Entry | None]]:
                 path.unlink(missing_ok=True)
             except OSError as error:
                 _unusable(path, error)
+    for path in folder.glob(intent_spares.PATTERN):
+        _remove_unheld(path)
     found = []
     for path in folder.glob("intent-*.json"):
         try:
@@ -284,6 +305,19 @@ def _holds(storage: Storage, entry: Entry) -> bool:
     except NotFound:
         return False
     return hashlib.sha256(data).hexdigest() == entry.sha256
+
+
+def _remove_unheld(path: Path) -> None:
+    """Remove the spare intent file at `path` if no process holds it (see
+    `intent_spares`)."""
+    try:
+        with open(path, "rb") as file:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            path.unlink()
+    except BlockingIOError:
+        pass  # a live process's
+    except OSError as error:
+        _unusable(path, error)
 
 
 def _unusable(path: Path, error: OSError) -> None:

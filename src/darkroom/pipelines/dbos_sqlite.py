@@ -25,6 +25,7 @@ written for (`FOR_DBOS`); another keeps DBOS's own path.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import OrderedDict
 from importlib.metadata import version
@@ -189,9 +190,15 @@ class Success:
 
 
 def _same_file(one: sa.Engine, other: sa.Engine) -> bool:
-    return one.dialect.name == other.dialect.name == "sqlite" and bool(
-        one.url.database) and one.url.database != ":memory:" and os.path.realpath(
-        one.url.database) == os.path.realpath(other.url.database or "")
+    return one.dialect.name == other.dialect.name == "sqlite" and _same_path(
+        one.url.database or "", other.url.database or "")
+
+
+@functools.lru_cache(maxsize=16)
+def _same_path(one: str, other: str) -> bool:
+    """Whether two SQLite database paths name one file (resolved once a pair: each job's
+    end asks)."""
+    return one not in ("", ":memory:") and os.path.realpath(one) == os.path.realpath(other)
 
 
 def _output_upsert(self: SystemDatabase) -> Any:
