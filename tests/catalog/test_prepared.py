@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
@@ -121,6 +122,33 @@ def test_returned_rows_by_name_and_type(tmp_path: Path) -> None:
     assert (row.id, row.status, row.run, row.definition) == ("j1", "succeeded", 1,
                                                              {"name": "p", "steps": []})
     assert isinstance(row.started_at, datetime) and isinstance(row.updated_at, datetime)
+
+
+def test_a_select_and_returning_read_as_sqlalchemy_s_rows(tmp_path: Path) -> None:
+    """`run` (what DBOS's prepared statements use too) answers as a SQLAlchemy result does:
+    `fetchone`, `scalar`, and rows by position, name and `_mapping`, for a SELECT as for
+    RETURNING."""
+    engine = _catalog(tmp_path / "c.sqlite")
+    with engine.begin() as db:
+        _statements(prepared.execute, db)
+        select = sa.select(Image.id, Image.key, Image.created_at).where(Image.id == "i1")
+        ours = _compiled_run(db, select)
+        theirs = db.execute(select).fetchone()
+        counted = _compiled_run(db, sa.select(sa.func.count()).select_from(Image))
+        none = _compiled_run(db, sa.select(Image.id).where(Image.id == "none"))
+    engine.dispose()
+    row = ours.fetchone()
+    assert tuple(row) == tuple(theirs) and row._mapping == dict(theirs._mapping)
+    assert (row.id, row.key) == ("i1", "a.jpg") and isinstance(row.created_at, datetime)
+    assert ours.fetchone() is None
+    assert counted.scalar() == 1 and none.scalar() is None and none.fetchone() is None
+
+
+def _compiled_run(db: Connection, statement) -> prepared.Rows:
+    compiled = statement.compile(dialect=db.dialect)
+    params = compiled.construct_params()
+    return prepared.run(db, str(compiled), [params[k] for k in compiled.positiontup],
+                        *prepared.rows_of(compiled, db.dialect))
 
 
 def test_the_jobs_conditional_updates_are_compiled_once(tmp_path: Path) -> None:

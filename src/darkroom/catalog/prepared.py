@@ -61,19 +61,41 @@ def execute(db: Session | Connection, statement: Any,
         _keep.append(statement)  # the id stays this statement's
     if prepared is _UNPREPARED:
         return connection.execute(statement, params)
-    cursor = connection.connection.driver_connection.cursor()
     values = [_values(prepared, p) for p in params] if many else _values(prepared, params)
+    return run(connection, prepared.sql, values, prepared.row, prepared.results, many)
+
+
+def run(connection: Connection, sql: str, values: Any, row: type | None = None,
+        results: Sequence[Callable[[Any], Any] | None] = (), many: bool = False) -> Rows:
+    """Run compiled `sql` with its positional `values` (a list of them, `many`) on the
+    pysqlite cursor of `connection`, in its transaction; RETURNING rows as `row`s, each
+    column through its result processor. Driver errors are raised as SQLAlchemy's."""
+    dialect = connection.dialect
+    cursor = connection.connection.driver_connection.cursor()
     try:
         if many:
-            cursor.executemany(prepared.sql, values)
+            cursor.executemany(sql, values)
         else:
-            cursor.execute(prepared.sql, values)
-        return Rows(cursor, prepared)
+            cursor.execute(sql, values)
+        return Rows(cursor, row, results)
     except dialect.loaded_dbapi.Error as error:  # as SQLAlchemy raises it (IntegrityError...)
-        raise DBAPIError.instance(prepared.sql, values, error, dialect.loaded_dbapi.Error,
+        raise DBAPIError.instance(sql, values, error, dialect.loaded_dbapi.Error,
                                   dialect=dialect) from error
     finally:
         cursor.close()
+
+
+def rows_of(compiled: Any, dialect: Any) -> tuple[type | None, list]:
+    """The row type and result processors of the columns a compiled statement returns (a
+    SELECT's, or RETURNING's; (None, []) without); a row reads by position, by name and,
+    as SQLAlchemy's, through `_mapping`."""
+    columns = compiled._result_columns
+    if not columns:
+        return None, []
+    names = [c[0] for c in columns]
+    row = type("Row", (namedtuple("Row", names, rename=True),), {
+        "__slots__": (), "_mapping": property(lambda self: dict(zip(names, self)))})
+    return row, [c[3].dialect_impl(dialect).result_processor(dialect, None) for c in columns]
 
 
 _keep: list[Any] = []
@@ -123,27 +145,30 @@ def _prepare(statement: Any, dialect: Any, names: tuple[str, ...]) -> _Prepared 
     if found is None:
         return _UNPREPARED
     processors, constants = found
-    row, results = None, []
-    if compiled.effective_returning:
-        columns = compiled._result_columns
-        row = namedtuple("Row", [c[0] for c in columns], rename=True)
-        results = [c[3].dialect_impl(dialect).result_processor(dialect, None)
-                   for c in columns]
+    row, results = rows_of(compiled, dialect)
     return _Prepared(str(compiled), list(compiled.positiontup), processors, constants,
                      defaults, row, results)
 
 
 class Rows:
-    """What a statement run by `execute` returned: its rows, processed, and its count."""
+    """What a statement run by `run` returned: its rows, processed, and its count."""
 
-    def __init__(self, cursor: Any, prepared: _Prepared) -> None:
-        self._rows = [] if prepared.row is None else [
-            prepared.row(*(f(v) if f else v for f, v in zip(prepared.results, raw)))
+    def __init__(self, cursor: Any, row: type | None, results: Sequence[Any]) -> None:
+        self._rows = [] if row is None else [
+            row(*(f(v) if f else v for f, v in zip(results, raw)))
             for raw in cursor.fetchall()]
         self.rowcount = cursor.rowcount  # (with RETURNING, counted as the rows are read)
 
     def first(self) -> Any:
         return self._rows[0] if self._rows else None
+
+    def fetchone(self) -> Any:
+        """The next row, None past the last (as a SQLAlchemy result's)."""
+        return self._rows.pop(0) if self._rows else None
+
+    def scalar(self) -> Any:
+        """The first row's first column, None without a row."""
+        return self._rows[0][0] if self._rows else None
 
     def one_or_none(self) -> Any:
         if len(self._rows) > 1:

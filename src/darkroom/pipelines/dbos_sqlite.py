@@ -41,7 +41,7 @@ from dbos._serialization import serialize_value_as
 from dbos._sys_db import SystemDatabase, WorkflowStatusString
 from sqlalchemy.orm import Session
 
-from darkroom.catalog.prepared import binds, positional
+from darkroom.catalog.prepared import binds, positional, rows_of, run
 
 log = structlog.get_logger("darkroom.pipelines")
 FOR_DBOS = "3.4.0"
@@ -81,9 +81,9 @@ def _execute_prepared(self: SystemDatabase, conn: Any, name: str, values: dict[s
             self, connection.dialect, build(), values, insert_columns)
     if prepared is _UNPREPARED:
         return _dbos_execute(self, conn, name, values, build, insert_columns=insert_columns)
-    sql, order, processors, constants = prepared
-    return connection.exec_driver_sql(sql, positional(order, processors,
-                                                      {**constants, **values}))
+    sql, order, processors, constants, row, results = prepared
+    return run(connection, sql, positional(order, processors, {**constants, **values}),
+               row, results)
 
 
 def _outcome(self: SystemDatabase, workflow_id: str, status: str, *, output: str | None,
@@ -243,15 +243,15 @@ def _latest_version(self: SystemDatabase, c: sa.Connection,
         self._prepared_statements[key] = prepared
     if prepared is _UNPREPARED:
         return _dbos_latest(self, c, application_name)
-    sql, order, processors, constants = prepared
-    return c.exec_driver_sql(sql, positional(order, processors, constants)).fetchone()
+    sql, order, processors, constants, row, results = prepared
+    return run(c, sql, positional(order, processors, constants), row, results).fetchone()
 
 
 def _prepare(self: SystemDatabase, dialect: Any, statement: Any, values: dict[str, Any],
              insert_columns: bool) -> Any:
-    """(SQL, parameter order, bind processors, the statement's own constants) for
-    `dialect` (a connected one: it knows its default schema), or `_UNPREPARED` for a
-    statement whose parameters are not plain positions."""
+    """(SQL, parameter order, bind processors, the statement's own constants, the row
+    type and result processors of what it returns) for `dialect` (a connected one: it knows its default
+    schema), or `_UNPREPARED` for a statement whose parameters are not plain positions."""
     compiled = statement.compile(dialect=dialect,
                                  column_keys=list(values) if insert_columns else None,
                                  schema_translate_map={SCHEMA_PLACEHOLDER: self.schema},
@@ -260,7 +260,8 @@ def _prepare(self: SystemDatabase, dialect: Any, statement: Any, values: dict[st
         compiled, dialect, values)
     if found is None:
         return _UNPREPARED  # parameters made or expanded at execution
-    return (str(compiled), list(compiled.positiontup), *found)
+    return (str(compiled), list(compiled.positiontup), *found,
+            *rows_of(compiled, dialect))
 
 
 def _alike(dialect: Any, own: Any) -> bool:
