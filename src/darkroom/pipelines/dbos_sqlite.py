@@ -164,18 +164,22 @@ class Success:
         return cls(system, workflow_id, output)
 
     def write(self, db: sa.Connection) -> None:
-        """In `db`'s transaction (again on each try of it), inside a savepoint: if it
-        fails, the job still ends and DBOS writes the outcome itself."""
+        """In `db`'s transaction (again on each try of it), inside a savepoint (the
+        driver's: SQLAlchemy's costs more than the two writes): if it fails, the job
+        still ends and DBOS writes the outcome itself."""
         self.written = _NOT_OURS
+        driver = db.connection.driver_connection
+        driver.execute("SAVEPOINT workflow_outcome")
         try:
-            with db.begin_nested():
-                self.written = _write_outcome(
-                    self.system, db, self.workflow_id, WorkflowStatusString.SUCCESS.value,
-                    self.output, None, self.owner, serialize=True)
+            self.written = _write_outcome(
+                self.system, db, self.workflow_id, WorkflowStatusString.SUCCESS.value,
+                self.output, None, self.owner, serialize=True)
         except Exception as error:  # noqa: BLE001  (an optimisation: DBOS's own path stays)
             self.written = _NOT_OURS
+            driver.execute("ROLLBACK TO workflow_outcome")
             log.warning("workflow_outcome_left_to_dbos", workflow=self.workflow_id,
                         error=f"{type(error).__name__}: {error}")
+        driver.execute("RELEASE workflow_outcome")
 
     def settle(self) -> None:
         """Once the transaction that wrote it committed."""
