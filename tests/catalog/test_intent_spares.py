@@ -74,6 +74,26 @@ def test_a_spare_nobody_holds_is_removed_and_never_settled(tmp_path: Path):
     assert spare_files(tmp_path) == [mine] and held(mine)
 
 
+def test_a_spare_removed_by_hand_is_dropped_and_the_intent_made_anew(tmp_path: Path):
+    intents.intend(tmp_path, LONG).close()
+    [spare] = spare_files(tmp_path)
+    spare.unlink()  # a tidy operator
+    intent = intents.intend(tmp_path, SHORT)
+    assert intents.Entry(**json.loads(intent.path.read_bytes())) == SHORT
+    intent.close()
+    assert len(spare_files(tmp_path)) == 1
+
+
+def test_a_spare_renamed_by_hand_is_given_up_for_a_new_file(tmp_path: Path):
+    intents.intend(tmp_path, LONG).close()
+    [spare] = spare_files(tmp_path)
+    spare.rename(tmp_path / "moved")  # still linked, no longer where this process put it
+    intent = intents.intend(tmp_path, SHORT)
+    assert intents.Entry(**json.loads(intent.path.read_bytes())) == SHORT
+    assert intent.path.stat().st_ino != (tmp_path / "moved").stat().st_ino
+    intent.close()
+
+
 def test_at_most_kept_spares_are_kept(tmp_path: Path):
     open_ = [intents.intend(tmp_path, SHORT) for _ in range(intent_spares.KEPT + 3)]
     for intent in open_:

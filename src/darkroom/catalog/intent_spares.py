@@ -2,9 +2,9 @@
 
 Every upload wrote an intent file and removed it once its transaction ended. A removed
 file is not free of cost: ext4 without a journal skips the inode of a file removed in the
-last 30 s whenever it makes a new one, one lookup each, so a steady stream of removals
-made every new file on the filesystem dearer (the source, the renditions, the staged
-uploads; about 2% of a server's CPU under load). So a process renames a closed intent to
+last 1 to 6 minutes whenever it makes a new one, one lookup each, so a steady stream of
+removals made every new file on the filesystem dearer (the sources, the renditions, the
+staged uploads). So a process renames a closed intent to
 `spare-<id>.intent`, keeps it open and locked, and writes its next intent into it before
 renaming it back to an intent's name: no file made, none removed.
 
@@ -37,7 +37,8 @@ class Spares:
         self._idle: deque[tuple[Path, Path, BinaryIO]] = deque()
 
     def take(self, folder: Path) -> tuple[Path, BinaryIO] | None:
-        """A spare in `folder`, emptied, now the caller's; None if there is none."""
+        """A spare in `folder`, emptied, now the caller's; None if there is none (one
+        removed from the folder meanwhile is dropped)."""
         while True:
             with self._lock:
                 found = next((s for s in self._idle if s[0] == folder), None)
@@ -46,11 +47,13 @@ class Spares:
                 self._idle.remove(found)
             _, path, file = found
             try:
-                os.ftruncate(file.fileno(), 0)
-                file.seek(0)
-                return path, file
+                if os.fstat(file.fileno()).st_nlink:
+                    os.ftruncate(file.fileno(), 0)
+                    file.seek(0)
+                    return path, file
             except OSError:
-                file.close()  # unusable: made anew by the caller
+                pass
+            file.close()  # gone or unusable: the next, or a new file
 
     def keep(self, folder: Path, intent: Path, file: BinaryIO) -> bool:
         """Make `intent` (this process's, its transaction ended, `file` open and locked)

@@ -6,9 +6,9 @@ them; a failure rolls both back, but a process killed after the storage write an
 the commit could not. So, first, each writes an intent file in the data dir's `tmp`
 folder (what it does, the key, the image's id, the checksum of the bytes it stores; a
 replacement also the bytes it overwrites), locks it (`flock`) for as long as it lasts and
-removes it once the transaction ended either way (its file kept for the next write: see
-`intent_spares`). An intent file that nobody holds was
-left by a process killed mid-write; `settle` (at every server start) holds the key or the
+removes it once the transaction ended either way (its file kept for the process's next
+write: see `intent_spares`). An intent file that nobody holds was left by a process killed
+mid-write; `settle` (at every server start) holds the key or the
 image as the write did and looks at the catalog: a write that committed stands. One that
 did not is undone or finished:
 - an upload: its object is deleted (if it holds the upload's bytes and is not the
@@ -33,6 +33,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import BinaryIO
 
 import structlog
 from sqlalchemy import select, update
@@ -70,8 +71,9 @@ class Entry:
 
 
 class Intent:
-    """An intent file, locked by this process until `close` removes it (and the bytes a
-    replacement overwrites, kept beside it), or `release` leaves it to the next start.
+    """An intent file, locked by this process until `close` removes it (its file a spare,
+    if this process wrote it; and the bytes a replacement overwrites, kept beside it), or
+    `release` leaves it to the next start.
     `final`: the change it names is made and cannot be undone (a delete's). `own`: this
     process wrote it, and its file becomes a spare when it closes (see `intent_spares`).
     `keeps`: whether bytes may be kept beside it."""
@@ -107,11 +109,21 @@ class Intent:
 
 def intend(folder: Path, entry: Entry, previous: bytes | None = None) -> Intent:
     """Write `entry` down, durably, in `folder` and lock it (see the module), in a spare
-    file of this process's if it has one; `previous`, the bytes a replacement
-    overwrites, are kept beside it first."""
-    path = folder / f"intent-{uuid.uuid4().hex}.json"
+    file of this process's if it has one (a new file if that one fails); `previous`, the
+    bytes a replacement overwrites, are kept beside it first."""
     # not for a replacement: its kept bytes are left alone only beside a `.new` or `.json`
     spare = spares.take(folder) if previous is None else None
+    if spare is not None:
+        try:
+            return _written(folder, entry, previous, spare)
+        except StorageError:
+            pass  # renamed or moved by hand, say
+    return _written(folder, entry, previous, None)
+
+
+def _written(folder: Path, entry: Entry, previous: bytes | None,
+             spare: tuple[Path, BinaryIO] | None) -> Intent:
+    path = folder / f"intent-{uuid.uuid4().hex}.json"
     try:
         if spare is None:
             fresh = path.with_suffix(".new")
@@ -137,9 +149,12 @@ def intend(folder: Path, entry: Entry, previous: bytes | None = None) -> Intent:
         os.rename(fresh, path)  # only ever seen locked under its final name, complete
         _sync_folder(folder)
     except OSError as error:
-        fresh.unlink(missing_ok=True)
         intent.own = False
-        intent.close()
+        try:
+            fresh.unlink(missing_ok=True)
+            intent.close()
+        except OSError:
+            file.close()
         raise StorageError(f"cannot write the intent of an {entry.op}: {error}") from error
     return intent
 

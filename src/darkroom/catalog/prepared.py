@@ -31,7 +31,7 @@ class _Prepared(NamedTuple):
     processors: dict[str, Callable[[Any], Any]]
     constants: dict[str, Any]
     defaults: dict[str, Callable[[], Any]]
-    row: type | None  # RETURNING's row type, None without
+    row: type | None  # the type of the rows it returns (RETURNING's), None without
     results: list[Callable[[Any], Any] | None]
 
 
@@ -167,7 +167,7 @@ class Rows:
         return self._rows.pop(0) if self._rows else None
 
     def scalar(self) -> Any:
-        """The first row's first column, None without a row."""
+        """The first row's first column, None without a row (as a SQLAlchemy result's)."""
         return self._rows[0][0] if self._rows else None
 
     def one_or_none(self) -> Any:

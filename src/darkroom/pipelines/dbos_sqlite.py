@@ -168,18 +168,19 @@ class Success:
         driver's: SQLAlchemy's costs more than the two writes): if it fails, the job
         still ends and DBOS writes the outcome itself."""
         self.written = _NOT_OURS
-        driver = db.connection.driver_connection
-        driver.execute("SAVEPOINT workflow_outcome")
+        run(db, "SAVEPOINT workflow_outcome", ())  # (after the job's writes: inside them)
         try:
             self.written = _write_outcome(
                 self.system, db, self.workflow_id, WorkflowStatusString.SUCCESS.value,
                 self.output, None, self.owner, serialize=True)
         except Exception as error:  # noqa: BLE001  (an optimisation: DBOS's own path stays)
             self.written = _NOT_OURS
-            driver.execute("ROLLBACK TO workflow_outcome")
+            if not db.connection.driver_connection.in_transaction:
+                raise  # SQLite ended the whole transaction (a full disk, say): tried again
+            run(db, "ROLLBACK TO workflow_outcome", ())
             log.warning("workflow_outcome_left_to_dbos", workflow=self.workflow_id,
                         error=f"{type(error).__name__}: {error}")
-        driver.execute("RELEASE workflow_outcome")
+        run(db, "RELEASE workflow_outcome", ())
 
     def settle(self) -> None:
         """Once the transaction that wrote it committed."""
@@ -254,8 +255,9 @@ def _latest_version(self: SystemDatabase, c: sa.Connection,
 def _prepare(self: SystemDatabase, dialect: Any, statement: Any, values: dict[str, Any],
              insert_columns: bool) -> Any:
     """(SQL, parameter order, bind processors, the statement's own constants, the row
-    type and result processors of what it returns) for `dialect` (a connected one: it knows its default
-    schema), or `_UNPREPARED` for a statement whose parameters are not plain positions."""
+    type and result processors of what it returns) for `dialect` (a connected one: it
+    knows its default schema), or `_UNPREPARED` for a statement whose parameters are not
+    plain positions."""
     compiled = statement.compile(dialect=dialect,
                                  column_keys=list(values) if insert_columns else None,
                                  schema_translate_map={SCHEMA_PLACEHOLDER: self.schema},

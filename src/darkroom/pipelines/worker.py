@@ -18,7 +18,6 @@ from datetime import timedelta
 
 import structlog
 from dbos import DBOS
-from dbos import _dbos as dbos_core
 from dbos import _workflow_commands as workflow_commands
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
@@ -27,7 +26,7 @@ from darkroom.catalog import retention
 from darkroom.catalog.db import make_engine
 from darkroom.catalog.models import utcnow
 from darkroom.catalog.pipeline_models import Worker as WorkerRow
-from darkroom.config import Pipelines, Settings
+from darkroom.config import Settings
 from darkroom.engine import Rendered
 from darkroom.errors import DarkroomError
 from darkroom.events.dispatcher import dispatching
@@ -41,7 +40,7 @@ from darkroom.storage.temps import process_alive
 log = structlog.get_logger("darkroom.pipelines")
 _lock = threading.Lock()
 _active: Worker | None = None
-BACKGROUND_JOBS_S = 60.0  # DBOS's sweep for due delays and deadlines (see _slow_dbos_timers)
+BACKGROUND_JOBS_S = 60.0  # DBOS's sweep for due delays and deadlines (_slow_dbos_sweep)
 
 
 def default_executor_id(role: str) -> str:
@@ -85,7 +84,7 @@ class Worker:
             "executor_id": self.executor_id, "application_version": APP_VERSION,
             "log_level": "WARNING"})
         DBOS.listen_queues([QUEUE])
-        _slow_dbos_timers(self.config)
+        _slow_dbos_sweep()
         DBOS.launch()
         DBOS.register_queue(QUEUE, worker_concurrency=self.config.concurrency,
                             polling_interval_sec=self.config.poll_s)
@@ -175,23 +174,16 @@ class Worker:
                     runs=len(pending))
 
 
-def _slow_dbos_timers(config: Pipelines) -> None:
-    """Before DBOS launches: two of its timers slowed to what darkroom needs of them.
-    - Once a second it looks for delayed workflows that are due and for workflows past
-      their deadline (on SQLite, two write transactions, each taking the write lock).
-      Darkroom sets neither a delay nor a deadline: once a minute.
-    - Its internal queue, polled every second, carries only the runs of dead workers,
-      resumed after `dead_after_s` of silence (`Worker._resume`): polled every sixth of
-      that, between `poll_s` and 5 s.
-    (Both are private to DBOS: a release that renames them keeps its own, with a
+def _slow_dbos_sweep() -> None:
+    """Before DBOS launches: its once-a-second look for delayed workflows that are due and
+    for workflows past their deadline (on SQLite, two write transactions, each taking the
+    write lock) made once a minute, as darkroom sets neither a delay nor a deadline. (The
+    interval is private to DBOS: a release that renames it keeps its own, with a
     warning.)"""
-    internal = dbos_core._get_or_create_dbos_registry().get_internal_queue()
-    if not (hasattr(workflow_commands, "_BACKGROUND_JOBS_INTERVAL_SEC")
-            and hasattr(internal, "_polling_interval_sec")):
-        log.warning("dbos_timers_not_slowed")
+    if not hasattr(workflow_commands, "_BACKGROUND_JOBS_INTERVAL_SEC"):
+        log.warning("dbos_sweep_not_slowed")
         return
     workflow_commands._BACKGROUND_JOBS_INTERVAL_SEC = BACKGROUND_JOBS_S
-    internal._polling_interval_sec = max(config.poll_s, min(5.0, config.dead_after_s / 6))
 
 
 def _alive_elsewhere(row: WorkerRow, now, dead_after_s: float) -> bool:

@@ -1,11 +1,11 @@
-"""DBOS's timers that darkroom needs rarely, slowed by the worker before DBOS launches."""
+"""DBOS's sweep for delayed and timed-out workflows, neither of which darkroom makes,
+slowed by the worker before DBOS launches."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from dbos import _dbos as dbos_core
 from sqlalchemy import event
 
 from darkroom.catalog import make_engine
@@ -41,19 +41,3 @@ def test_dbos_sweeps_for_delays_and_deadlines_once_a_minute(tmp_path: Path):
     assert not [s for s in seen if "delay_until_epoch_ms <=" in s
                 or "workflow_deadline_epoch_ms <" in s]
     assert any("main.queues" in s or "workflow_status" in s for s in seen)  # it polls
-
-
-def test_the_internal_queue_is_polled_a_sixth_of_dead_after(tmp_path: Path):
-    internal = dbos_core._get_or_create_dbos_registry().get_internal_queue()
-    for dead_after, poll, expected in ((30.0, 0.5, 5.0), (2.0, 0.5, 0.5), (12.0, 1.0, 2.0)):
-        settings = Settings(data_dir=tmp_path / f"d{dead_after}", pipelines={
-            "dead_after_s": dead_after, "poll_s": poll})
-        engine = make_engine(settings.database_url)
-        migrate(engine)
-        worker = Worker(settings, "timers", engine)
-        worker.start()
-        try:
-            assert internal._polling_interval_sec == expected
-        finally:
-            worker.stop()
-            engine.dispose()
