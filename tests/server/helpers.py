@@ -4,6 +4,7 @@ reading images, metrics, error bodies and raw ASGI answers."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import shutil
 import warnings
 from collections.abc import Callable
@@ -17,6 +18,7 @@ with warnings.catch_warnings():
 import pyvips
 from prometheus_client.parser import text_string_to_metric_families
 
+from darkroom.catalog import intent_spares
 from darkroom.config import Settings
 
 from corpus_files import CORPUS, MANIFEST, OK_FILES, REJECT_FILES  # noqa: F401
@@ -59,6 +61,22 @@ def loader_of(data: bytes) -> str:
 
 def files_under(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
+
+
+def left_in_tmp(settings: Settings) -> list[Path]:
+    """The files in the data dir's `tmp` but the spare intent files that a live process
+    holds (`catalog.intent_spares`): what finished or failed writes left behind."""
+    return [p for p in files_under(settings.data_dir / "tmp")
+            if not (p.match(intent_spares.PATTERN) and _held(p))]
+
+
+def _held(path: Path) -> bool:
+    with open(path, "rb") as file:
+        try:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False
 
 
 def metric(client: TestClient, name: str, **labels: str) -> float:

@@ -22,7 +22,7 @@ from darkroom.storage.temps import STALE_S
 from catalog.databases import count_rows, database_url, pg_url, rows  # noqa: F401
 from .helpers import (
     ALPHA_PNG, CORPUS, OK_FILES, PHOTO, REJECT_FILES, assert_error, files_under, image_size,
-    settings_for,
+    left_in_tmp, settings_for,
 )
 
 SMALL_JPEG = min((f for f in OK_FILES if f["container"] == "jpeg"), key=lambda f: f["bytes"])
@@ -49,7 +49,7 @@ def nothing_left(client, key: str) -> None:
     url = client.settings.database_url
     assert not (client.settings.storage_dir / key).exists()
     assert [count_rows(url, t) for t in ("images", "image_versions", "outbox")] == [0, 0, 0]
-    assert files_under(client.settings.data_dir / "tmp") == []
+    assert left_in_tmp(client.settings) == []
 
 
 def events(client) -> list[tuple[str, str, dict]]:
@@ -73,7 +73,7 @@ def test_every_accepted_file_uploads_raw_and_multipart(api):
                 CORPUS / entry["path"]).read_bytes()
             assert api.get(f"/v1/images/{body['id']}").json() == body
     assert count_rows(api.settings.database_url, "images") == 2 * len(OK_FILES)
-    assert files_under(api.settings.data_dir / "tmp") == []
+    assert left_in_tmp(api.settings) == []
     # moved into storage from the upload's own file, with any new file's mode
     fresh = api.settings.data_dir / "fresh"
     fresh.write_bytes(b"")
@@ -250,7 +250,7 @@ def test_bad_upload_requests(client):
     assert_error(raw(client, PHOTO, "../escape"), 400, "bad_key")
     assert_error(client.post("/v1/images", params={"tags": "bad tag!"}, content=b"x",
                              headers={"content-type": "image/jpeg"}), 400, "bad_tag")
-    assert files_under(client.settings.data_dir / "tmp") == []
+    assert left_in_tmp(client.settings) == []
 
 
 def test_staged_uploads_nobody_holds_are_swept(tmp_path, capsys):
@@ -302,7 +302,7 @@ def test_a_server_that_starts_settles_uploads_killed_before_their_commit(make_cl
     client = make_client(settings=settings)
     assert not (settings.storage_dir / entry.key).exists()
     assert not (settings.storage_dir / "_renditions").exists()
-    assert files_under(settings.data_dir / "tmp") == []
+    assert left_in_tmp(settings) == []
     assert raw(client, SMALL_JPEG, entry.key).status_code == 201  # the key is free
 
 
@@ -326,7 +326,7 @@ def test_an_upload_that_cannot_be_staged_leaves_nothing(client, monkeypatch):
 
     monkeypatch.setattr(fcntl, "flock", refuse)
     assert_error(raw(client, PHOTO, "a.jpg"), 502, "storage_unavailable")
-    assert files_under(client.settings.data_dir / "tmp") == []
+    assert left_in_tmp(client.settings) == []
 
 
 def test_multipart_without_a_file_part(client):
