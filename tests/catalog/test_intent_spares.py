@@ -3,7 +3,6 @@ remove no file; spares nobody holds are removed, never settled."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import subprocess
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from darkroom.catalog import intent_spares, intents
+from server.helpers import held
 
 LONG = intents.Entry("a-rather-long-key/with/folders/photo.jpg", "a" * 32, "1" * 64)
 SHORT = intents.Entry("b.jpg", "b" * 32, "2" * 64)
@@ -21,17 +21,6 @@ SHORT = intents.Entry("b.jpg", "b" * 32, "2" * 64)
 
 def spare_files(folder: Path) -> list[Path]:
     return sorted(folder.glob(intent_spares.PATTERN))
-
-
-def held(path: Path) -> bool:
-    """Whether a process holds the lock on the file at `path`."""
-    with open(path, "rb") as file:
-        try:
-            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(file.fileno(), fcntl.LOCK_UN)
-        return False
 
 
 def test_a_closed_intent_s_file_holds_the_next_intent(tmp_path: Path):

@@ -67,10 +67,11 @@ def left_in_tmp(settings: Settings) -> list[Path]:
     """The files in the data dir's `tmp` but the spare intent files that a live process
     holds (`catalog.intent_spares`): what finished or failed writes left behind."""
     return [p for p in files_under(settings.data_dir / "tmp")
-            if not (p.match(intent_spares.PATTERN) and _held(p))]
+            if not (p.match(intent_spares.PATTERN) and held(p))]
 
 
-def _held(path: Path) -> bool:
+def held(path: Path) -> bool:
+    """Whether a process holds the lock (`flock`) on the file at `path`."""
     with open(path, "rb") as file:
         try:
             fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
