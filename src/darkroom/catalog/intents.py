@@ -8,9 +8,9 @@ folder (what it does, the key, the image's id, the checksum of the bytes it stor
 replacement also the bytes it overwrites), locks it (`flock`) for as long as it lasts and
 removes it once the transaction ended either way (its file kept for the process's next
 write: see `intent_spares`). An intent file that nobody holds was left by a process killed
-mid-write; `settle` (at every server start) holds the key or the
-image as the write did and looks at the catalog: a write that committed stands. One that
-did not is undone or finished:
+mid-write; `settle` (at every server start) holds the key or the image as the write did
+and looks at the catalog: a write that committed stands. One that did not is undone or
+finished:
 - an upload: its object is deleted (if it holds the upload's bytes and is not the
   uncatalogued object the upload found there), and its image's rendition folder (its
   head start);
@@ -40,7 +40,6 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from darkroom.catalog import intent_spares, repository
-from darkroom.catalog.intent_spares import spares
 from darkroom.catalog.models import Image, ImageVersion
 from darkroom.engine.formats import MIME
 from darkroom.errors import DarkroomError, NotFound, StorageError
@@ -96,7 +95,8 @@ class Intent:
             return None
 
     def close(self) -> None:
-        spared = self.own and spares.keep(self.path.parent, self.path, self.file)
+        spared = self.own and intent_spares.spares.keep(self.path.parent, self.path,
+                                                        self.file)
         try:
             if not spared:
                 self.path.unlink(missing_ok=True)
@@ -112,7 +112,7 @@ def intend(folder: Path, entry: Entry, previous: bytes | None = None) -> Intent:
     file of this process's if it has one (a new file if that one fails); `previous`, the
     bytes a replacement overwrites, are kept beside it first."""
     # not for a replacement: its kept bytes are left alone only beside a `.new` or `.json`
-    spare = spares.take(folder) if previous is None else None
+    spare = intent_spares.spares.take(folder) if previous is None else None
     if spare is not None:
         try:
             return _written(folder, entry, previous, spare)
