@@ -73,6 +73,19 @@ def test_sqlite_runs_in_wal_with_foreign_keys(tmp_path):
     engine.dispose()
 
 
+def test_sqlite_hands_out_the_connection_handed_back_last(tmp_path):
+    """Its page cache is the likeliest to be current (see `db.SQLITE_POOL_SIZE`)."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    for _ in range(3):
+        a, b = engine.connect(), engine.connect()
+        first, second = a.connection.driver_connection, b.connection.driver_connection
+        b.close()
+        a.close()  # handed back last
+        with engine.connect() as again:
+            assert again.connection.driver_connection is first is not second
+    engine.dispose()
+
+
 def test_postgresql_urls_use_psycopg_3():
     assert make_engine("postgresql://u@127.0.0.1/x").dialect.driver == "psycopg"
 

@@ -136,12 +136,14 @@ def test_a_select_and_returning_read_as_sqlalchemy_s_rows(tmp_path: Path) -> Non
         theirs = db.execute(select).fetchone()
         counted = _compiled_run(db, sa.select(sa.func.count()).select_from(Image))
         none = _compiled_run(db, sa.select(Image.id).where(Image.id == "none"))
+        every = prepared.execute(db, sa.select(Image.key).order_by(Image.key), {}).all()
     engine.dispose()
     row = ours.fetchone()
     assert tuple(row) == tuple(theirs) and row._mapping == dict(theirs._mapping)
     assert (row.id, row.key) == ("i1", "a.jpg") and isinstance(row.created_at, datetime)
     assert ours.fetchone() is None
     assert counted.scalar() == 1 and none.scalar() is None and none.fetchone() is None
+    assert [r.key for r in every] == ["a.jpg"]
 
 
 def _compiled_run(db: Connection, statement) -> prepared.Rows:

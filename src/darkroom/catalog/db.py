@@ -28,6 +28,10 @@ MMAP_BYTES = 256 * 1024 * 1024  # address space, not memory: the OS pages it in 
 # per use (an overflow connection is closed when handed back; a new SQLite one costs its
 # pragmas and a read of the schema: 0.10-0.12 an upload at 24). PostgreSQL keeps 24 (and
 # as many more at most): its connections count against the server's `max_connections`.
+# SQLite's pool hands out the connection handed back last: in WAL mode a connection drops
+# its whole page cache when another connection committed since it last read, and the one
+# that committed last is the likeliest to have seen every commit (an upload's first
+# statement and a job's bookkeeping cost 10-30% less CPU than when the pool went round).
 SQLITE_POOL_SIZE, POOL_SIZE = 48, 24
 _PG_MIGRATION_LOCK = 0x6461726B  # "dark": one migrating process at a time
 _PG_LOCK_POLL_S = 0.2
@@ -45,7 +49,8 @@ def make_engine(url: str) -> Engine:
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(parsed, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000},
-                               pool_size=SQLITE_POOL_SIZE, max_overflow=SQLITE_POOL_SIZE)
+                               pool_size=SQLITE_POOL_SIZE, max_overflow=SQLITE_POOL_SIZE,
+                               pool_use_lifo=True)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     if parsed.get_backend_name() != "postgresql":

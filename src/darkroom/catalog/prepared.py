@@ -159,6 +159,9 @@ class Rows:
             for raw in cursor.fetchall()]
         self.rowcount = cursor.rowcount  # (with RETURNING, counted as the rows are read)
 
+    def all(self) -> list:
+        return list(self._rows)
+
     def first(self) -> Any:
         return self._rows[0] if self._rows else None
 

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Engine, Row, Text, cast, event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from darkroom.catalog import prepared
 from darkroom.catalog.db import make_engine
 from darkroom.catalog.db import migrate as catalog_migrate
 from darkroom.catalog.models import Image, ImageVersion, Job, workflow_id
@@ -128,7 +129,7 @@ def read_pipelines(db: Connection, queue: JobQueue) -> list[Pipeline]:
     """The pipelines defined, remembered by `queue` (for head starts); any this process
     cannot use (e.g. a step kind it does not know) are logged and left out. (On a
     session's connection, the session's pending rows wait for its next flush.)"""
-    rows = db.execute(_PIPELINES).all()
+    rows = prepared.execute(db, _PIPELINES, {}).all()
     pipelines = []
     for row in rows:
         try:
