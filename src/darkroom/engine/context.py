@@ -22,14 +22,24 @@ class Context:
     budget: Budget
     assets: Mapping[str, bytes] = field(default_factory=dict)
     prescale: tuple[float, float] = (1.0, 1.0)  # loaded / declared size, until the first resize
+    _sized: tuple[Image, int, int] | None = field(default=None, repr=False, compare=False)
 
     @property
     def width(self) -> int:
-        return self.frames[0].width
+        return self._size()[1]
 
     @property
     def height(self) -> int:
-        return self.frames[0].height
+        return self._size()[2]
+
+    def _size(self) -> tuple[Image, int, int]:
+        """The first frame and its size, read once per frame: each read of an image's
+        property is several calls into libvips, each giving up the GIL and taking it back
+        (a dozen reads a render, at a switch each when other threads want the GIL)."""
+        first = self.frames[0]
+        if self._sized is None or self._sized[0] is not first:
+            self._sized = (first, first.width, first.height)
+        return self._sized
 
     def logical_size(self) -> tuple[int, int]:
         """The size as declared, undoing the loader's shrink so ratios stay exact."""
