@@ -62,7 +62,7 @@ def test_the_corpus_has_a_cmyk_and_a_profiled_rgb_photo():
 def test_an_srgb_profile_is_skipped_at_any_size():
     big = _tagged(_photo(800, 500), _profile("srgb"))
     assert big.width * big.height > colour.MAX_PIXELS["RGB"]
-    skipped = colour.cached_to_srgb(big, may_drop_fields=False)
+    skipped = colour.cached_to_srgb(big, colour.look(big), may_drop_fields=False)
     assert skipped is not None and (skipped - big).abs().max() == 0
     assert (skipped - _libvips(big)).abs().max() <= 1
     assert skipped.get("icc-profile-data") == _profile("srgb")  # kept, it is sRGB
@@ -70,18 +70,20 @@ def test_an_srgb_profile_is_skipped_at_any_size():
 
 def test_a_wide_gamut_profile_is_applied_on_small_images_only():
     small = _tagged(_photo(300, 200), _profile("p3"))
-    converted = colour.cached_to_srgb(small, may_drop_fields=True)
+    converted = colour.cached_to_srgb(small, colour.look(small), may_drop_fields=True)
     assert converted is not None and (converted - small).abs().max() > 3  # really converted
     assert (converted - _libvips(small)).abs().max() <= 2
-    assert colour.cached_to_srgb(small, may_drop_fields=False) is None  # metadata must stay
+    # the metadata must stay
+    assert colour.cached_to_srgb(small, colour.look(small), may_drop_fields=False) is None
     large = _tagged(_photo(800, 500), _profile("p3"))
-    assert colour.cached_to_srgb(large, may_drop_fields=True) is None  # libvips streams it
+    # libvips streams it
+    assert colour.cached_to_srgb(large, colour.look(large), may_drop_fields=True) is None
 
 
 def test_a_profile_lcms_refuses_is_left_to_libvips():
     image = _tagged(pyvips.Image.black(8, 8, bands=3).copy(interpretation="srgb"),
                     b"not a profile" * 20)
-    assert colour.cached_to_srgb(image, may_drop_fields=True) is None
+    assert colour.cached_to_srgb(image, colour.look(image), may_drop_fields=True) is None
     converted = to_srgb(image)  # libvips refuses it too, then converts without it
     assert (converted.bands, converted.format, converted.max()) == (3, "uchar", 0)
 
@@ -94,7 +96,8 @@ def test_transforms_are_built_once_per_profile_and_bounded():
         # the same profile with another byte in its (unused) reserved header field
         profile = p3[:100] + bytes([n]) + p3[101:]
         for _ in range(2):
-            colour.cached_to_srgb(_tagged(image, profile), may_drop_fields=True)
+            colour.cached_to_srgb(tagged := _tagged(image, profile), colour.look(tagged),
+                                 may_drop_fields=True)
         assert len(colour._verdicts) == min(n + 1, colour.CACHED)
 
 
@@ -103,7 +106,7 @@ def test_images_that_are_not_8_bit_rgb_or_cmyk_are_left_to_libvips():
     rgba = _tagged(_photo(8, 8).bandjoin(255).copy(interpretation="srgb"), p3)
     sixteen = _tagged(_photo(8, 8).cast("ushort").copy(interpretation="rgb16"), p3)
     for image in (rgba, sixteen):
-        assert colour.cached_to_srgb(image, may_drop_fields=True) is None
+        assert colour.cached_to_srgb(image, colour.look(image), may_drop_fields=True) is None
 
 
 def _cmyk(entry_trait: str = "cmyk") -> pyvips.Image:
@@ -113,23 +116,23 @@ def _cmyk(entry_trait: str = "cmyk") -> pyvips.Image:
 
 def test_a_kept_transform_keeps_the_resolution():
     image = _cmyk().copy(xres=300 / 25.4, yres=150 / 25.4)
-    converted = colour.cached_to_srgb(image, may_drop_fields=True)
+    converted = colour.cached_to_srgb(image, colour.look(image), may_drop_fields=True)
     assert converted is not None and (converted.xres, converted.yres) == (image.xres, image.yres)
 
 
 def test_no_cmyk_transform_is_built_when_it_would_not_be_used():
     image = _cmyk()
     colour._verdicts.clear()
-    assert colour.cached_to_srgb(image, may_drop_fields=False) is None
+    assert colour.cached_to_srgb(image, colour.look(image), may_drop_fields=False) is None
     big = image.resize(3)
     assert big.width * big.height > colour.MAX_PIXELS["CMYK"]
-    assert colour.cached_to_srgb(big, may_drop_fields=True) is None
+    assert colour.cached_to_srgb(big, colour.look(big), may_drop_fields=True) is None
     assert len(colour._verdicts) == 0
 
 
 def test_an_empty_profile_blob_is_left_to_libvips():
     image = _tagged(_photo(8, 8), b"")
-    assert colour.cached_to_srgb(image, may_drop_fields=True) is None
+    assert colour.cached_to_srgb(image, colour.look(image), may_drop_fields=True) is None
     converted = to_srgb(image)
     assert (converted.bands, converted.format) == (3, "uchar")
 

@@ -20,6 +20,7 @@ import io
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import pyvips
@@ -37,28 +38,40 @@ _verdicts: OrderedDict[tuple[bytes, str], object] = OrderedDict()
 _lock = threading.Lock()
 
 
-def cached_to_srgb(image: pyvips.Image, may_drop_fields: bool,
+class Look(NamedTuple):
+    """What colour management reads of an image, once (each read of a pyvips property is
+    several calls into libvips): its band format, its interpretation, whether it carries
+    an ICC profile."""
+
+    fmt: str
+    interpretation: str
+    icc: bool
+
+
+def look(image: pyvips.Image) -> Look:
+    return Look(image.format, image.interpretation, bool(image.get_typeof("icc-profile-data")))
+
+
+def cached_to_srgb(image: pyvips.Image, seen: Look, may_drop_fields: bool,
                    watch: Callable[[pyvips.Image], pyvips.Image] | None = None
                    ) -> pyvips.Image | None:
-    """`image` in sRGB through a kept transform, or None when this does not apply (no
-    profile to apply, not 8-bit RGB or CMYK, refused, or too large). `may_drop_fields`:
-    the result may lose the image's metadata (true unless the output keeps it); `watch`
-    arms the time budget before the pixels are computed here."""
-    mode = _MODES.get(image.bands) if image.format == "uchar" else None
-    cmyk = image.interpretation == "cmyk"
-    if mode is None or (mode == "CMYK") != cmyk:
+    """`image` (`seen`: its `look`) in sRGB through a kept transform, or None when this
+    does not apply (no profile to apply, not 8-bit RGB or CMYK, refused, or too large).
+    `may_drop_fields`: the result may lose the image's metadata (true unless the output
+    keeps it); `watch` arms the time budget before the pixels are computed here."""
+    mode = _MODES.get(image.bands) if seen.fmt == "uchar" else None
+    cmyk = seen.interpretation == "cmyk"
+    if mode is None or (mode == "CMYK") != cmyk or not (seen.icc or cmyk):
         return None
     applies = may_drop_fields and image.width * image.height <= MAX_PIXELS[mode]
     if cmyk and not applies:  # no CMYK profile is the identity: no build for nothing
         return None
     try:
-        if image.get_typeof("icc-profile-data"):
+        if seen.icc:
             profile = image.get("icc-profile-data")
             transform = _transform((hashlib.sha256(profile).digest(), mode), profile)
-        elif cmyk:
-            transform = _transform((b"libvips:cmyk", mode), _builtin("cmyk"))
         else:
-            return None
+            transform = _transform((b"libvips:cmyk", mode), _builtin("cmyk"))
         if transform is _IDENTITY:
             return image.copy(interpretation="srgb")
         if transform is _REFUSED or not applies:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyvips
 
 from darkroom.engine.budget import Budget
-from darkroom.engine.colour import cached_to_srgb
+from darkroom.engine.colour import cached_to_srgb, look
 from darkroom.engine.context import Image, uchar
 
 
@@ -15,17 +15,18 @@ def to_srgb(image: Image, may_drop_fields: bool = True,
     profile; through a kept transform (`engine.colour`) when one applies. The image's
     metadata may go unless `may_drop_fields` is false (an output that keeps it); a kept
     transform computes the pixels at once, under `budget` when given."""
-    cached = cached_to_srgb(image, may_drop_fields, budget.watch if budget else None)
+    seen = look(image)
+    cached = cached_to_srgb(image, seen, may_drop_fields, budget.watch if budget else None)
     if cached is not None:
         return cached
-    cmyk = image.interpretation == "cmyk"
-    if cmyk or image.get_typeof("icc-profile-data"):
+    cmyk = seen.interpretation == "cmyk"
+    if cmyk or seen.icc:
         try:
             image = image.icc_transform("srgb", embedded=True, intent="perceptual",
                                         input_profile="cmyk" if cmyk else "srgb")
         except pyvips.Error:
             image = image.colourspace("srgb")
-    elif image.interpretation == "srgb" and image.format == "uchar":
+    elif seen.interpretation == "srgb" and seen.fmt == "uchar":
         return image  # already 8-bit sRGB: no operation
     else:
         image = image.colourspace("srgb")

@@ -90,9 +90,9 @@ def _run(plan: EditPlan, data: bytes, header: Header, fmt: str, animated: bool, 
     source = loaded
     if vector:
         check_header(loaded.width, loaded.height, 1, limits)
-    frame_height = loaded.get("page-height") if animated else loaded.height
+    parts = split_frames(loaded, loaded.get("page-height")) if animated else [loaded]
     frames = [to_srgb(upright(f, orientation), not plan.output.keep_metadata, budget)
-              for f in split_frames(loaded, frame_height)]
+              for f in parts]
     if tap is not None and len(frames) == 1:
         frames = [budget.watch(frames[0]).copy_memory()]
         tap(frames[0])

@@ -36,7 +36,8 @@ def resize(ctx: Context, op: Resize) -> None:
     sx, sy = resize_scales(width, height, op)
     target_w, target_h = max(1, half_up(width * sx)), max(1, half_up(height * sy))
     check_output(target_w, target_h, len(ctx.frames), ctx.limits)
-    ctx.map(lambda f: _scaled(f, target_w, target_h))
+    have = ctx.width, ctx.height
+    ctx.map(lambda f: _scaled(f, target_w, target_h, have))
     ctx.prescale = (1.0, 1.0)
     if op.width and op.height and op.fit == "cover":
         _crop_to(ctx, min(target_w, op.width), min(target_h, op.height), op.gravity, focal)
@@ -53,13 +54,16 @@ def resize(ctx: Context, op: Resize) -> None:
 def scale(ctx: Context, op: Scale) -> None:
     width, height = ctx.logical_size()
     target_w, target_h = max(1, int(width * op.factor)), max(1, int(height * op.factor))
-    ctx.map(lambda f: _scaled(f, target_w, target_h))
+    have = ctx.width, ctx.height
+    ctx.map(lambda f: _scaled(f, target_w, target_h, have))
     ctx.prescale = (1.0, 1.0)
 
 
-def _scaled(image: Image, width: int, height: int) -> Image:
+def _scaled(image: Image, width: int, height: int, have: tuple[int, int]) -> Image:
+    """`image`, whose size is `have` (the context's frames': known without asking
+    libvips), resampled to `width` x `height`."""
     return premultiplied(image, lambda i: i.resize(
-        width / i.width, vscale=height / i.height, kernel="lanczos3"))
+        width / have[0], vscale=height / have[1], kernel="lanczos3"))
 
 
 def _mean_colour(image: Image) -> list[float]:
@@ -72,7 +76,8 @@ def _on_blurred(image: Image, left: int, top: int, width: int, height: int) -> I
     """`image` over itself stretched to the box and blurred with a sigma of 1/40 of the
     box's longer side (Thumbor's `fill(blur)`)."""
     sigma = min(max(1.0, max(width, height) / 40), 100.0)
-    background = premultiplied(_scaled(image, width, height), lambda i: i.gaussblur(sigma))
+    background = premultiplied(_scaled(image, width, height, (image.width, image.height)),
+                               lambda i: i.gaussblur(sigma))
     out = background.composite2(image, "over", x=left, y=top).cast("uchar")
     return out if image.hasalpha() else out.extract_band(0, n=out.bands - 1)
 
