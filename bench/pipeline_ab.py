@@ -3,7 +3,7 @@
 image of each, so what the shared machine does to one it does to the other.
 
 usage: bench/pipeline_ab.py A B [--images 96] [--rounds 4] [--warmup 12] [--env-a K=V]
-                            [--env-b K=V]
+                            [--env-b K=V] [--alone]
 
 A and B are git revisions (checked out in temporary worktrees) or `.` for the working tree;
 `--env-a`/`--env-b` add settings to one side (e.g. `--env-b DARKROOM_PIPELINES__RENDER_
@@ -15,6 +15,13 @@ The side started (and loaded) first alternates between rounds: an A/A run (one b
 both sides, started in the same order each round) read 0.996, the second side favoured.
 Wall-clock ratios drift by 10-40% between minutes here; this ratio moved by 1-2%
 between rounds of identical builds. It says nothing about latency, only about cost.
+
+Two servers at once each have about one core, so they contend for the GIL less than a
+server alone on the machine does (the twenty-second session: +17% beside the bare engine,
++21-24% alone, for the same code); a change to threads or processes can read better here
+than it is. `--alone` runs the two one after the other instead, each with the machine to
+itself, and compares uploads/s end to end (first upload to last job's end) as well: the
+machine's drift between minutes weighs on each round's ratio, so more rounds are needed.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
@@ -70,19 +79,20 @@ class Server:
             raise
         self._local = threading.local()
 
-    def upload_all(self, bodies: list[bytes], warmup: int) -> float:
+    def upload_all(self, bodies: list[bytes], warmup: int) -> tuple[float, float]:
         """CPU seconds the server spent on uploading `bodies` and running their jobs, after
-        `warmup` uploads through the pipeline (waited for, not counted)."""
+        `warmup` uploads through the pipeline (waited for, not counted), and seconds from
+        the first of those uploads to the last job's end."""
         with ThreadPoolExecutor(4) as pool:
             list(pool.map(lambda i: self._upload(f"t/w{i}.jpg", bodies[i % len(bodies)]),
                           range(warmup)))
         _finished(self.client, "ab", warmup)
-        start, ends = cpu_seconds(self.process.pid), []
+        start, ends, began = cpu_seconds(self.process.pid), [], time.time()
         with ThreadPoolExecutor(4) as pool:
             list(pool.map(lambda i: self._upload(f"t/{i}.jpg", bodies[i]), range(len(bodies))))
-        _finished(self.client, "ab", warmup + len(bodies),
-                  lambda: ends.append(cpu_seconds(self.process.pid)))
-        return ends[0] - start
+        finished = _finished(self.client, "ab", warmup + len(bodies),
+                             lambda: ends.append(cpu_seconds(self.process.pid)))
+        return ends[0] - start, finished - began
 
     def _upload(self, key: str, body: bytes) -> None:
         if not hasattr(self._local, "http"):
@@ -110,6 +120,8 @@ def main() -> int:
                         help="uploads through each server before its measured ones")
     parser.add_argument("--env-a", action="append", default=[], metavar="K=V")
     parser.add_argument("--env-b", action="append", default=[], metavar="K=V")
+    parser.add_argument("--alone", action="store_true",
+                        help="one server after the other, each with the machine to itself")
     args = parser.parse_args()
     if args.rounds % 2:
         parser.error("--rounds must be even: each side starts first as often")
@@ -117,28 +129,55 @@ def main() -> int:
     photos = corpus_photos()
     bodies = [photos[i % len(photos)].read_bytes() for i in range(args.images)]
     envs = [dict(pair.split("=", 1) for pair in pairs) for pairs in (args.env_a, args.env_b)]
-    ratios = []
+    ratios, speeds = [], []
     with ExitStack() as stack:
         sources = [source_dir(revision, stack) for revision in (args.a, args.b)]
         # every round's files kept until the end: see `pipeline.rounds`
         kept = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="darkroom-ab-")))
         for round_ in range(args.rounds):
             order = (0, 1) if round_ % 2 == 0 else (1, 0)  # who starts first, alternately
-            with ExitStack() as running:
-                servers = []
-                for i in order:
-                    servers.append(Server(sources[i], envs[i], kept / f"{round_}{'ab'[i]}"))
-                    running.callback(servers[-1].stop)
-                with ThreadPoolExecutor(2) as both:
-                    cpu = list(both.map(lambda server: server.upload_all(bodies, args.warmup),
-                                    servers))
-            a, b = (1000 * cpu[order.index(i)] / len(bodies) for i in (0, 1))
+            made = [lambda i=i: Server(sources[i], envs[i], kept / f"{round_}{'ab'[i]}")
+                    for i in order]
+            measured = dict(zip(order, _alone(made, bodies, args.warmup) if args.alone
+                                else _together(made, bodies, args.warmup)))
+            (a, wall_a), (b, wall_b) = ((1000 * cpu / len(bodies), wall)
+                                        for cpu, wall in (measured[0], measured[1]))
             ratios.append(b / a)
+            speeds.append(wall_a / wall_b)
             print(f"round {round_ + 1}: server CPU an image A {a:.1f} ms, B {b:.1f} ms, "
-                  f"B/A {b / a:.3f}", flush=True)
+                  f"B/A {b / a:.3f}" + (f"; uploads/s A {len(bodies) / wall_a:.2f}, B "
+                                        f"{len(bodies) / wall_b:.2f}, B/A {wall_a / wall_b:.3f}"
+                                        if args.alone else ""), flush=True)
     print(f"B/A, median of {args.rounds} rounds: {statistics.median(ratios):.3f} "
-          f"(rounds {min(ratios):.3f}-{max(ratios):.3f})")
+          f"(rounds {min(ratios):.3f}-{max(ratios):.3f})" + (
+              f"; uploads/s B/A {statistics.median(speeds):.3f} (rounds {min(speeds):.3f}-"
+              f"{max(speeds):.3f})" if args.alone else ""))
     return 0
+
+
+def _together(made: list[Callable[[], Server]], bodies: list[bytes], warmup: int
+              ) -> list[tuple[float, float]]:
+    """Each server's (CPU seconds, seconds), all started, then loaded at once."""
+    with ExitStack() as running:
+        servers = []
+        for make in made:
+            servers.append(make())
+            running.callback(servers[-1].stop)
+        with ThreadPoolExecutor(len(servers)) as both:
+            return list(both.map(lambda server: server.upload_all(bodies, warmup), servers))
+
+
+def _alone(made: list[Callable[[], Server]], bodies: list[bytes], warmup: int
+           ) -> list[tuple[float, float]]:
+    """Each server's (CPU seconds, seconds), one after the other, each alone."""
+    measured = []
+    for make in made:
+        server = make()
+        try:
+            measured.append(server.upload_all(bodies, warmup))
+        finally:
+            server.stop()
+    return measured
 
 
 if __name__ == "__main__":
