@@ -16,12 +16,13 @@ both sides, started in the same order each round) read 0.996, the second side fa
 Wall-clock ratios drift by 10-40% between minutes here; this ratio moved by 1-2%
 between rounds of identical builds. It says nothing about latency, only about cost.
 
-Two servers at once each have about one core, so they contend for the GIL less than a
-server alone on the machine does (the twenty-second session: +17% beside the bare engine,
-+21-24% alone, for the same code); a change to threads or processes can read better here
-than it is. `--alone` runs the two one after the other instead, each with the machine to
-itself, and compares uploads/s end to end (first upload to last job's end) as well: the
-machine's drift between minutes weighs on each round's ratio, so more rounds are needed.
+Two servers at once each have about one core, so their threads may contend for the GIL
+less than those of a server alone on the machine (not measured apart from the host's drift
+so far: see the twenty-second session in RESULTS.md); a change to threads or processes may
+read better here than it is. `--alone` runs the two one after the other instead, each with
+the machine to itself, and compares uploads/s end to end (first upload to last job's end)
+as well: the machine's drift between minutes weighs on each round's ratio, so more rounds
+are needed.
 """
 
 from __future__ import annotations
